@@ -1,0 +1,92 @@
+"""The audit vocabulary: one record per fed event and per transition (accepted or rejected).
+
+A record is a flat dict with these keys (the JSON Lines schema of the audit log):
+
+| key | meaning |
+|---|---|
+| `session` | session id (stable across connections and fresh restarts) |
+| `seq` | 1, 2, 3... per session, no gaps |
+| `mono` | monotonic seconds from the session's clock (the event's timestamp) |
+| `wall` | Unix time in seconds |
+| `kind` | `event` (something fed to the core), `transition`, or `rejected` |
+| `name` | event name (`go_away`, `client_input`, ...) or trigger name |
+| `state` | state when the record was made (for transitions: the destination) |
+| `source`, `dest` | transitions and rejections only |
+| `cause` | what explains it: close code and reason, `time_left`, timer, input kind... |
+| `gen` | connection generation (1 for the first connection, +1 per connection attempt) |
+| `handle_fp` | fingerprint of the latest resumable handle (never the handle) or null |
+| `attempt` | failure retries in the current drop |
+| `journal` | journal depth (input not yet covered by a handle) |
+| `stale` | events only: it came from a connection the session already left |
+
+Secrets never appear: handles only as `fingerprint()`, payloads never, API keys are never seen here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import structlog
+
+from .events import Event
+
+SCHEMA_VERSION = 1
+
+AuditRecord = dict[str, Any]
+AuditSink = Callable[[AuditRecord], None]
+
+_LOGGER_NAME = "statemachine.audit"
+
+
+def fingerprint(handle: str | None) -> str | None:
+    """A short, stable, non-reversible name for a resumption handle."""
+    if not handle:
+        return None
+    return "h-" + hashlib.sha256(handle.encode()).hexdigest()[:12]
+
+
+def structlog_sink(logger: Any = None) -> AuditSink:
+    """An audit sink writing each record through structlog as `lifecycle.<kind>`."""
+    log = logger if logger is not None else structlog.get_logger(_LOGGER_NAME)
+
+    def sink(record: AuditRecord) -> None:
+        log.info("lifecycle." + record["kind"], **record)
+
+    return sink
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+_SECRET_FIELDS = {"payload"}
+_DESCRIBERS: dict[type, tuple[str, tuple[str, ...]]] = {}
+
+
+def describe(event: Event) -> tuple[str, dict[str, Any]]:
+    """The event's audit name and its cause fields, with secrets removed."""
+    cls = type(event)
+    cached = _DESCRIBERS.get(cls)
+    if cached is None:
+        names = tuple(
+            f.name for f in attrs.fields(cls) if f.name not in _SECRET_FIELDS and f.name != "at"
+        )
+        cached = (_snake(cls.__name__), names)
+        _DESCRIBERS[cls] = cached
+    name, fields = cached
+    cause: dict[str, Any] = {}
+    for field in fields:
+        value = getattr(event, field)
+        if field == "handle":
+            cause["handle_fp"] = fingerprint(value)
+        elif field == "text":
+            cause["chars"] = len(value) if value else 0
+        elif field == "generation":
+            continue
+        else:
+            cause[field] = value.value if hasattr(value, "value") else value
+    return name, cause

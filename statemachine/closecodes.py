@@ -1,0 +1,109 @@
+"""What a close means: the Live API's (undocumented) close codes mapped to what to do next.
+
+Sources are the field reports collected in shared/protocol.md. The mapping is data, so an
+application can read it, and tests go over it row by row.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+
+class Disposition(enum.StrEnum):
+    """What a lost connection calls for."""
+
+    RESUME = "resume"  # resume at once with the handle
+    BACKOFF = "backoff"  # transient backend fault: back off, then resume
+    REJECTED = "rejected"  # the server refused the resumption handle
+    FATAL = "fatal"  # no retry can fix it
+
+
+class Phase(enum.StrEnum):
+    """When the close happened: during setup (connect/handshake) or on a live connection."""
+
+    SETUP = "setup"
+    LIVE = "live"
+
+
+@attrs.frozen(kw_only=True)
+class Rule:
+    code: int
+    phase: Phase | None  # None: either phase
+    reason_contains: str | None
+    disposition: Disposition
+    why: str
+
+
+CLOSE_RULES: tuple[Rule, ...] = (
+    Rule(code=1000, phase=None, reason_contains=None, disposition=Disposition.RESUME,
+         why="normal close; some clients see it at rotation"),
+    Rule(code=1001, phase=None, reason_contains=None, disposition=Disposition.RESUME,
+         why="server going away"),
+    Rule(code=1006, phase=None, reason_contains=None, disposition=Disposition.RESUME,
+         why="no close frame: network loss or keepalive failure"),
+    Rule(code=1011, phase=None, reason_contains="deadline expired", disposition=Disposition.RESUME,
+         why="connection lifetime ended after goAway"),
+    Rule(code=1011, phase=None, reason_contains="keepalive", disposition=Disposition.RESUME,
+         why="keepalive ping timeout (often the client's own short ping timeout)"),
+    Rule(code=1011, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
+         why="transient backend fault, or a resume while the old socket was still open"),
+    Rule(code=1012, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
+         why="service restart"),
+    Rule(code=1013, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
+         why="try again later"),
+    Rule(code=1007, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
+         why="invalid argument at setup: on a resume, the handle was refused"),
+    Rule(code=1007, phase=Phase.LIVE, reason_contains=None, disposition=Disposition.FATAL,
+         why="the server rejected a client message as invalid; replaying it would loop"),
+    Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.FATAL,
+         why="unknown model or policy violation at setup"),
+    Rule(code=1008, phase=Phase.LIVE, reason_contains=None, disposition=Disposition.RESUME,
+         why="policy close on a live connection (e.g. not closing after goAway)"),
+    Rule(code=1002, phase=None, reason_contains=None, disposition=Disposition.FATAL,
+         why="protocol error"),
+    Rule(code=1003, phase=None, reason_contains=None, disposition=Disposition.FATAL,
+         why="unsupported data"),
+    Rule(code=1009, phase=None, reason_contains=None, disposition=Disposition.FATAL,
+         why="message too big"),
+)
+
+#: HTTP statuses of a refused WebSocket handshake.
+HTTP_RULES: dict[int, Disposition] = {
+    400: Disposition.FATAL,
+    401: Disposition.FATAL,
+    403: Disposition.FATAL,
+    404: Disposition.FATAL,
+    408: Disposition.BACKOFF,
+    429: Disposition.BACKOFF,
+}
+
+
+def classify_close(code: int | None, reason: str, phase: Phase) -> tuple[Disposition, str]:
+    """Disposition and the reason for it, for a WebSocket close code (None: no code at all)."""
+    if code is None:
+        return Disposition.BACKOFF, "connection failed before a close code was known"
+    lowered = reason.lower()
+    for rule in CLOSE_RULES:
+        if rule.code != code or (rule.phase is not None and rule.phase is not phase):
+            continue
+        if rule.reason_contains is not None and rule.reason_contains not in lowered:
+            continue
+        return rule.disposition, rule.why
+    if 4000 <= code < 5000:
+        return Disposition.FATAL, "application-defined close code"
+    return Disposition.BACKOFF, "unrecognised close code: treated as transient"
+
+
+def classify_http(status: int) -> tuple[Disposition, str]:
+    """Disposition for a WebSocket handshake refused with an HTTP status."""
+    if status in HTTP_RULES:
+        disposition = HTTP_RULES[status]
+    elif status >= 500:
+        disposition = Disposition.BACKOFF
+    else:
+        disposition = Disposition.FATAL
+    why = {401: "API key missing or invalid", 403: "permission denied", 404: "endpoint not found",
+           429: "rate limited"}.get(status, f"handshake refused with HTTP {status}")
+    return disposition, why

@@ -1,0 +1,48 @@
+"""Exceptions. Local misuse (the application did something wrong) and remote misbehaviour (the
+server did) are different classes; each also subclasses the nearest builtin so generic handlers
+still catch it, and each message says what happened and what to do."""
+
+from __future__ import annotations
+
+
+class LifecycleError(Exception):
+    """Base class of every error this library raises."""
+
+
+class TableError(LifecycleError, ValueError):
+    """The transition table is malformed; raised at import, so a broken table never runs."""
+
+
+class SettingsError(LifecycleError, ValueError):
+    """A setting is out of range; raised when the settings object is built."""
+
+
+class InvalidTransition(LifecycleError, RuntimeError):
+    """A trigger was fired in a state that has no row for it."""
+
+    def __init__(self, trigger: str, state: str, hint: str = "") -> None:
+        self.trigger = trigger
+        self.state = state
+        msg = f"cannot {trigger!r} in state {state!r}"
+        super().__init__(f"{msg}: {hint}" if hint else msg)
+
+
+class LocalMisuse(LifecycleError, RuntimeError):
+    """The application called the library in a way its current state does not allow."""
+
+
+class SessionClosed(LocalMisuse):
+    """The session has ended; the message says why. Open a new session to continue."""
+
+
+class RemoteProtocolError(LifecycleError, ConnectionError):
+    """The server sent something the Live API protocol does not allow."""
+
+
+class SessionTerminated(LifecycleError, ConnectionError):
+    """The session ended for a reason other than the application closing it."""
+
+    def __init__(self, reason: str, *, code: int | None = None) -> None:
+        self.reason = reason
+        self.code = code
+        super().__init__(reason)

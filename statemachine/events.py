@@ -1,0 +1,156 @@
+"""What the I/O layer feeds the core: parsed server messages, closes, timers, application calls.
+
+Every event carries `at`, a monotonic timestamp from the session's clock, so the core never reads
+time itself. Events from a connection carry its `generation`; the core ignores (and audits) those
+of a connection it has already left, so a late close of an old socket cannot disturb the new one.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+
+class InputKind(enum.StrEnum):
+    """Kinds of client messages; replay rules differ per kind."""
+
+    CONTENT = "content"  # send_client_content
+    TEXT = "text"  # send_realtime_input(text=)
+    AUDIO = "audio"
+    VIDEO = "video"
+    AUDIO_STREAM_END = "audio_stream_end"
+    ACTIVITY_START = "activity_start"
+    ACTIVITY_END = "activity_end"
+    TOOL_RESPONSE = "tool_response"
+
+
+#: Input kinds after which the model answers (a turn boundary on the client side).
+TURN_TRIGGERS = frozenset(
+    {InputKind.TEXT, InputKind.AUDIO_STREAM_END, InputKind.ACTIVITY_END, InputKind.TOOL_RESPONSE}
+)
+
+
+class Timer(enum.StrEnum):
+    """Timers the core arms through actions; the I/O layer reports them with `TimerFired`."""
+
+    SETUP = "setup"  # setupComplete did not arrive in time
+    ROTATE = "rotate"  # goAway deadline minus margin
+    SESSION_CAP = "session_cap"  # session duration cap without compression
+    BACKOFF = "backoff"  # wait before the next connection attempt
+
+
+@attrs.frozen(kw_only=True)
+class Event:
+    at: float
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionEvent(Event):
+    generation: int
+
+
+@attrs.frozen(kw_only=True)
+class Connect(Event):
+    """The application opens the session."""
+
+
+@attrs.frozen(kw_only=True)
+class SetupComplete(ConnectionEvent):
+    session_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GoAway(ConnectionEvent):
+    time_left: float
+
+
+@attrs.frozen(kw_only=True)
+class ResumptionUpdate(ConnectionEvent):
+    handle: str | None
+    resumable: bool
+    last_consumed_index: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ModelOutput(ConnectionEvent):
+    """A `modelTurn` chunk: a turn is in flight. `text` feeds history replay."""
+
+    text: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall(ConnectionEvent):
+    ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallCancellation(ConnectionEvent):
+    ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class GenerationComplete(ConnectionEvent):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class Interrupted(ConnectionEvent):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class TurnComplete(ConnectionEvent):
+    pass
+
+
+@attrs.frozen(kw_only=True)
+class Usage(ConnectionEvent):
+    prompt_tokens: int
+    total_tokens: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionLost(ConnectionEvent):
+    """The connection of `generation` is gone: a close code, a refused handshake or a timeout."""
+
+    code: int | None = None
+    reason: str = ""
+    http_status: int | None = None
+    during_setup: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class TimerFired(Event):
+    timer: Timer
+    token: int
+
+
+@attrs.frozen(kw_only=True)
+class ClientInput(Event):
+    """The application sends a message. `payload` is opaque to the core (the SDK's kwargs)."""
+
+    kind: InputKind
+    payload: Any = attrs.field(default=None, eq=False, repr=False)
+    turn_complete: bool = False
+    tool_ids: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class Close(Event):
+    """The application closes the session."""
+
+    reason: str = "closed by the application"
+
+
+@attrs.frozen(kw_only=True)
+class FatalError(Event):
+    reason: str
+
+
+def is_turn_trigger(event: ClientInput) -> bool:
+    """Whether the model will answer after this input."""
+    if event.kind is InputKind.CONTENT:
+        return event.turn_complete
+    return event.kind in TURN_TRIGGERS

@@ -1,0 +1,155 @@
+"""The input journal: every client message not yet covered by a resumable handle.
+
+An entry leaves the journal in exactly one of two ways: a resumable handle covers it (pruned), or
+it is reported dropped with a reason. Until then it is replayed after every resume.
+
+What a handle covers:
+- transparent mode (Vertex): entries whose per-connection index is at most the server's
+  `lastConsumedClientMessageIndex` on the connection that sent them;
+- otherwise (Gemini API): turn inputs the server has answered (a `turnComplete` came after
+  them), and other input sent on the connection before the resumable update arrived. Input
+  crossing that update on the wire is the one case the Gemini API gives no way to know about;
+  the README documents it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from .events import InputKind
+from .settings import AnsweredTurnReplay, ReplayPolicy
+
+
+@attrs.define(kw_only=True, slots=True)
+class Entry:
+    """One client message and what is known of its fate."""
+
+    seq: int
+    kind: InputKind
+    payload: Any = attrs.field(eq=False, repr=False)
+    created_at: float
+    turn_complete: bool
+    trigger: bool
+    tool_ids: tuple[str, ...] = ()
+    sent_generation: int | None = None
+    sent_index: int | None = None
+    sends: int = 0
+    answered: bool = False
+    reply_text: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ReplayItem:
+    """One entry to send after a resume; `as_history` carries the earlier reply along with it."""
+
+    entry: Entry
+    as_history: bool = False
+    repeated: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ReplayPlan:
+    items: tuple[ReplayItem, ...]
+    dropped: tuple[tuple[Entry, str], ...]
+
+
+class Journal:
+    """Entries in sequence order; linear on purpose: it holds seconds of input, not hours."""
+
+    def __init__(self) -> None:
+        self._entries: list[Entry] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+
+    def mark_sent(self, entry: Entry, generation: int, index: int) -> None:
+        entry.sent_generation = generation
+        entry.sent_index = index
+        entry.sends += 1
+
+    def has_turn_input(self) -> bool:
+        """Whether some turn input is not yet covered by a handle (no safe point then)."""
+        return any(e.trigger for e in self._entries)
+
+    def mark_answered(self, reply_text: str) -> None:
+        """A `turnComplete` arrived: the tool responses sent before it and the oldest unanswered
+        turn input that was sent are answered."""
+        first = True
+        for entry in self._entries:
+            if entry.answered or not entry.trigger or entry.sent_generation is None:
+                continue
+            if entry.kind is InputKind.TOOL_RESPONSE:
+                entry.answered = True
+            elif first:
+                entry.answered = True
+                entry.reply_text = reply_text
+                first = False
+
+    def prune_by_index(self, generation: int, last_consumed: int) -> list[Entry]:
+        """Transparent mode: drop what the server says it consumed on this connection."""
+        return self._prune(
+            lambda e: e.sent_generation == generation
+            and e.sent_index is not None
+            and e.sent_index <= last_consumed
+        )
+
+    def prune_covered(self, generation: int) -> list[Entry]:
+        """Gemini API: a resumable handle arrived on `generation`."""
+        return self._prune(
+            lambda e: e.sent_generation == generation and (e.answered or not e.trigger)
+        )
+
+    def _prune(self, covered: Any) -> list[Entry]:
+        gone = [e for e in self._entries if covered(e)]
+        if gone:
+            self._entries = [e for e in self._entries if not covered(e)]
+        return gone
+
+    def remove(self, entries: list[Entry]) -> None:
+        doomed = {id(e) for e in entries}
+        self._entries = [e for e in self._entries if id(e) not in doomed]
+
+    def take_all(self) -> list[Entry]:
+        entries, self._entries = self._entries, []
+        return entries
+
+    def plan_replay(self, now: float, policy: ReplayPolicy) -> ReplayPlan:
+        """What to send after a resume, in order, and what to drop (with the reason)."""
+        items: list[ReplayItem] = []
+        dropped: list[tuple[Entry, str]] = []
+        latest_video = max(
+            (e.seq for e in self._entries if e.kind is InputKind.VIDEO), default=None
+        )
+        history_turn = False
+        for entry in self._entries:
+            if entry.kind is InputKind.AUDIO and now - entry.created_at > policy.audio_staleness:
+                dropped.append(
+                    (entry, f"audio older than the replay window ({policy.audio_staleness:g}s)")
+                )
+            elif entry.kind is InputKind.VIDEO and entry.seq != latest_video:
+                dropped.append((entry, "video frame superseded by a later frame"))
+            elif entry.answered and entry.trigger:
+                if (
+                    policy.answered_turns is AnsweredTurnReplay.HISTORY
+                    and entry.kind in (InputKind.CONTENT, InputKind.TEXT)
+                    and entry.reply_text
+                ):
+                    items.append(ReplayItem(entry=entry, as_history=True))
+                    history_turn = True
+                elif entry.kind is InputKind.TOOL_RESPONSE and history_turn:
+                    dropped.append((entry, "answered tool response: covered by history replay"))
+                else:
+                    items.append(ReplayItem(entry=entry, repeated=True))
+            else:
+                items.append(ReplayItem(entry=entry))
+        self.remove([e for e, _ in dropped])
+        return ReplayPlan(items=tuple(items), dropped=tuple(dropped))

@@ -1,0 +1,174 @@
+"""Every limit and policy the lifecycle obeys, as validated, immutable attrs records.
+
+Defaults are the Live API's documented (or field-reported) values; see shared/protocol.md. All
+durations are seconds. `Policy.scaled(f)` multiplies every duration by `f`, so a test can make a
+10-minute connection last a second without touching the logic.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+import attrs
+
+from .errors import SettingsError
+
+
+class Backend(enum.StrEnum):
+    """Which Live API the session talks to; decides handle validity and transparent resumption."""
+
+    GEMINI = "gemini"
+    VERTEX = "vertex"
+
+
+class OnExpired(enum.StrEnum):
+    """What to do when a session cannot continue."""
+
+    FRESH = "fresh"
+    TERMINATE = "terminate"
+
+
+class AnsweredTurnReplay(enum.StrEnum):
+    """How to replay a turn whose reply arrived but whose covering handle did not."""
+
+    HISTORY = "history"  # replay input + reply as history, turn_complete=False: no second answer
+    REPEAT = "repeat"  # replay the input; the model answers again and the reply is flagged
+
+
+def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise SettingsError(f"{attribute.name} must be >= 0 seconds, got {value!r}")
+
+
+def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise SettingsError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+HANDLE_VALIDITY = {Backend.GEMINI: 2 * 3600.0, Backend.VERTEX: 24 * 3600.0}
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """The Live API's time limits as this client plans for them."""
+
+    connection_lifetime: float = attrs.field(default=600.0, validator=_positive)
+    go_away_lead: float = attrs.field(default=30.0, validator=_positive)
+    go_away_margin: float = attrs.field(default=2.0, validator=_non_negative)
+    session_cap_audio: float = attrs.field(default=900.0, validator=_positive)
+    session_cap_video: float = attrs.field(default=120.0, validator=_positive)
+    handle_validity: float = attrs.field(
+        default=HANDLE_VALIDITY[Backend.GEMINI], validator=_positive
+    )
+    setup_timeout: float = attrs.field(default=15.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.go_away_margin >= self.go_away_lead:
+            raise SettingsError(
+                f"go_away_margin ({self.go_away_margin}s) must be smaller than go_away_lead "
+                f"({self.go_away_lead}s, the shortest goAway notice planned for): otherwise "
+                "every rotation would be forced at once and cut the reply in progress"
+            )
+        if self.session_cap_video > self.session_cap_audio:
+            raise SettingsError("session_cap_video cannot exceed session_cap_audio")
+
+    def scaled(self, factor: float) -> Limits:
+        """The same limits with every duration multiplied by `factor`."""
+        if factor <= 0:
+            raise SettingsError(f"time scale must be > 0, got {factor!r}")
+        return Limits(**{f.name: getattr(self, f.name) * factor for f in attrs.fields(Limits)})
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded per drop and per session."""
+
+    per_drop_attempts: int = attrs.field(default=6)
+    per_session_attempts: int = attrs.field(default=60)
+    base_delay: float = attrs.field(default=0.25, validator=_non_negative)
+    max_delay: float = attrs.field(default=15.0, validator=_non_negative)
+    multiplier: float = attrs.field(default=2.0)
+    jitter: float = attrs.field(default=0.5)
+
+    def __attrs_post_init__(self) -> None:
+        if self.per_drop_attempts < 0 or self.per_session_attempts < 0:
+            raise SettingsError("retry budgets must be >= 0")
+        if self.multiplier < 1:
+            raise SettingsError(f"multiplier must be >= 1, got {self.multiplier!r}")
+        if not 0 <= self.jitter <= 1:
+            raise SettingsError(f"jitter is a fraction in [0, 1], got {self.jitter!r}")
+        if self.max_delay < self.base_delay:
+            raise SettingsError("max_delay must be >= base_delay")
+
+    def delay(self, attempt: int, unit_random: float) -> float:
+        """Delay before failure-retry number `attempt` (1-based); `unit_random` in [0, 1)."""
+        raw = min(self.max_delay, self.base_delay * self.multiplier ** max(0, attempt - 1))
+        return raw * (1 - self.jitter * unit_random)
+
+    def scaled(self, factor: float) -> RetryPolicy:
+        return attrs.evolve(
+            self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ReplayPolicy:
+    """What is replayed after a resume on the Gemini API (Vertex replays by index)."""
+
+    audio_staleness: float = attrs.field(default=2.0, validator=_non_negative)
+    answered_turns: AnsweredTurnReplay = attrs.field(
+        default=AnsweredTurnReplay.HISTORY, converter=AnsweredTurnReplay
+    )
+
+    def scaled(self, factor: float) -> ReplayPolicy:
+        return attrs.evolve(self, audio_staleness=self.audio_staleness * factor)
+
+
+@attrs.frozen(kw_only=True)
+class Keepalive:
+    """websockets keepalive. The SDK's 20 s/20 s default yields false 1011 timeouts; real pongs
+    were measured at 8-30 s, so the default waits longer."""
+
+    ping_interval: float | None = 30.0
+    ping_timeout: float | None = 60.0
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """Everything a session decides by; pass one to `statemachine.connect`."""
+
+    limits: Limits = attrs.field(factory=Limits)
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
+    keepalive: Keepalive = attrs.field(factory=Keepalive)
+    on_expired: OnExpired = attrs.field(default=OnExpired.FRESH, converter=OnExpired)
+    compression: bool = True
+    compression_trigger_tokens: int = attrs.field(default=25_600)
+    compression_target_tokens: int = attrs.field(default=12_800)
+    #: None: transparent on Vertex, journal by handle on the Gemini API (where the SDK refuses it).
+    transparent: bool | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.compression_target_tokens < self.compression_trigger_tokens:
+            raise SettingsError(
+                "compression needs 0 < compression_target_tokens < compression_trigger_tokens"
+            )
+
+    def scaled(self, factor: float) -> Policy:
+        """The same policy with every duration (limits, backoff, staleness) times `factor`."""
+        return attrs.evolve(
+            self,
+            limits=self.limits.scaled(factor),
+            retry=self.retry.scaled(factor),
+            replay=self.replay.scaled(factor),
+        )
+
+    def for_backend(self, backend: Backend) -> Policy:
+        """Adjust the handle validity to the backend's, unless the caller changed it."""
+        default = Limits().handle_validity
+        if self.limits.handle_validity != default:
+            return self
+        return attrs.evolve(
+            self, limits=attrs.evolve(self.limits, handle_validity=HANDLE_VALIDITY[backend])
+        )

@@ -1,0 +1,261 @@
+"""The lifecycle of one Live API session: the one and only transition table.
+
+Everything that describes the lifecycle lives here. The engine (`core.py`) builds its
+`transitions.Machine` from `TRANSITIONS`, the diagrams render it, the audit validator checks logs
+against it. Nothing else may restate which state a trigger leads to.
+
+Theory of operation
+-------------------
+A session starts `idle`. `connect` opens a connection without a handle (`connecting`); the server's
+`setupComplete` makes it `streaming`. A `goAway` moves it to `draining`: the turn in flight finishes
+while input is still sent and journaled, and at the first safe point (or at the deadline minus
+a margin) the session moves to `resuming`: the old socket is closed first, a new one is opened
+with the latest resumable handle, and the journal is replayed after `setupComplete`. An unexpected
+close is classified by its close code: fatal closes terminate, others resume when a valid
+handle exists.
+A session that cannot continue is `expired`; policy then starts a fresh one (`restart_fresh`, the
+application is told its context was lost) or gives up. `terminated` is final.
+
+Where a trigger has several rows for one source, the rows are tried in table order and the first
+whose guards all hold wins; a row without guards is the fallback and must come last.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from .errors import TableError
+
+
+class State(enum.StrEnum):
+    """Lifecycle states; the values appear verbatim in logs and diagrams."""
+
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    COMPRESSED = "compressed"
+    DRAINING = "draining"
+    RESUMING = "resuming"
+    EXPIRED = "expired"
+    TERMINATED = "terminated"
+
+
+INITIAL = State.IDLE
+FINAL = frozenset({State.TERMINATED})
+
+#: States in which a connection has completed setup and carries traffic.
+LIVE = frozenset({State.STREAMING, State.COMPRESSED, State.DRAINING})
+
+STATE_DOCS: Mapping[State, str] = {
+    State.IDLE: "created, not yet connected",
+    State.CONNECTING: "opening a new session (no handle): connect + setup, until setupComplete",
+    State.STREAMING: "live; input flows",
+    State.COMPRESSED: "live, and the server's sliding window has trimmed the context",
+    State.DRAINING: "goAway received: finish the turn, keep journaling, rotate at a safe point",
+    State.RESUMING: "old socket closed; connecting with the latest resumable handle",
+    State.EXPIRED: "this session cannot continue; policy restarts fresh or gives up",
+    State.TERMINATED: "closed by the application, a fatal error or an exhausted budget",
+}
+
+
+class Trigger(enum.StrEnum):
+    """What the engine fires on the machine; one name per lifecycle cause."""
+
+    CONNECT = "connect"
+    SETUP_COMPLETE = "setup_complete"
+    GO_AWAY = "go_away"
+    COMPRESSION_DETECTED = "compression_detected"
+    SAFE_POINT = "safe_point"
+    ROTATION_DEADLINE = "rotation_deadline"
+    CONNECTION_LOST = "connection_lost"
+    RESUME_REJECTED = "resume_rejected"
+    HANDLE_EXPIRED = "handle_expired"
+    SESSION_CAP = "session_cap"
+    RESTART_FRESH = "restart_fresh"
+    GIVE_UP = "give_up"
+    CLOSE = "close"
+    FATAL_ERROR = "fatal_error"
+
+
+TRIGGER_DOCS: Mapping[Trigger, str] = {
+    Trigger.CONNECT: "the application opens the session",
+    Trigger.SETUP_COMPLETE: "the server answered setup with setupComplete",
+    Trigger.GO_AWAY: "the server announced the end of this connection (timeLeft)",
+    Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
+    Trigger.SAFE_POINT: "turn complete and a resumable handle newer than the last turn input",
+    Trigger.ROTATION_DEADLINE: "goAway deadline minus margin reached before a safe point",
+    Trigger.CONNECTION_LOST: "the connection closed or setup failed/timed out",
+    Trigger.RESUME_REJECTED: "the server refused the resumption handle",
+    Trigger.HANDLE_EXPIRED: "the handle outlived its validity before it could be used",
+    Trigger.SESSION_CAP: "session duration cap reached without compression",
+    Trigger.RESTART_FRESH: "policy starts a new session; the application must re-seed context",
+    Trigger.GIVE_UP: "policy or retry budget says stop",
+    Trigger.CLOSE: "the application closed the session",
+    Trigger.FATAL_ERROR: "an error no retry can fix",
+}
+
+
+class Guard(enum.StrEnum):
+    """Named conditions; the engine evaluates each from its own bookkeeping."""
+
+    CLOSE_IS_FATAL = "close_is_fatal"
+    RETRY_BUDGET_LEFT = "retry_budget_left"
+    HANDLE_VALID = "handle_valid"
+    WAS_COMPRESSED = "was_compressed"
+    FRESH_ALLOWED = "fresh_allowed"
+
+
+GUARD_DOCS: Mapping[Guard, str] = {
+    Guard.CLOSE_IS_FATAL: "the close code/handshake error is classified fatal",
+    Guard.RETRY_BUDGET_LEFT: "per-drop and per-session retry budgets allow another attempt",
+    Guard.HANDLE_VALID: "a resumable handle exists and is within its validity",
+    Guard.WAS_COMPRESSED: "the context was compressed before this connection",
+    Guard.FRESH_ALLOWED: "policy restarts expired sessions and the session budget allows it",
+}
+
+
+@attrs.frozen(kw_only=True)
+class Transition:
+    """One row of the table: `trigger` from any of `sources` to `dest` when all `guards` hold."""
+
+    trigger: Trigger
+    sources: tuple[State, ...]
+    dest: State
+    guards: tuple[Guard, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The edge label used by diagrams: trigger plus guards."""
+        if not self.guards:
+            return self.trigger.value
+        return f"{self.trigger.value} [{' & '.join(g.value for g in self.guards)}]"
+
+
+def _t(trigger: Trigger, sources: Iterable[State], dest: State, *guards: Guard) -> Transition:
+    return Transition(trigger=trigger, sources=tuple(sources), dest=dest, guards=tuple(guards))
+
+
+S = State
+_LIVE_ORDER = (S.STREAMING, S.COMPRESSED, S.DRAINING)
+_NOT_FINAL = (S.IDLE, S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED)
+
+TRANSITIONS: tuple[Transition, ...] = (
+    _t(Trigger.CONNECT, [S.IDLE], S.CONNECTING),
+    _t(Trigger.SETUP_COMPLETE, [S.CONNECTING], S.STREAMING),
+    _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.COMPRESSED, Guard.WAS_COMPRESSED),
+    _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.STREAMING),
+    _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
+    _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED], S.DRAINING),
+    _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING),
+    _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
+    _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),
+    _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
+    _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.CONNECTING, Guard.RETRY_BUDGET_LEFT),
+    _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED),
+    _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
+    _t(
+        Trigger.CONNECTION_LOST,
+        [*_LIVE_ORDER, S.RESUMING],
+        S.RESUMING,
+        Guard.HANDLE_VALID,
+        Guard.RETRY_BUDGET_LEFT,
+    ),
+    _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.EXPIRED),
+    _t(Trigger.RESUME_REJECTED, [S.RESUMING], S.EXPIRED),
+    _t(Trigger.HANDLE_EXPIRED, [S.RESUMING], S.EXPIRED),
+    _t(Trigger.SESSION_CAP, [*_LIVE_ORDER, S.RESUMING], S.EXPIRED),
+    _t(Trigger.RESTART_FRESH, [S.EXPIRED], S.CONNECTING, Guard.FRESH_ALLOWED),
+    _t(Trigger.GIVE_UP, [S.EXPIRED], S.TERMINATED),
+    _t(Trigger.CLOSE, _NOT_FINAL, S.TERMINATED),
+    _t(Trigger.FATAL_ERROR, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED], S.TERMINATED),
+)
+
+
+def rows_for(trigger: Trigger, source: State) -> tuple[Transition, ...]:
+    """The rows a trigger may take from a state, in the order they are tried."""
+    return _BY_KEY.get((trigger, source), ())
+
+
+def edges() -> list[tuple[State, State, Transition]]:
+    """Every (source, dest, row) edge of the table, in table order."""
+    return [(src, row.dest, row) for row in TRANSITIONS for src in row.sources]
+
+
+def shortest_paths() -> dict[State, tuple[tuple[State, Transition], ...]]:
+    """For each state, the shortest sequence of (source, row) steps from the initial state."""
+    paths: dict[State, tuple[tuple[State, Transition], ...]] = {INITIAL: ()}
+    queue = deque([INITIAL])
+    while queue:
+        state = queue.popleft()
+        for src, dest, row in edges():
+            if src is state and dest not in paths:
+                paths[dest] = (*paths[state], (src, row))
+                queue.append(dest)
+    return paths
+
+
+def validate(rows: Iterable[Transition] = TRANSITIONS) -> None:
+    """Raise `TableError` naming every defect of a table; called at import on `TRANSITIONS`."""
+    rows = tuple(rows)
+    problems: list[str] = []
+    known = set(State)
+    if INITIAL not in known:
+        problems.append(f"initial state {INITIAL!r} is not a state")
+    for row in rows:
+        for state in (*row.sources, row.dest):
+            if state not in known:
+                problems.append(f"{row.label}: unknown state {state!r}")
+        if not row.sources:
+            problems.append(f"{row.label}: no source states")
+        for src in row.sources:
+            if src in FINAL:
+                problems.append(f"{row.label}: leaves final state {src.value}")
+    groups: dict[tuple[Trigger, State], list[Transition]] = {}
+    for row in rows:
+        for src in row.sources:
+            groups.setdefault((row.trigger, src), []).append(row)
+    for (trigger, src), group in groups.items():
+        for row in group[:-1]:
+            if not row.guards:
+                problems.append(
+                    f"{trigger.value} from {src.value}: unguarded row to {row.dest.value} "
+                    "shadows the rows after it"
+                )
+    succ: dict[State, set[State]] = {s: set() for s in State}
+    for row in rows:
+        for src in row.sources:
+            succ[src].add(row.dest)
+    reached = _closure(INITIAL, succ)
+    for state in State:
+        if state not in reached:
+            problems.append(f"state {state.value} is unreachable from {INITIAL.value}")
+        if state not in FINAL:
+            if not succ[state]:
+                problems.append(f"state {state.value} has no exit (trap state)")
+            elif not (_closure(state, succ) & FINAL):
+                problems.append(f"state {state.value} cannot reach a final state")
+    if problems:
+        raise TableError("invalid lifecycle table:\n  " + "\n  ".join(problems))
+
+
+def _closure(start: State, succ: Mapping[State, set[State]]) -> set[State]:
+    seen = {start}
+    stack = [start]
+    while stack:
+        for nxt in succ[stack.pop()]:
+            if nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return seen
+
+
+_BY_KEY: dict[tuple[Trigger, State], tuple[Transition, ...]] = {}
+for _row in TRANSITIONS:
+    for _src in _row.sources:
+        _BY_KEY[(_row.trigger, _src)] = (*_BY_KEY.get((_row.trigger, _src), ()), _row)
+
+validate()
