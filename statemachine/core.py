@@ -233,7 +233,7 @@ class Lifecycle:
             self._on_input(event)
         elif isinstance(event, Connect):
             if self.state is not State.IDLE:
-                raise InvalidTransition("connect", self.state, "a session connects only once")
+                raise InvalidTransition("connect", self.state.value, "a session connects only once")
             self._fire(Trigger.CONNECT, {})
         elif isinstance(event, Close):
             if self.state is not State.TERMINATED:
@@ -247,6 +247,14 @@ class Lifecycle:
             self._on_connection_event(event)
         self._drain_followups()
         return self._actions
+
+    def fire(self, trigger: Trigger, **cause: Any) -> bool:
+        """Fire a trigger directly (tools and tests); the audit log records it like any other.
+        Returns False when the table has no row for it here or no guard holds."""
+        self._actions = []
+        ok = self._fire(trigger, cause)
+        self._drain_followups()
+        return ok
 
     def snapshot(self) -> dict[str, Any]:
         """A plain view of the bookkeeping, for tests, debugging and the application."""

@@ -54,7 +54,8 @@ STATE_DOCS: Mapping[State, str] = {
     State.IDLE: "created, not yet connected",
     State.CONNECTING: "opening a new session (no handle): connect + setup, until setupComplete",
     State.STREAMING: "live; input flows",
-    State.COMPRESSED: "live, and the server's sliding window has trimmed the context",
+    State.COMPRESSED: "live, and the server's sliding window has trimmed the context "
+    "(same exits as streaming, except the session cap, which compression lifts)",
     State.DRAINING: "goAway received: finish the turn, keep journaling, rotate at a safe point",
     State.RESUMING: "old socket closed; connecting with the latest resumable handle",
     State.EXPIRED: "this session cannot continue; policy restarts fresh or gives up",
@@ -167,7 +168,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.EXPIRED),
     _t(Trigger.RESUME_REJECTED, [S.RESUMING], S.EXPIRED),
     _t(Trigger.HANDLE_EXPIRED, [S.RESUMING], S.EXPIRED),
-    _t(Trigger.SESSION_CAP, [*_LIVE_ORDER, S.RESUMING], S.EXPIRED),
+    # not from `compressed`: compression is what lifts the cap
+    _t(Trigger.SESSION_CAP, [S.STREAMING, S.DRAINING, S.RESUMING], S.EXPIRED),
     _t(Trigger.RESTART_FRESH, [S.EXPIRED], S.CONNECTING, Guard.FRESH_ALLOWED),
     _t(Trigger.GIVE_UP, [S.EXPIRED], S.TERMINATED),
     _t(Trigger.CLOSE, _NOT_FINAL, S.TERMINATED),
@@ -225,6 +227,8 @@ def validate(rows: Iterable[Transition] = TRANSITIONS) -> None:
                     f"{trigger.value} from {src.value}: unguarded row to {row.dest.value} "
                     "shadows the rows after it"
                 )
+    if problems:
+        raise TableError("invalid lifecycle table:\n  " + "\n  ".join(problems))
     succ: dict[State, set[State]] = {s: set() for s in State}
     for row in rows:
         for src in row.sources:

@@ -1,0 +1,155 @@
+"""Events that take a session along a row of the table, satisfying the row's guards.
+
+Used to replay the table's shortest paths through the sans-I/O core, and (with real I/O) through
+LiveSession. Each driver returns the events to feed; a driver may need the engine's current
+bookkeeping (generation, timer tokens), so it is called right before feeding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from statemachine import core, events
+from statemachine.actions import Action, ArmTimer
+from statemachine.events import Timer
+from statemachine.table import Guard, State, Transition, Trigger
+
+
+class Driver:
+    """Feeds a Lifecycle and remembers timer tokens, like a real I/O layer would."""
+
+    def __init__(self, engine: core.Lifecycle, start: float = 0.0) -> None:
+        self.engine = engine
+        self.now = start
+        self.tokens: dict[Timer, int] = {}
+        self.actions: list[Action] = []
+        self.fed = 0
+
+    def feed(self, event: events.Event) -> list[Action]:
+        self.fed += 1
+        out = self.engine.feed(event)
+        for action in out:
+            if isinstance(action, ArmTimer):
+                self.tokens[action.timer] = action.token
+        self.actions.extend(out)
+        return out
+
+    def tick(self, dt: float = 0.01) -> float:
+        self.now += dt
+        return self.now
+
+    @property
+    def gen(self) -> int:
+        return self.engine.generation
+
+    def fire_timer(self, timer: Timer) -> None:
+        self.feed(events.TimerFired(at=self.tick(), timer=timer, token=self.tokens[timer]))
+
+    def handle(self, name: str = "h") -> None:
+        """A completed turn and a resumable handle covering it."""
+        gen = self.gen
+        self.feed(events.TurnComplete(at=self.tick(), generation=gen))
+        self.feed(
+            events.ResumptionUpdate(
+                at=self.tick(), generation=gen, handle=f"{name}-{gen}", resumable=True
+            )
+        )
+
+    def take(self, source: State, row: Transition) -> None:
+        """Feed what makes `row` fire from `source` (which must be the current state)."""
+        assert self.engine.state is source, (self.engine.state, source)
+        STEPS[row.trigger](self, row)
+
+
+def _lost(d: Driver, row: Transition) -> None:
+    live = d.engine.setup_done
+    source = d.engine.state
+    code, reason = 1006, ""
+    if Guard.CLOSE_IS_FATAL in row.guards:
+        code, reason = (1008, "models/x is not found") if not live else (1007, "invalid")
+    elif Guard.HANDLE_VALID in row.guards:
+        if live:  # a handle arrives while a turn is in flight: not a safe point
+            d.feed(events.ModelOutput(at=d.tick(), generation=d.gen, text="busy"))
+            d.feed(
+                events.ResumptionUpdate(at=d.tick(), generation=d.gen, handle="h", resumable=True)
+            )
+    elif row.dest is State.CONNECTING:
+        code, reason = 1011, "The service is currently unavailable."
+    elif source is State.CONNECTING:  # the fallback: the retry budget runs out
+        code, reason = 1011, "The service is currently unavailable."
+        while d.engine.state is State.CONNECTING and d.engine._check(Guard.RETRY_BUDGET_LEFT):
+            d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=code,
+                                         reason=reason, during_setup=True))
+            d.fire_timer(Timer.BACKOFF)
+    else:  # the fallback: the handle is no longer valid
+        d.tick(d.engine.policy.limits.handle_validity + 1)
+    d.feed(
+        events.ConnectionLost(
+            at=d.tick(), generation=d.gen, code=code, reason=reason, during_setup=not live
+        )
+    )
+    if row.dest is State.CONNECTING:
+        d.fire_timer(Timer.BACKOFF)
+
+
+def _setup(d: Driver, row: Transition) -> None:
+    if Guard.WAS_COMPRESSED in row.guards:
+        d.engine.compressed = True
+    d.feed(events.SetupComplete(at=d.tick(), generation=d.gen))
+
+
+def _compress(d: Driver, row: Transition) -> None:
+    trigger = d.engine.policy.compression_trigger_tokens
+    d.feed(events.Usage(at=d.tick(), generation=d.gen, prompt_tokens=trigger + 10))
+    d.feed(events.Usage(at=d.tick(), generation=d.gen, prompt_tokens=trigger // 2))
+
+
+def _go_away(d: Driver, row: Transition) -> None:
+    d.feed(events.ModelOutput(at=d.tick(), generation=d.gen, text="busy"))
+    d.feed(events.GoAway(at=d.tick(), generation=d.gen, time_left=30.0))
+
+
+def _safe_point(d: Driver, row: Transition) -> None:
+    d.handle()
+
+
+def _rotation_deadline(d: Driver, row: Transition) -> None:
+    if Guard.HANDLE_VALID in row.guards:  # a handle while the turn is still in flight
+        d.feed(
+            events.ResumptionUpdate(at=d.tick(), generation=d.gen, handle="mid", resumable=True)
+        )
+    d.fire_timer(Timer.ROTATE)
+
+
+def _rejected(d: Driver, row: Transition) -> None:
+    d.feed(
+        events.ConnectionLost(
+            at=d.tick(), generation=d.gen, code=1007, reason="invalid", during_setup=True
+        )
+    )
+
+
+def _handle_expired(d: Driver, row: Transition) -> None:
+    d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011, reason="unavailable"))
+    d.tick(d.engine.policy.limits.handle_validity + 1)
+    d.fire_timer(Timer.BACKOFF)
+
+
+def _session_cap(d: Driver, row: Transition) -> None:
+    d.fire_timer(Timer.SESSION_CAP)
+
+
+STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
+    Trigger.CONNECT: lambda d, r: d.feed(events.Connect(at=d.tick())),
+    Trigger.SETUP_COMPLETE: _setup,
+    Trigger.COMPRESSION_DETECTED: _compress,
+    Trigger.GO_AWAY: _go_away,
+    Trigger.SAFE_POINT: _safe_point,
+    Trigger.ROTATION_DEADLINE: _rotation_deadline,
+    Trigger.CONNECTION_LOST: _lost,
+    Trigger.RESUME_REJECTED: _rejected,
+    Trigger.HANDLE_EXPIRED: _handle_expired,
+    Trigger.SESSION_CAP: _session_cap,
+    Trigger.CLOSE: lambda d, r: d.feed(events.Close(at=d.tick())),
+    Trigger.FATAL_ERROR: lambda d, r: d.feed(events.FatalError(at=d.tick(), reason="test")),
+}

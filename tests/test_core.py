@@ -1,0 +1,455 @@
+"""The sans-I/O engine: table paths, the state x trigger matrix, and lifecycle behaviour."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from statemachine import (
+    InvalidTransition,
+    LocalMisuse,
+    OnExpired,
+    Policy,
+    SessionClosed,
+    SettingsError,
+    table,
+)
+from statemachine.actions import (
+    ArmTimer,
+    CloseConnection,
+    ContextLost,
+    Ended,
+    InputDropped,
+    Notify,
+    OpenConnection,
+    RepeatedReply,
+    Resumed,
+    Send,
+)
+from statemachine.core import Lifecycle
+from statemachine.events import (
+    ClientInput,
+    Close,
+    Connect,
+    ConnectionLost,
+    GoAway,
+    InputKind,
+    ModelOutput,
+    ResumptionUpdate,
+    SetupComplete,
+    Timer,
+    ToolCall,
+    TurnComplete,
+    Usage,
+)
+from statemachine.settings import Backend, Limits, ReplayPolicy, RetryPolicy
+from statemachine.table import State, Trigger
+
+from .drivers import Driver
+
+RESTING = [s for s in State if s is not State.EXPIRED]  # expired always moves on at once
+
+
+def make(policy: Policy | None = None, **kw: Any) -> tuple[Lifecycle, Driver, list[dict[str, Any]]]:
+    records: list[dict[str, Any]] = []
+    engine = Lifecycle(policy=policy, audit=records.append, rng=random.Random(7), **kw)
+    return engine, Driver(engine), records
+
+
+def drive_to(state: State, policy: Policy | None = None) -> tuple[Lifecycle, Driver, list[Any]]:
+    engine, d, records = make(policy)
+    for src, row in table.shortest_paths()[state]:
+        d.take(src, row)
+    return engine, d, records
+
+
+def transitions(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(r["name"], r["source"], r["dest"]) for r in records if r["kind"] == "transition"]
+
+
+def notices(d: Driver, kind: type) -> list[Any]:
+    return [a.notice for a in d.actions if isinstance(a, Notify) and isinstance(a.notice, kind)]
+
+
+def session(policy: Policy | None = None, **kw: Any) -> tuple[Lifecycle, Driver, list[Any]]:
+    """A streaming session with one resumable handle."""
+    engine, d, records = make(policy, **kw)
+    d.feed(Connect(at=d.tick()))
+    d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+    return engine, d, records
+
+
+def send(d: Driver, kind: InputKind = InputKind.CONTENT, turn_complete: bool = True,
+         **kw: Any) -> list[Any]:
+    return d.feed(ClientInput(at=d.tick(), kind=kind, payload=kind.value,
+                              turn_complete=turn_complete, **kw))
+
+
+# -- paths and matrix ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", list(State))
+def test_shortest_path_replays_through_engine(target: State) -> None:
+    """Each shortest path from the table, fed as events, takes the engine through those rows."""
+    path = table.shortest_paths()[target]
+    _, _, records = drive_to(target)
+    taken = transitions(records)
+    expected = [(row.trigger.value, src.value, row.dest.value) for src, row in path]
+    assert taken[: len(expected)] == expected
+    assert not [r for r in records if r["kind"] == "rejected"]
+
+
+@pytest.mark.parametrize("state", RESTING)
+@pytest.mark.parametrize("trigger", list(Trigger))
+def test_state_trigger_matrix(state: State, trigger: Trigger) -> None:
+    """A trigger with no row from a state is rejected and audited; each row that exists is taken."""
+    rows = table.rows_for(trigger, state)
+    if not rows:
+        engine, _, records = drive_to(state)
+        assert engine.fire(trigger) is False
+        assert engine.state is state
+        assert records[-1]["kind"] == "rejected"
+        assert records[-1]["name"] == trigger.value
+        assert records[-1]["source"] == state.value
+        return
+    for row in rows:
+        if trigger in (Trigger.RESTART_FRESH, Trigger.GIVE_UP):
+            continue  # only reachable from expired, covered below
+        policy = Policy(compression=False) if trigger is Trigger.SESSION_CAP else None
+        _, d, records = drive_to(state, policy)
+        before = len(records)
+        d.take(state, row)
+        taken = transitions(records[before:])
+        assert (trigger.value, state.value, row.dest.value) in taken, (row, taken)
+
+
+@pytest.mark.parametrize("on_expired", [OnExpired.FRESH, OnExpired.TERMINATE])
+def test_expired_moves_on_by_policy(on_expired: OnExpired) -> None:
+    """An expired session restarts fresh or terminates, as the policy says."""
+    engine, d, records = drive_to(State.EXPIRED, Policy(on_expired=on_expired))
+    taken = transitions(records)
+    assert taken[-2][2] == "expired"
+    if on_expired is OnExpired.FRESH:
+        assert taken[-1] == ("restart_fresh", "expired", "connecting")
+        assert engine.state is State.CONNECTING
+        assert notices(d, ContextLost)
+    else:
+        assert taken[-1] == ("give_up", "expired", "terminated")
+        assert "policy does not start a fresh session" in notices(d, Ended)[-1].reason
+
+
+# -- rotation ----------------------------------------------------------------------------
+
+
+def test_go_away_waits_for_turn_then_rotates_at_safe_point() -> None:
+    """goAway mid-turn does not cut the reply: rotation waits for turnComplete + handle."""
+    engine, d, _records = session()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="part"))
+    d.feed(GoAway(at=d.tick(), generation=1,
+                                                           time_left=30))
+    assert engine.state is State.DRAINING
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="more"))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    assert engine.state is State.DRAINING  # no handle newer than the input yet
+    out = d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H", resumable=True))
+    assert engine.state is State.RESUMING
+    kinds = [type(a) for a in out]
+    assert kinds.index(CloseConnection) < kinds.index(OpenConnection)
+    opened = next(a for a in out if isinstance(a, OpenConnection))
+    assert opened.handle == "H" and opened.generation == 2
+    assert engine.counters.rotations == 1
+
+
+def test_rotation_deadline_forces_rotation_with_last_handle() -> None:
+    """When the server goes silent after goAway, the timer rotates at deadline - margin."""
+    engine, d, _ = session()
+    send(d)
+    d.handle()
+    send(d)  # a new turn, never answered
+    out = d.feed(GoAway(at=d.tick(), generation=1,
+                                                                 time_left=30))
+    arm = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.ROTATE)
+    assert arm.delay == pytest.approx(30 - engine.policy.limits.go_away_margin)
+    d.fire_timer(Timer.ROTATE)
+    assert engine.state is State.RESUMING
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replayed = [a for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert [a.entry.seq for a in replayed] == [2]  # the unanswered turn is replayed
+    assert replayed[0].replay
+
+
+def test_ignores_non_resumable_updates() -> None:
+    """A resumable:false update with an empty handle never replaces the good handle."""
+    engine, d, _ = session()
+    d.handle("good")
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="", resumable=False))
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="x", resumable=False))
+    assert engine.handle == "good-1"
+
+
+def test_stale_events_from_old_connection_are_ignored() -> None:
+    """A late close of the rotated-away socket does not disturb the new connection."""
+    engine, d, records = session()
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1011, reason="Deadline expired"))
+    assert engine.state is State.STREAMING and engine.generation == 2
+    assert records[-1]["stale"] is True
+
+
+# -- journal and replay ---------------------------------------------------------------------------
+
+
+def test_audio_replay_window_and_latest_video() -> None:
+    """After a drop: stale audio and superseded video are dropped with reasons; text replayed."""
+    policy = Policy(replay=ReplayPolicy(audio_staleness=1.0))
+    _engine, d, _ = session(policy)
+    d.handle()
+    send(d, InputKind.AUDIO, turn_complete=False)
+    send(d, InputKind.VIDEO, turn_complete=False)
+    send(d, InputKind.CONTENT)
+    d.tick(2.0)
+    send(d, InputKind.AUDIO, turn_complete=False)
+    send(d, InputKind.VIDEO, turn_complete=False)
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replayed = [a.entry.seq for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert replayed == [3, 4, 5]
+    dropped = {n.seq: n.reason for n in notices(d, InputDropped)}
+    assert set(dropped) == {1, 2}
+    assert "replay window" in dropped[1] and "superseded" in dropped[2]
+    assert notices(d, Resumed)[-1].dropped == 2
+
+
+def test_input_while_resuming_is_sent_after_replay_in_order() -> None:
+    """Input sent during a resume waits, then goes out after the journal, in order."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    assert engine.state is State.RESUMING
+    assert not [a for a in send(d) if isinstance(a, Send)]
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    sent = [(a.entry.seq, a.replay) for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert sent == [(1, True), (2, False)]
+
+
+def test_answered_turn_without_handle_replays_as_history() -> None:
+    """Reply arrived, covering handle did not: replay input + reply as history, no second answer."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="the answer"))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [a for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert len(replay) == 1 and replay[0].as_history
+    assert replay[0].entry.reply_text == "the answer"
+    assert engine.counters.replayed_as_history == 1
+    assert notices(d, Resumed)[-1].as_history == 1
+
+
+def test_answered_turn_repeat_policy_flags_repeated_reply() -> None:
+    """With the repeat policy the input is replayed and the application is warned."""
+    engine, d, _ = session(Policy(replay=ReplayPolicy(answered_turns="repeat")))
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="answer"))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    assert [n.seq for n in notices(d, RepeatedReply)] == [1]
+    assert engine.counters.repeated_replies == 1
+
+
+def test_transparent_mode_prunes_by_last_consumed_index() -> None:
+    """Vertex: the server's index says what it consumed; only the rest is replayed."""
+    engine, d, _ = session(backend=Backend.VERTEX)
+    assert engine.transparent
+    for _ in range(4):
+        send(d, InputKind.AUDIO, turn_complete=False)
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H", resumable=True,
+                            last_consumed_index=2))
+    assert [e.seq for e in engine.journal] == [3, 4]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [a for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert [a.entry.seq for a in replay] == [3, 4]
+    assert [a.entry.sent_index for a in replay] == [1, 2]  # numbering restarts per connection
+
+
+def test_vertex_handle_validity_is_24h() -> None:
+    """The backend picks the handle validity unless the caller set one."""
+    assert Lifecycle(backend=Backend.VERTEX, audit=lambda r: None).policy.limits.handle_validity \
+        == 24 * 3600
+    custom = Policy(limits=Limits(handle_validity=60))
+    assert Lifecycle(policy=custom, backend=Backend.VERTEX,
+                     audit=lambda r: None).policy.limits.handle_validity == 60
+
+
+def test_tool_call_blocks_safe_point_until_answered() -> None:
+    """A pending tool call is never a safe point; the response is journaled and replayed."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ToolCall(at=d.tick(), generation=1, ids=("c1",)))
+    d.feed(GoAway(at=d.tick(), generation=1,
+                                                           time_left=30))
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="", resumable=False))
+    assert engine.state is State.DRAINING
+    send(d, InputKind.TOOL_RESPONSE, turn_complete=False, tool_ids=("c1",))
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="done"))
+    assert engine.state is State.DRAINING
+    d.handle()
+    assert engine.state is State.RESUMING
+    assert len(engine.journal) == 0
+
+
+# -- failures, budgets, expiry ------------------------------------------------------------------
+
+
+def test_backoff_is_exponential_and_budget_bounded() -> None:
+    """Transient failures back off exponentially with jitter; the per-drop budget ends it."""
+    retry = RetryPolicy(per_drop_attempts=3, base_delay=1.0, max_delay=100, jitter=0.0)
+    engine, d, _ = make(Policy(retry=retry))
+    d.feed(Connect(at=d.tick()))
+    delays = []
+    for _ in range(4):
+        out = d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
+                                    reason="Internal error occurred.", during_setup=True))
+        delays += [a.delay for a in out if isinstance(a, ArmTimer) and a.timer is Timer.BACKOFF]
+        if engine.state is State.TERMINATED:
+            break
+        d.fire_timer(Timer.BACKOFF)
+    assert delays == [1.0, 2.0, 4.0]
+    assert engine.state is State.TERMINATED
+    assert "retry budget exhausted" in notices(d, Ended)[-1].reason
+
+
+def test_fatal_close_terminates_with_reason() -> None:
+    """An unknown model (1008 at setup) terminates at once, naming why."""
+    engine, d, _ = make()
+    d.feed(Connect(at=d.tick()))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1008,
+                          reason="models/nope is not found", during_setup=True))
+    assert engine.state is State.TERMINATED
+    end = notices(d, Ended)[-1]
+    assert end.code == 1008 and "unknown model" in end.reason
+
+
+def test_rejected_resume_expires_and_restarts_fresh() -> None:
+    """A refused handle (1007 at setup) expires the session; a fresh one says context was lost."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(ConnectionLost(at=d.tick(), generation=2, code=1007, reason="invalid",
+                          during_setup=True))
+    assert engine.state is State.CONNECTING
+    lost = notices(d, ContextLost)[-1]
+    assert "refused the resumption handle" in lost.reason
+    assert [e.seq for e in lost.unsent] == [1]
+    assert engine.handle is None
+    assert [n.seq for n in notices(d, InputDropped)] == [1]
+
+
+def test_session_cap_without_compression() -> None:
+    """Without compression the 15 min cap is armed, and 2 min once video is sent."""
+    engine, d, _ = session(Policy(compression=False))
+    caps = [a.delay for a in d.actions if isinstance(a, ArmTimer) and a.timer is Timer.SESSION_CAP]
+    assert caps == [900.0]
+    out = send(d, InputKind.VIDEO, turn_complete=False)
+    cap = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.SESSION_CAP)
+    assert cap.delay == pytest.approx(120.0 - (d.now - engine.session_started_at))  # type: ignore
+    d.fire_timer(Timer.SESSION_CAP)
+    assert any("duration cap" in n.reason for n in notices(d, ContextLost))
+
+
+def test_no_session_cap_with_compression_and_detection() -> None:
+    """Compression on: no cap; a drop in prompt tokens after the trigger is detected."""
+    engine, d, _records = session()
+    assert not [a for a in d.actions if isinstance(a, ArmTimer) and a.timer is Timer.SESSION_CAP]
+    d.feed(Usage(at=d.tick(), generation=1, prompt_tokens=30_000))
+    d.feed(Usage(at=d.tick(), generation=1, prompt_tokens=13_000))
+    assert engine.state is State.COMPRESSED
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    assert engine.state is State.COMPRESSED
+
+
+def test_close_reports_unsent_input_and_stops_everything() -> None:
+    """Closing mid-resume: no reconnect, timers cancelled, unsent input reported dropped."""
+    engine, d, _ = session()
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1011, reason="unavailable"))
+    send(d)
+    out = d.feed(Close(at=d.tick()))
+    assert engine.state is State.TERMINATED
+    assert not [a for a in out if isinstance(a, OpenConnection)]
+    assert [n.reason for n in notices(d, InputDropped)] == [
+        "the session ended before it could be sent"
+    ]
+    with pytest.raises(SessionClosed, match="closed by the application"):
+        send(d)
+
+
+def test_local_misuse_errors_name_state_and_event() -> None:
+    """Sending before connect, or connecting twice, raises a named local error."""
+    _engine, d, _ = make()
+    with pytest.raises(LocalMisuse, match="before connect"):
+        send(d)
+    d.feed(Connect(at=d.tick()))
+    with pytest.raises(InvalidTransition, match="'connect' in state 'connecting'") as err:
+        d.feed(Connect(at=d.tick()))
+    assert isinstance(err.value, RuntimeError)
+
+
+def test_audit_records_are_complete_and_secret_free() -> None:
+    """One record per fed event, contiguous sequence numbers, handles only as fingerprints."""
+    _engine, d, records = session()
+    d.handle("s3cr3t-handle")
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    assert sum(r["kind"] == "event" for r in records) == d.fed
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    assert "s3cr3t" not in repr(records)
+    assert records[-1]["handle_fp"].startswith("h-")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"go_away_margin": 40.0}, "must be smaller than go_away_lead"),
+        ({"setup_timeout": -1.0}, "setup_timeout must be > 0"),
+        ({"go_away_margin": -1.0}, "go_away_margin must be >= 0"),
+        ({"session_cap_video": 1000.0}, "cannot exceed"),
+    ],
+)
+def test_bad_limits_fail_at_construction(kwargs: dict[str, float], message: str) -> None:
+    """Bad settings raise a clear error when built, never later."""
+    with pytest.raises(SettingsError, match=message):
+        Limits(**kwargs)
+
+
+def test_bad_policy_values_fail() -> None:
+    """Retry and compression settings are validated too."""
+    with pytest.raises(SettingsError, match="jitter"):
+        RetryPolicy(jitter=2)
+    with pytest.raises(SettingsError, match="compression"):
+        Policy(compression_trigger_tokens=10, compression_target_tokens=20)
+    with pytest.raises(SettingsError, match="time scale"):
+        Limits().scaled(0)
+
+
+def test_scaled_policy_scales_every_duration() -> None:
+    """One factor scales every duration, so tests can compress minutes into fractions."""
+    scaled = Policy().scaled(0.001)
+    assert scaled.limits.connection_lifetime == pytest.approx(0.6)
+    assert scaled.limits.handle_validity == pytest.approx(7.2)
+    assert scaled.retry.base_delay == pytest.approx(0.00025)
+    assert scaled.replay.audio_staleness == pytest.approx(0.002)
