@@ -1,0 +1,101 @@
+"""The scripted model: a conversation context with token counts, compression, and deterministic
+replies that quote earlier user turns, so a resumed session's reply proves what it remembers."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import attrs
+
+AUDIO_TOKENS_PER_SECOND = 25
+VIDEO_TOKENS_PER_FRAME = 258
+INPUT_BYTES_PER_SECOND = 32_000  # 16 kHz, 16-bit mono PCM
+OUTPUT_RATE = 24_000
+
+
+def text_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def audio_tokens(n_bytes: int) -> int:
+    return max(1, n_bytes * AUDIO_TOKENS_PER_SECOND // INPUT_BYTES_PER_SECOND)
+
+
+@attrs.define(kw_only=True)
+class Turn:
+    role: str
+    text: str = ""
+    audio_bytes: int = 0
+    video_frames: int = 0
+    tool: dict[str, Any] | None = None
+
+    @property
+    def tokens(self) -> int:
+        total = text_tokens(self.text) if self.text else 0
+        if self.audio_bytes:
+            total += audio_tokens(self.audio_bytes)
+        total += self.video_frames * VIDEO_TOKENS_PER_FRAME
+        if self.tool is not None:
+            total += text_tokens(repr(self.tool))
+        return max(total, 1)
+
+
+@attrs.define(kw_only=True)
+class Context:
+    """What the model knows. Snapshots of it are what resumption handles restore."""
+
+    system: str = ""
+    turns: list[Turn] = attrs.field(factory=list)
+    compressions: int = 0
+    #: realtime input consumed since the last turn (part of the state a handle restores)
+    pending_audio: int = 0
+    pending_video: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return (text_tokens(self.system) if self.system else 0) + sum(t.tokens for t in self.turns)
+
+    def snapshot(self) -> Context:
+        return copy.deepcopy(self)
+
+    def add(self, turn: Turn) -> None:
+        self.turns.append(turn)
+
+    def compress(self, trigger_tokens: int | None, target_tokens: int | None) -> bool:
+        """Sliding window: past the trigger, drop the oldest turns down to the target."""
+        if trigger_tokens is None or self.tokens <= trigger_tokens:
+            return False
+        target = target_tokens if target_tokens is not None else trigger_tokens // 2
+        while self.turns and self.tokens > target:
+            self.turns.pop(0)
+        self.compressions += 1
+        return True
+
+    def user_texts(self) -> list[str]:
+        return [t.text for t in self.turns if t.role == "user" and t.text]
+
+    def reply_to(self, text: str) -> str:
+        """A deterministic reply that quotes what the context still holds."""
+        earlier = self.user_texts()
+        if earlier and earlier[-1] == text:
+            earlier = earlier[:-1]
+        memory = "; ".join(f'"{t}"' for t in earlier[-5:]) or "nothing before"
+        return f'Reply {len(earlier) + 1} to "{text}". I remember {memory}.'
+
+    def reply_to_audio(self, n_bytes: int) -> str:
+        ms = n_bytes * 1000 // INPUT_BYTES_PER_SECOND
+        return f"I heard {ms} ms of audio. I remember {len(self.turns)} turns."
+
+
+def reply_audio(text: str) -> bytes:
+    """Deterministic 24 kHz PCM for a reply: 10 ms of samples per character, a simple ramp."""
+    n_samples = OUTPUT_RATE // 100 * max(1, len(text))
+    return bytes((i * 7) & 0xFF for i in range(n_samples * 2))
+
+
+def split(text: str, parts: int) -> list[str]:
+    """Split a reply into `parts` streamed chunks (fewer for short replies)."""
+    parts = max(1, min(parts, len(text)))
+    size = -(-len(text) // parts)
+    return [text[i : i + size] for i in range(0, len(text), size)]
