@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 from collections.abc import Sequence
 
@@ -20,13 +22,35 @@ def print_table() -> int:
     return 0
 
 
+async def run_emulator(port: int, time_scale: float) -> None:
+    """Serve the emulator until interrupted, after printing how to reach it."""
+    from .emulator import EmulatorSettings, LiveEmulator
+
+    async with LiveEmulator(EmulatorSettings(time_scale=time_scale), port=port) as emu:
+        print("Live API emulator running. Point a google-genai client at it with:")
+        print(f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}")
+        print(f"  export SSL_CERT_FILE={emu.ca_file}")
+        print(f"  export GOOGLE_API_KEY={emu.api_key}")
+        print("and pass http_options=types.HttpOptions(async_client_args={'proxy': None}) "
+              "if HTTPS_PROXY is set. Ctrl-C stops it.", flush=True)
+        await asyncio.Event().wait()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m statemachine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("table", help="print the lifecycle transition table")
+    emu = sub.add_parser("emulator", help="run the local Live API emulator")
+    emu.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
+    emu.add_argument("--time-scale", type=float, default=1.0,
+                     help="multiply every duration (0.01: a 10 min connection lasts 6 s)")
     args = parser.parse_args(argv)
     if args.command == "table":
         return print_table()
+    if args.command == "emulator":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run_emulator(args.port, args.time_scale))
+        return 0
     parser.error(f"unknown command {args.command!r}")
     return 2
 

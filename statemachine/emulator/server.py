@@ -180,7 +180,7 @@ class Connection:
             return False
         self._configure(session, setup)
         if self.plan.no_setup:
-            await self.done.wait()
+            await self.ws.wait_closed()
             return False
         delay = self.plan.setup_delay if self.plan.setup_delay is not None else 0.0
         delay = delay * self.emu.settings.time_scale + self.emu.settings.seconds("setup_delay")
