@@ -19,6 +19,7 @@ from .errors import (
     SettingsError,
     TableError,
 )
+from .session import LiveSession, connect, websocket_args
 from .settings import (
     AnsweredTurnReplay,
     Backend,
@@ -41,6 +42,7 @@ __all__ = [
     "Lifecycle",
     "LifecycleError",
     "Limits",
+    "LiveSession",
     "LocalMisuse",
     "OnExpired",
     "Policy",
@@ -55,5 +57,7 @@ __all__ = [
     "Trigger",
     "classify_close",
     "classify_http",
+    "connect",
     "fingerprint",
+    "websocket_args",
 ]

@@ -132,6 +132,8 @@ class Keepalive:
 
     ping_interval: float | None = 30.0
     ping_timeout: float | None = 60.0
+    #: how long closing an old socket may wait for the server's close frame before aborting it
+    close_timeout: float = 2.0
 
 
 @attrs.frozen(kw_only=True)

@@ -1,0 +1,549 @@
+"""LiveSession: the asyncio shell that performs the lifecycle core's actions with google-genai.
+
+Every event (a server message, a close, a timer, an application send) goes through `_feed`, which
+holds one lock while the core decides and while the returned actions are performed, in order:
+that is the driver contract of `actions.py`. Connections run in their own tasks (connect, wait for
+setupComplete, then one continuous receive loop); timers are `loop.call_later` callbacks, so a
+silent server cannot stop the goAway deadline from firing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
+from typing import Any
+
+import attrs
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from google.genai.live import AsyncSession
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from .actions import (
+    Action,
+    ArmTimer,
+    CancelTimer,
+    CloseConnection,
+    Ended,
+    Notice,
+    Notify,
+    OpenConnection,
+    Send,
+)
+from .audit import AuditRecord, AuditSink, structlog_sink
+from .core import Lifecycle
+from .emulator.wire import parse_duration
+from .errors import SessionTerminated
+from .events import (
+    ClientInput,
+    Close,
+    Connect,
+    ConnectionLost,
+    Event,
+    FatalError,
+    GenerationComplete,
+    GoAway,
+    InputKind,
+    Interrupted,
+    ModelOutput,
+    ResumptionUpdate,
+    SetupComplete,
+    Timer,
+    TimerFired,
+    ToolCall,
+    ToolCallCancellation,
+    TurnComplete,
+    Usage,
+)
+from .journal import Entry
+from .settings import Backend, Policy
+from .table import State
+
+Message = types.LiveServerMessage
+_END = object()
+
+
+def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
+    """`HttpOptions.async_client_args` for the client: the policy's keepalive (the SDK's 20 s
+    default causes false "1011 keepalive ping timeout" closes) and a short close timeout."""
+    keepalive = (policy or Policy()).keepalive
+    return {
+        "ping_interval": keepalive.ping_interval,
+        "ping_timeout": keepalive.ping_timeout,
+        "close_timeout": keepalive.close_timeout,
+    }
+
+
+class _Fanout:
+    """An unbounded async iterator per subscriber, fed by one producer."""
+
+    def __init__(self) -> None:
+        self._queues: list[asyncio.Queue[Any]] = []
+
+    def put(self, item: Any) -> None:
+        for queue in self._queues:
+            queue.put_nowait(item)
+
+    async def subscribe(self) -> AsyncIterator[Any]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues.append(queue)
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item
+        finally:
+            self._queues.remove(queue)
+
+
+@attrs.define
+class _Conn:
+    generation: int
+    task: asyncio.Task[None] | None = None
+    sdk: AsyncSession | None = None
+    closing: bool = False
+
+
+class LiveSession:
+    """A Live API session that survives connection rotations, drops and session limits.
+
+    A drop-in for google-genai's `AsyncSession`: the same `send_*` methods, plus `receive()`
+    that keeps yielding across connections and turns until the session ends (the SDK's stops at
+    every `turnComplete`). Use through `statemachine.connect(...)`.
+    """
+
+    def __init__(
+        self,
+        client: genai.Client,
+        *,
+        model: str,
+        config: types.LiveConnectConfig | dict[str, Any] | None = None,
+        policy: Policy | None = None,
+        session_id: str | None = None,
+        audit: AuditSink | None = None,
+        on_event: Callable[[AuditRecord], None] | None = None,
+        on_notice: Callable[[Notice], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._model = model
+        base = types.LiveConnectConfig.model_validate(config or {})
+        self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
+        policy = policy or Policy()
+        cwc = base.context_window_compression
+        if cwc is not None and cwc.trigger_tokens:
+            target = (cwc.sliding_window.target_tokens if cwc.sliding_window else None) or (
+                cwc.trigger_tokens // 2
+            )
+            policy = attrs.evolve(
+                policy, compression=True, compression_trigger_tokens=cwc.trigger_tokens,
+                compression_target_tokens=target,
+            )
+        elif policy.compression:
+            cwc = types.ContextWindowCompressionConfig(
+                trigger_tokens=policy.compression_trigger_tokens,
+                sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
+            )
+        self._base_config = base.model_copy(update={"context_window_compression": cwc})
+        self._sink = audit if audit is not None else structlog_sink()
+        self._on_event = on_event
+        self._on_notice = on_notice
+        self._core = Lifecycle(
+            policy=policy, backend=self.backend, session_id=session_id, audit=self._audit
+        )
+        self._lock = asyncio.Lock()
+        self._conns: dict[int, _Conn] = {}
+        self._timers: dict[Timer, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._messages: asyncio.Queue[Any] = asyncio.Queue()
+        self._events = _Fanout()
+        self._notices = _Fanout()
+        self._started = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self.notices_seen: list[Notice] = []
+
+    # -- what the application sees ---------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The lifecycle state: "connecting", "streaming", "draining", ..."""
+        return self._core.state.value
+
+    @property
+    def session_id(self) -> str:
+        return self._core.session_id
+
+    @property
+    def core(self) -> Lifecycle:
+        """The sans-I/O engine (read-only use: counters, snapshot, journal)."""
+        return self._core
+
+    @property
+    def ended(self) -> Ended | None:
+        return self._core.end
+
+    async def start(self) -> None:
+        """Open the first connection; return once it is live, raise if the session ended."""
+        await self._feed(Connect(at=self._now()))
+        await asyncio.wait(
+            [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if not self._started.is_set():
+            end = self._core.end
+            await self._shutdown()
+            raise SessionTerminated(
+                end.reason if end else "session ended", code=end.code if end else None
+            )
+
+    async def send_client_content(
+        self,
+        *,
+        turns: types.ContentListUnion | types.ContentListUnionDict | None = None,
+        turn_complete: bool = True,
+    ) -> None:
+        """Like `AsyncSession.send_client_content`; journaled until a handle covers it."""
+        await self._input(InputKind.CONTENT, {"turns": turns, "turn_complete": turn_complete},
+                          turn_complete=turn_complete)
+
+    async def send_realtime_input(
+        self,
+        *,
+        audio: types.BlobOrDict | None = None,
+        video: types.BlobImageUnionDict | None = None,
+        text: str | None = None,
+        audio_stream_end: bool | None = None,
+        activity_start: types.ActivityStartOrDict | None = None,
+        activity_end: types.ActivityEndOrDict | None = None,
+    ) -> None:
+        """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
+        given = {
+            InputKind.AUDIO: ("audio", audio),
+            InputKind.VIDEO: ("video", video),
+            InputKind.TEXT: ("text", text),
+            InputKind.AUDIO_STREAM_END: ("audio_stream_end", audio_stream_end),
+            InputKind.ACTIVITY_START: ("activity_start", activity_start),
+            InputKind.ACTIVITY_END: ("activity_end", activity_end),
+        }
+        chosen = [(kind, kw) for kind, kw in given.items() if kw[1] is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "send_realtime_input takes exactly one of audio, video, text, audio_stream_end, "
+                f"activity_start, activity_end; got {len(chosen)}"
+            )
+        kind, (name, value) = chosen[0]
+        await self._input(kind, {name: value})
+
+    async def send_tool_response(
+        self, *, function_responses: types.FunctionResponseOrListOfFunctionResponseDict
+    ) -> None:
+        """Like `AsyncSession.send_tool_response`; never lost across a rotation."""
+        responses = (
+            function_responses if isinstance(function_responses, list) else [function_responses]
+        )
+        ids = tuple(
+            str(r.get("id") if isinstance(r, dict) else r.id) for r in responses
+        )
+        await self._input(InputKind.TOOL_RESPONSE, {"function_responses": function_responses},
+                          tool_ids=ids)
+
+    async def receive(self) -> AsyncIterator[Message]:
+        """Server messages from every connection, across turns, until the session ends.
+
+        Ends normally after `close()`; raises `SessionTerminated` (with the reason and close
+        code) when the session ended any other way."""
+        while True:
+            item = await self._messages.get()
+            if item is _END:
+                self._messages.put_nowait(_END)
+                end = self._core.end
+                if end is not None and not end.by_application:
+                    raise SessionTerminated(end.reason, code=end.code)
+                return
+            yield item
+
+    def events(self) -> AsyncIterator[AuditRecord]:
+        """Every audit record of this session (the same records as the audit log), live."""
+        return self._events.subscribe()
+
+    def notices(self) -> AsyncIterator[Notice]:
+        """What the application is told: Resumed, InputDropped, ContextLost, RepeatedReply,
+        Ended."""
+        return self._notices.subscribe()
+
+    async def close(self) -> None:
+        """Close the session: the socket is closed, every task stops, nothing reconnects."""
+        if self._core.state is not State.TERMINATED:
+            await self._feed(Close(at=self._now()))
+        await self._shutdown()
+
+    async def __aenter__(self) -> LiveSession:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.shield(self.close())
+
+    # -- feeding the core ------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._loop.time()
+
+    async def _input(self, kind: InputKind, payload: dict[str, Any], *, turn_complete: bool = False,
+                     tool_ids: tuple[str, ...] = ()) -> None:
+        await self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
+                                     turn_complete=turn_complete, tool_ids=tool_ids))
+
+    async def _feed(self, *events: Event) -> None:
+        async with self._lock:
+            for event in events:
+                event = attrs.evolve(event, at=self._now())
+                await self._perform(self._core.feed(event))
+
+    async def _perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Send):
+                await self._send(action)
+            elif isinstance(action, OpenConnection):
+                conn = _Conn(generation=action.generation)
+                self._conns[action.generation] = conn
+                conn.task = self._spawn(self._run_connection(conn, action))
+            elif isinstance(action, CloseConnection):
+                await self._close_connection(action.generation)
+            elif isinstance(action, ArmTimer):
+                self._cancel_timer(action.timer)
+                self._timers[action.timer] = self._loop.call_later(
+                    action.delay, self._timer_fired, action.timer, action.token
+                )
+            elif isinstance(action, CancelTimer):
+                self._cancel_timer(action.timer)
+            elif isinstance(action, Notify):
+                self._notify(action.notice)
+
+    def _timer_fired(self, timer: Timer, token: int) -> None:
+        self._timers.pop(timer, None)
+        self._spawn(self._feed(TimerFired(at=self._now(), timer=timer, token=token)))
+
+    def _cancel_timer(self, timer: Timer) -> None:
+        handle = self._timers.pop(timer, None)
+        if handle is not None:
+            handle.cancel()
+
+    def _audit(self, record: AuditRecord) -> None:
+        self._sink(record)
+        self._events.put(record)
+        if self._on_event is not None:
+            self._on_event(record)
+
+    def _notify(self, notice: Notice) -> None:
+        self.notices_seen.append(notice)
+        self._notices.put(notice)
+        if self._on_notice is not None:
+            self._on_notice(notice)
+        if isinstance(notice, Ended):
+            self._ended.set()
+            self._messages.put_nowait(_END)
+            self._events.put(_END)
+            self._notices.put(_END)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _config_for(self, action: OpenConnection) -> types.LiveConnectConfig:
+        resumption = types.SessionResumptionConfig(
+            handle=action.handle, transparent=True if action.transparent else None
+        )
+        return self._base_config.model_copy(update={"session_resumption": resumption})
+
+    async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
+        gen = conn.generation
+        live = False
+        try:
+            async with self._client.aio.live.connect(
+                model=self._model, config=self._config_for(action)
+            ) as sdk:
+                conn.sdk = sdk
+                live = True
+                session_id = sdk.setup_complete.session_id if sdk.setup_complete else None
+                await self._feed(SetupComplete(at=0, generation=gen, session_id=session_id))
+                self._started.set()
+                while True:
+                    async for message in sdk.receive():
+                        await self._on_message(gen, message)
+        except asyncio.CancelledError:
+            raise
+        except genai_errors.APIError as exc:
+            await self._lost(conn, code=exc.code, reason=str(exc.details or exc.message or ""),
+                             live=live)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else 1006
+            await self._lost(conn, code=code, reason=exc.rcvd.reason if exc.rcvd else "", live=live)
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            await self._lost(conn, http_status=status, reason=f"handshake refused: HTTP {status}",
+                             live=live)
+        except ssl.SSLCertVerificationError as exc:
+            await self._fatal(conn, f"TLS certificate verification failed: {exc.verify_message}; "
+                                    "check SSL_CERT_FILE or the client's ssl context")
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            await self._lost(conn, reason=f"{type(exc).__name__}: {exc}", live=live)
+        except (ValueError, TypeError) as exc:
+            await self._lost(conn, reason=f"malformed server frame: {exc}"[:200], live=live)
+        except Exception as exc:  # a bug, not a network condition: stop loudly
+            await self._fatal(conn, f"unexpected {type(exc).__name__} on connection {gen}: {exc}")
+        finally:
+            conn.sdk = None
+
+    async def _lost(self, conn: _Conn, *, code: int | None = None, reason: str = "",
+                    http_status: int | None = None, live: bool) -> None:
+        if conn.closing:
+            return
+        await self._feed(ConnectionLost(at=0, generation=conn.generation, code=code,
+                                        reason=reason, http_status=http_status,
+                                        during_setup=not live))
+
+    async def _fatal(self, conn: _Conn, reason: str) -> None:
+        if not conn.closing:
+            await self._feed(FatalError(at=0, reason=reason))
+
+    async def _on_message(self, gen: int, message: Message) -> None:
+        events: list[Event] = []
+        sc = message.server_content
+        if sc is not None:
+            if sc.model_turn is not None:
+                text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
+                if not text and sc.output_transcription is not None:
+                    text = sc.output_transcription.text or ""
+                events.append(ModelOutput(at=0, generation=gen, text=text or None))
+            if sc.generation_complete:
+                events.append(GenerationComplete(at=0, generation=gen))
+            if sc.interrupted:
+                events.append(Interrupted(at=0, generation=gen))
+        if message.usage_metadata is not None and message.usage_metadata.prompt_token_count:
+            events.append(Usage(at=0, generation=gen,
+                                prompt_tokens=message.usage_metadata.prompt_token_count,
+                                total_tokens=message.usage_metadata.total_token_count))
+        if sc is not None and sc.turn_complete:
+            events.append(TurnComplete(at=0, generation=gen))
+        if message.tool_call is not None:
+            ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
+            events.append(ToolCall(at=0, generation=gen, ids=ids))
+        if message.tool_call_cancellation is not None:
+            events.append(ToolCallCancellation(
+                at=0, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
+        if message.go_away is not None:
+            left = parse_duration(message.go_away.time_left or "0s")
+            events.append(GoAway(at=0, generation=gen, time_left=left))
+        update = message.session_resumption_update
+        if update is not None:
+            index = update.last_consumed_client_message_index
+            events.append(ResumptionUpdate(
+                at=0, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
+                last_consumed_index=int(index) if index is not None else None))
+        self._messages.put_nowait(message)
+        if events:
+            await self._feed(*events)
+
+    async def _send(self, action: Send) -> None:
+        conn = self._conns.get(action.generation)
+        if conn is None or conn.sdk is None or conn.closing:
+            return  # still journaled: the next connection replays it
+        entry = action.entry
+        try:
+            if entry.kind is InputKind.CONTENT:
+                if action.as_history:
+                    await conn.sdk.send_client_content(turns=_as_history(entry),
+                                                       turn_complete=False)
+                else:
+                    await conn.sdk.send_client_content(**entry.payload)
+            elif entry.kind is InputKind.TOOL_RESPONSE:
+                await conn.sdk.send_tool_response(**entry.payload)
+            elif entry.kind is InputKind.TEXT and action.as_history:
+                await conn.sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
+            else:
+                await conn.sdk.send_realtime_input(**entry.payload)
+        except ConnectionClosed:
+            pass  # the receive loop reports the close; the entry stays journaled
+
+    async def _close_connection(self, generation: int) -> None:
+        conn = self._conns.pop(generation, None)
+        if conn is None:
+            return
+        conn.closing = True
+        timeout = self._core.policy.keepalive.close_timeout
+        if conn.sdk is not None:
+            ws = conn.sdk._ws
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(timeout):
+                    await conn.sdk.close()
+            transport = getattr(ws, "transport", None)
+            if transport is not None and not transport.is_closing():
+                transport.abort()
+        task = conn.task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _shutdown(self) -> None:
+        """Stop everything this session started; safe to call more than once."""
+        for timer in list(self._timers):
+            self._cancel_timer(timer)
+        for generation in list(self._conns):
+            await self._close_connection(generation)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
+    """The user's input and the reply it already got, as history the model will not answer."""
+    user: list[Any]
+    if entry.kind is InputKind.TEXT:
+        user = [types.Content(role="user", parts=[types.Part(text=entry.payload["text"])])]
+    else:
+        turns = entry.payload["turns"]
+        user = list(turns) if isinstance(turns, list) else [turns]
+    return [*user, types.Content(role="model", parts=[types.Part(text=entry.reply_text)])]
+
+
+class connect:
+    """`async with statemachine.connect(client, model=..., config=..., policy=...) as session:`
+
+    Opens a `LiveSession` and returns once its first connection is live; raises
+    `SessionTerminated` if the session could not start (the reason says why)."""
+
+    def __init__(self, client: genai.Client, *, model: str,
+                 config: types.LiveConnectConfig | dict[str, Any] | None = None,
+                 policy: Policy | None = None, **kwargs: Any) -> None:
+        self._args = (client, model, config, policy, kwargs)
+        self._session: LiveSession | None = None
+
+    async def __aenter__(self) -> LiveSession:
+        client, model, config, policy, kwargs = self._args
+        self._session = LiveSession(client, model=model, config=config, policy=policy, **kwargs)
+        await self._session.start()
+        return self._session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await asyncio.shield(self._session.close())
