@@ -88,6 +88,15 @@ class RepeatedReply(Notice):
 
 
 @attrs.frozen(kw_only=True)
+class ReplyInterrupted(Notice):
+    """A connection ended while the model was replying (a forced rotation at the goAway deadline,
+    or a drop). Discard the partial reply: the unanswered input is replayed and answered anew."""
+
+    generation: int
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
 class ContextLost(Notice):
     """A fresh session replaced one that expired: re-seed the conversation.
 

@@ -31,6 +31,7 @@ from .actions import (
     Notify,
     OpenConnection,
     RepeatedReply,
+    ReplyInterrupted,
     Resumed,
     Send,
 )
@@ -296,8 +297,18 @@ class Lifecycle:
         if event.kind is InputKind.VIDEO and not self.video_sent:
             self.video_sent = True
             self._arm_session_cap()
-        if self.live:
+        if self.live and not self._held(entry):
             self._send(entry, replay=False, as_history=False)
+
+    def _held(self, entry: Entry) -> bool:
+        """While draining, a new turn would start on a connection about to end and be cut by the
+        rotation: hold it (journaled) for the next connection. Tool responses still go out: the
+        turn in flight needs them to finish."""
+        return (
+            self.state is State.DRAINING
+            and entry.trigger
+            and entry.kind is not InputKind.TOOL_RESPONSE
+        )
 
     def _on_connection_event(self, event: Event) -> None:
         state = self.state
@@ -347,9 +358,11 @@ class Lifecycle:
     def _on_usage(self, event: Usage) -> None:
         previous = self.last_prompt_tokens
         self.last_prompt_tokens = event.prompt_tokens
+        # The context only ever grows, except when the sliding window trims it; the server
+        # trims before it reports, so the count is seen falling, never reaching the trigger.
         trimmed = (
             self.policy.compression
-            and previous >= self.policy.compression_trigger_tokens
+            and previous > self.policy.compression_target_tokens
             and event.prompt_tokens < previous
         )
         if trimmed and not self.compressed:
@@ -505,6 +518,8 @@ class Lifecycle:
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
+        if self.turn_in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.generation, reason=trigger.value))
         self.turn_in_flight = False
         self.pending_tool_calls.clear()
         self._turn_text = []

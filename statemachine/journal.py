@@ -77,8 +77,9 @@ class Journal:
         entry.sends += 1
 
     def has_turn_input(self) -> bool:
-        """Whether some turn input is not yet covered by a handle (no safe point then)."""
-        return any(e.trigger for e in self._entries)
+        """Whether turn input went out and no handle covers it yet (no safe point then). Input
+        held back while draining has not gone out and does not count."""
+        return any(e.trigger and e.sent_generation is not None for e in self._entries)
 
     def mark_answered(self, reply_text: str) -> None:
         """A `turnComplete` arrived: the tool responses sent before it and the oldest unanswered

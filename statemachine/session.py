@@ -32,6 +32,7 @@ from .actions import (
     Notice,
     Notify,
     OpenConnection,
+    ReplyInterrupted,
     Send,
 )
 from .audit import AuditRecord, AuditSink, structlog_sink
@@ -343,6 +344,11 @@ class LiveSession:
             self._on_event(record)
 
     def _notify(self, notice: Notice) -> None:
+        if isinstance(notice, ReplyInterrupted):
+            # In-band, at the exact point of the stream: the SDK's own "discard what you were
+            # playing" signal, which applications already handle.
+            self._messages.put_nowait(Message(server_content=types.LiveServerContent(
+                interrupted=True, turn_complete=True)))
         self.notices_seen.append(notice)
         self._notices.put(notice)
         if self._on_notice is not None:

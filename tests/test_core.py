@@ -25,6 +25,7 @@ from statemachine.actions import (
     Notify,
     OpenConnection,
     RepeatedReply,
+    ReplyInterrupted,
     Resumed,
     Send,
 )
@@ -453,3 +454,33 @@ def test_scaled_policy_scales_every_duration() -> None:
     assert scaled.limits.handle_validity == pytest.approx(7.2)
     assert scaled.retry.base_delay == pytest.approx(0.00025)
     assert scaled.replay.audio_staleness == pytest.approx(0.002)
+
+
+def test_draining_holds_new_turns_until_the_next_connection() -> None:
+    """A new turn sent while draining is journaled, not sent, so the rotation cannot cut it; it
+    goes out first thing on the next connection."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="answer"))
+    d.feed(GoAway(at=d.tick(), generation=1, time_left=30))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    held = send(d)
+    assert not [a for a in held if isinstance(a, Send)]
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H", resumable=True))
+    assert engine.state is State.RESUMING
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    first = next(a for a in d.actions if isinstance(a, Send) and a.generation == 2)
+    assert first.entry.seq == 2 and not first.replay
+
+
+def test_forced_rotation_mid_reply_tells_the_application() -> None:
+    """A rotation forced by the deadline while the model replies is reported, not silent."""
+    _, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="partial"))
+    d.feed(GoAway(at=d.tick(), generation=1, time_left=30))
+    d.fire_timer(Timer.ROTATE)
+    cut = notices(d, ReplyInterrupted)
+    assert len(cut) == 1 and cut[0].reason == "rotation_deadline"

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import json
 import re
 import secrets
@@ -49,6 +50,9 @@ class ConnectionPlan:
     close_code: int = 1011
     close_reason: str = "Internal error occurred."
     garbage_after: float | None = None
+    #: drop the connection (1006) instead of sending the n-th handle issued after a turn, so the
+    #: client holds a reply whose covering handle never came
+    drop_at_turn_handle: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -110,6 +114,7 @@ class Connection:
         self._generation: asyncio.Task[None] | None = None
         self._tool_wait: asyncio.Future[dict[str, Any]] | None = None
         self._call_ids = 0
+        self._turn_handles = 0
 
     # -- faults and controls, for tests -----------------------------------------------------------
 
@@ -246,20 +251,18 @@ class Connection:
             else emu.settings.seconds("connection_lifetime")
         )
         lead = min(emu.settings.seconds("go_away_lead"), lifetime)
-        self._spawn(self._lifetime(lifetime, lead))
+        self._spawn(lambda: self._lifetime(lifetime, lead))
         if self.session is not None and self.session.compression is None:
-            self._spawn(self._session_cap())
+            self._spawn(self._session_cap)
         plan = self.plan
-        if plan.drop_after is not None:
-            self._spawn(self._after(plan.drop_after * scale, self._drop_now))
-        if plan.close_after is not None:
-            self._spawn(
-                self._after(
-                    plan.close_after * scale, lambda: self.close(plan.close_code, plan.close_reason)
-                )
-            )
-        if plan.garbage_after is not None:
-            self._spawn(self._after(plan.garbage_after * scale, self.send_garbage))
+        faults: list[tuple[float | None, Callable[[], Awaitable[None]]]] = [
+            (plan.drop_after, self._drop_now),
+            (plan.close_after, lambda: self.close(plan.close_code, plan.close_reason)),
+            (plan.garbage_after, self.send_garbage),
+        ]
+        for after, fault in faults:
+            if after is not None:
+                self._spawn(functools.partial(self._after, after * scale, fault))
 
     async def _drop_now(self) -> None:
         self.drop()
@@ -413,6 +416,10 @@ class Connection:
             "totalTokenCount": prompt_tokens + max(1, len(reply) // 4),
         }
         await self.send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
+        self._turn_handles += 1
+        if self.plan.drop_at_turn_handle == self._turn_handles:
+            self.drop()
+            return
         if self.resumption:
             await self._issue_handle()
 
@@ -476,10 +483,10 @@ class Connection:
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(data)
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, make: Callable[[], Awaitable[None]]) -> None:
         async def guarded() -> None:
             with contextlib.suppress(ConnectionClosed):
-                await coro
+                await make()
 
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)
