@@ -1,4 +1,4 @@
-"""Command line: `python -m statemachine {table,emulator,demo}`."""
+"""Command line: `python -m statemachine {demo,emulator,table}`."""
 
 from __future__ import annotations
 
@@ -44,7 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     emu.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     emu.add_argument("--time-scale", type=float, default=1.0,
                      help="multiply every duration (0.01: a 10 min connection lasts 6 s)")
+    demo = sub.add_parser("demo", help="run a complete session (emulator, or real with a key)")
+    demo.add_argument("--log", help="where to write the JSON Lines audit log")
+    demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
+    demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from . import demo as demo_module
+
+        key = args.api_key or demo_module.api_key_from_env()
+        return demo_module.main(args.log, key, args.model)
     if args.command == "table":
         return print_table()
     if args.command == "emulator":

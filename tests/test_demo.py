@@ -1,0 +1,33 @@
+"""The main job: `python -m statemachine demo`, a complete session with no key and no network."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from statemachine.emulator import EmulatorSettings
+from statemachine.table import State
+
+
+def test_demo_runs_every_step_and_writes_a_clean_audit_log(tmp_path: Path) -> None:
+    """The demo exits 0, goes through every state, and its log holds no key and no handle."""
+    log = tmp_path / "demo.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "statemachine", "demo", "--log", str(log)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"audit log (JSON Lines): {log}" in done.stdout
+    text = log.read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    visited = {r["dest"] for r in records if r["kind"] == "transition"}
+    assert visited == {s.value for s in State} - {State.IDLE}
+    assert EmulatorSettings().api_key not in text + done.stderr
+    assert "emu-" not in text + done.stderr  # the emulator's handles all start with "emu-"
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    for shown in ("name=go_away", "notice=ContextLost", "notice=Resumed", "step='8. close'"):
+        assert shown in done.stderr, shown
