@@ -12,6 +12,7 @@ import logging
 import random
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -97,18 +98,26 @@ class Counters:
 
 
 class _Model:
-    """What `transitions` holds per session: the state, and a way back to the engine."""
+    """What `transitions` holds per session: the state, and a weak way back to the engine (the
+    shared machine must not keep an abandoned session alive)."""
 
     state: str
     trigger: Callable[..., bool]  # added by transitions.Machine.add_model
 
     def __init__(self, engine: Lifecycle) -> None:
-        self.engine = engine
+        self.engine = weakref.ref(engine)
 
 
 def _engine(event_data: EventData) -> Lifecycle:
     model: _Model = event_data.model  # type: ignore[assignment]
-    return model.engine
+    engine = model.engine()
+    assert engine is not None, "a collected session's model fired a trigger"
+    return engine
+
+
+def _release(model: _Model) -> None:
+    if model in MACHINE.models:
+        MACHINE.remove_model(model)
 
 
 def _guard(guard: Guard) -> Callable[[EventData], bool]:
@@ -211,6 +220,7 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._model = _Model(self)
         MACHINE.add_model(self._model)
+        self._release = weakref.finalize(self, _release, self._model)
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -598,7 +608,7 @@ class Lifecycle:
             by_application=by_app,
         )
         self._notify(self.end)
-        MACHINE.remove_model(self._model)
+        self._release()
 
     def _expiry_reason(self, trigger: Trigger) -> str:
         limits = self.policy.limits

@@ -80,17 +80,22 @@ def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
 
 
 class _Fanout:
-    """An unbounded async iterator per subscriber, fed by one producer."""
+    """An unbounded async iterator per subscriber, fed by one producer; `_END` ends them all,
+    including those who subscribe later."""
 
     def __init__(self) -> None:
         self._queues: list[asyncio.Queue[Any]] = []
+        self._ended = False
 
     def put(self, item: Any) -> None:
+        self._ended = self._ended or item is _END
         for queue in self._queues:
             queue.put_nowait(item)
 
     async def subscribe(self) -> AsyncIterator[Any]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        if self._ended:
+            return
         self._queues.append(queue)
         try:
             while (item := await queue.get()) is not _END:
@@ -484,6 +489,8 @@ class LiveSession:
         conn.closing = True
         timeout = self._core.policy.keepalive.close_timeout
         if conn.sdk is not None:
+            # The SDK offers no bounded close; its websocket is reached to abort the transport
+            # when the server does not answer the close frame in time.
             ws = conn.sdk._ws
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(timeout):
@@ -527,29 +534,17 @@ def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
     return [*user, types.Content(role="model", parts=[types.Part(text=entry.reply_text)])]
 
 
-class connect:
+def connect(
+    client: genai.Client,
+    *,
+    model: str,
+    config: types.LiveConnectConfig | dict[str, Any] | None = None,
+    policy: Policy | None = None,
+    **kwargs: Any,
+) -> LiveSession:
     """`async with statemachine.connect(client, model=..., config=..., policy=...) as session:`
 
-    Opens a `LiveSession` and returns once its first connection is live; raises
-    `SessionTerminated` if the session could not start (the reason says why)."""
-
-    def __init__(self, client: genai.Client, *, model: str,
-                 config: types.LiveConnectConfig | dict[str, Any] | None = None,
-                 policy: Policy | None = None, **kwargs: Any) -> None:
-        self._args = (client, model, config, policy, kwargs)
-        self._session: LiveSession | None = None
-
-    async def __aenter__(self) -> LiveSession:
-        client, model, config, policy, kwargs = self._args
-        self._session = LiveSession(client, model=model, config=config, policy=policy, **kwargs)
-        await self._session.start()
-        return self._session
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._session is not None:
-            await asyncio.shield(self._session.close())
+    Entering opens the session and returns once its first connection is live; it raises
+    `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
+    Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id)."""
+    return LiveSession(client, model=model, config=config, policy=policy, **kwargs)

@@ -126,7 +126,7 @@ class _Recorder:
 
 def open_session(emu: LiveEmulator, policy: Policy | None = None, *, vertex: bool = False,
                  config: types.LiveConnectConfig | None = None, model: str = MODEL,
-                 recorder: _Recorder | None = None) -> statemachine.connect:
+                 recorder: _Recorder | None = None) -> statemachine.LiveSession:
     """statemachine.connect(...) against the emulator, with a client set up as users should."""
     recorder = recorder or _Recorder()
     return statemachine.connect(

@@ -484,3 +484,17 @@ def test_forced_rotation_mid_reply_tells_the_application() -> None:
     d.fire_timer(Timer.ROTATE)
     cut = notices(d, ReplyInterrupted)
     assert len(cut) == 1 and cut[0].reason == "rotation_deadline"
+
+
+def test_abandoned_sessions_leave_the_shared_machine() -> None:
+    """A session dropped without terminating is released from the shared machine when collected."""
+    import gc
+
+    from statemachine.core import MACHINE
+
+    before = len(MACHINE.models)
+    engines = [make()[0] for _ in range(50)]
+    assert len(MACHINE.models) == before + 50
+    del engines
+    gc.collect()
+    assert len(MACHINE.models) <= before
