@@ -6,6 +6,8 @@ The lifecycle itself is one table (`statemachine.table`) driving a sans-I/O core
 (`statemachine.core.Lifecycle`).
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .audit import SCHEMA_VERSION, fingerprint
 from .closecodes import Disposition, classify_close, classify_http
 from .core import Lifecycle
@@ -19,7 +21,6 @@ from .errors import (
     SettingsError,
     TableError,
 )
-from .session import LiveSession, connect, websocket_args
 from .settings import (
     AnsweredTurnReplay,
     Backend,
@@ -31,6 +32,21 @@ from .settings import (
     RetryPolicy,
 )
 from .table import State, Trigger
+
+if TYPE_CHECKING:
+    from .session import LiveSession, connect, websocket_args
+
+_LAZY = {"LiveSession", "connect", "websocket_args"}
+
+
+def __getattr__(name: str) -> Any:
+    """The asyncio shell imports google-genai (most of a second): load it on first use, so the
+    command-line tools (audit, diagram, table) start fast."""
+    if name in _LAZY:
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module 'statemachine' has no attribute {name!r}")
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -1,4 +1,4 @@
-"""Command line: `python -m statemachine {demo,emulator,table}`."""
+"""Command line: `python -m statemachine {demo,emulator,audit,table}`."""
 
 from __future__ import annotations
 
@@ -48,7 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--log", help="where to write the JSON Lines audit log")
     demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
     demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
+    audit = sub.add_parser("audit", help="check audit logs and summarize each session")
+    audit.add_argument("logs", nargs="+", metavar="LOG")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        from . import auditcheck
+
+        report = auditcheck.check(args.logs)
+        print(auditcheck.as_json(report) if args.json else auditcheck.render(report))
+        return report.exit_code
     if args.command == "demo":
         from . import demo as demo_module
 

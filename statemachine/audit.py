@@ -8,8 +8,8 @@ A record is a flat dict with these keys (the JSON Lines schema of the audit log)
 | `seq` | 1, 2, 3... per session, no gaps |
 | `mono` | monotonic seconds from the session's clock (the event's timestamp) |
 | `wall` | Unix time in seconds |
-| `kind` | `event` (something fed to the core), `transition`, or `rejected` |
-| `name` | event name (`go_away`, `client_input`, ...) or trigger name |
+| `kind` | `event` (fed to the core), `transition`, `rejected`, or `notice` (told to the app) |
+| `name` | event (`go_away`...), trigger, or notice name (`input_dropped`, `resumed`...) |
 | `state` | state when the record was made (for transitions: the destination) |
 | `source`, `dest` | transitions and rejections only |
 | `cause` | what explains it: close code and reason, `time_left`, timer, input kind... |
@@ -57,6 +57,19 @@ def structlog_sink(logger: Any = None) -> AuditSink:
         log.info("lifecycle." + record["kind"], **record)
 
     return sink
+
+
+def notice_name(notice: Any) -> str:
+    return _snake(type(notice).__name__)
+
+
+def notice_fields(notice: Any) -> dict[str, Any]:
+    """A notice's fields for the audit log: entries are counted, never written out."""
+    fields: dict[str, Any] = {}
+    for field in attrs.fields(type(notice)):
+        value = getattr(notice, field.name)
+        fields[field.name] = len(value) if isinstance(value, tuple) else value
+    return fields
 
 
 def _snake(name: str) -> str:

@@ -3,6 +3,7 @@ and, optionally, readable lines on the console for the records a person wants to
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -21,23 +22,67 @@ QUIET_ON_CONSOLE = frozenset({
 })
 
 
+GENESIS = "0" * 32
+RECORD_KEYS = (
+    "session", "seq", "mono", "wall", "kind", "name", "state", "source", "dest", "cause", "gen",
+    "handle_fp", "attempt", "journal", "stale",
+)
+
+
+def canonical(record: dict[str, Any]) -> str:
+    """The one serialization that is hashed (and written): sorted keys, no spaces, UTF-8."""
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+
+
+def chain_hash(body: dict[str, Any]) -> str:
+    """The hash of a record without its `hash` key (which names the previous record's)."""
+    return hashlib.sha256(canonical(body).encode()).hexdigest()[:32]
+
+
 class JsonLinesWriter:
-    """A structlog processor writing `lifecycle.*` records to a JSON Lines file it owns."""
+    """A structlog processor writing `lifecycle.*` records to a JSON Lines file it owns, each
+    chained to the previous line by hash. Add it to an existing structlog chain, or let
+    `configure()` set one up. Appending to an existing log continues its chain."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._prev = _last_hash(self.path)
         self._file: IO[str] = self.path.open("a", encoding="utf-8")
+
+    def write(self, event: MutableMapping[str, Any]) -> None:
+        body: dict[str, Any] = {"v": SCHEMA_VERSION, "prev": self._prev}
+        body.update((k, event[k]) for k in RECORD_KEYS if k in event)
+        digest = chain_hash(body)
+        self._file.write(canonical({**body, "hash": digest}) + "\n")
+        self._file.flush()
+        self._prev = digest
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
         if str(event.get("event", "")).startswith("lifecycle."):
-            record = {"v": SCHEMA_VERSION, **event}
-            self._file.write(json.dumps(record, default=str, separators=(",", ":")) + "\n")
-            self._file.flush()
+            self.write(event)
         return event
 
     def close(self) -> None:
         self._file.close()
+
+
+def _last_hash(path: Path) -> str:
+    """The hash of the last complete line of an existing log (the genesis value if none)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return GENESIS
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - 65536))
+        lines = f.read().splitlines()
+    for line in reversed(lines):
+        try:
+            value = json.loads(line).get("hash")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(value, str):
+            return value
+    return GENESIS
 
 
 def _console_filter(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:

@@ -2,8 +2,9 @@
 
 One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session (each session
 is a model added to it). Guards are evaluated from the engine's bookkeeping; the machine's
-`after_state_change` runs the destination's entry actions, and its `finalize_event` writes the audit
-record of every trigger, accepted or rejected. `feed()` writes one audit record per event.
+`after_state_change` writes the transition's audit record and runs the destination's entry
+actions, and its `finalize_event` records triggers no guard let through. `feed()` writes one
+audit record per event.
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ from .actions import (
     Resumed,
     Send,
 )
-from .audit import AuditRecord, AuditSink, describe, fingerprint, structlog_sink
+from .audit import (
+    AuditRecord,
+    AuditSink,
+    describe,
+    fingerprint,
+    notice_fields,
+    notice_name,
+    structlog_sink,
+)
 from .closecodes import Disposition, Phase, classify_close, classify_http
 from .errors import InvalidTransition, LocalMisuse, SessionClosed
 from .events import (
@@ -129,16 +138,19 @@ def _guard(guard: Guard) -> Callable[[EventData], bool]:
 
 
 def _after_state_change(event_data: EventData) -> None:
+    """The transition's audit record first, then the destination's entry actions (whose
+    notices must follow the transition that caused them in the log)."""
     assert event_data.transition is not None and event_data.event is not None
-    _engine(event_data)._entered(
-        State(event_data.transition.source), Trigger(event_data.event.name)
-    )
+    engine, trigger = _engine(event_data), Trigger(event_data.event.name)
+    engine._audit_trigger(trigger, event_data.transition)
+    engine._entered(State(event_data.transition.source), trigger)
 
 
 def _finalize(event_data: EventData) -> None:
+    """Runs after every trigger; records the ones no guard let through."""
     assert event_data.event is not None
-    transition = event_data.transition if event_data.result else None
-    _engine(event_data)._audit_trigger(Trigger(event_data.event.name), transition)
+    if not event_data.result:
+        _engine(event_data)._audit_trigger(Trigger(event_data.event.name), None)
 
 
 def _build_machine() -> Machine:
@@ -703,6 +715,7 @@ class Lifecycle:
 
     def _notify(self, notice: Notice) -> None:
         self._actions.append(Notify(notice=notice))
+        self._record("notice", notice_name(notice), cause=notice_fields(notice))
 
     def _count(self, **deltas: int) -> None:
         c = self.counters
