@@ -1,10 +1,11 @@
-"""Command line: `python -m statemachine {demo,emulator,audit,table}`."""
+"""Command line: `python -m statemachine {demo,emulator,audit,diagram,timeline,table}`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -36,6 +37,67 @@ async def run_emulator(port: int, time_scale: float) -> None:
         await asyncio.Event().wait()
 
 
+def run_diagram(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import diagram
+
+    root = Path.cwd()
+    if args.from_log:
+        try:
+            path = diagram.from_log(Path(args.from_log), args.session)
+        except (OSError, ValueError) as exc:
+            print(f"cannot read the session from {args.from_log}: {exc}", file=sys.stderr)
+            return 2
+        prefix = Path(args.output or f"diagrams/session-{path.session}")
+        has_dot = shutil.which("dot") is not None
+        files = diagram.outputs(prefix.parent, path, stem=prefix.name, with_svg=has_dot)
+        for target, content in files.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            print(f"wrote {target}")
+        if not has_dot:
+            print("no SVG: Graphviz 'dot' is not installed (apt-get install graphviz)")
+        return 0
+    if args.check:
+        stale = diagram.check(root)
+        for name in stale:
+            print(f"stale: {name}")
+        if not stale:
+            print("diagrams are current")
+        if shutil.which("dot") is None:
+            print("note: Graphviz 'dot' is not installed; the SVG was not checked")
+        return 1 if stale else 0
+    try:
+        written = diagram.write(root)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for target in written:
+        print(f"wrote {target}")
+    return 0
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import timeline
+
+    try:
+        data = timeline.read(Path(args.log), args.session)
+    except (OSError, ValueError) as exc:
+        print(f"cannot read the session from {args.log}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        timeline.render(data, Path(args.output))
+    except ImportError:
+        print('timeline needs matplotlib: pip install "gemini-live-statemachine[plot]"',
+              file=sys.stderr)
+        return 2
+    print(f"wrote {args.output}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m statemachine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,7 +113,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     audit = sub.add_parser("audit", help="check audit logs and summarize each session")
     audit.add_argument("logs", nargs="+", metavar="LOG")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+    diagram = sub.add_parser("diagram", help="render the lifecycle diagrams from the table")
+    diagram.add_argument("--check", action="store_true",
+                         help="exit 1 if the committed diagrams differ from the table")
+    diagram.add_argument("--from-log", metavar="LOG", help="highlight one session's path")
+    diagram.add_argument("--session", help="the session to show (default: the first)")
+    diagram.add_argument("-o", "--output", metavar="PREFIX",
+                         help="with --from-log: write PREFIX.mmd/.dot/.svg "
+                              "(default diagrams/session-ID)")
+    timeline = sub.add_parser("timeline", help="draw one session over time (needs matplotlib)")
+    timeline.add_argument("log", metavar="LOG")
+    timeline.add_argument("--session", help="the session to draw (default: the first)")
+    timeline.add_argument("-o", "--output", required=True, metavar="FILE.svg")
     args = parser.parse_args(argv)
+    if args.command == "diagram":
+        return run_diagram(args)
+    if args.command == "timeline":
+        return run_timeline(args)
     if args.command == "audit":
         from . import auditcheck
 
