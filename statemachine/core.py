@@ -271,6 +271,23 @@ class Lifecycle:
         self._drain_followups()
         return self._actions
 
+    def restore(self, handle: str, *, at: float, age: float, compressed: bool = False,
+                generation: int = 0) -> None:
+        """Seed a handle saved by an earlier process, `age` seconds old at monotonic time `at`,
+        so `Connect` resumes it when still valid. Only before `Connect`."""
+        if self.state is not State.IDLE:
+            raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
+        self.handle = handle
+        self.handle_at = at - age
+        self.compressed = compressed
+        self.generation = generation
+
+    def note(self, name: str, *, at: float, **cause: Any) -> None:
+        """An audit record (kind `notice`) for something the I/O layer saw, such as a store that
+        became unreachable. No state changes."""
+        self._now = at
+        self._record("notice", name, cause=cause)
+
     def fire(self, trigger: Trigger, **cause: Any) -> bool:
         """Fire a trigger directly (tools and tests); the audit log records it like any other.
         Returns False when the table has no row for it here or no guard holds."""
@@ -548,6 +565,8 @@ class Lifecycle:
         if trigger in (Trigger.SAFE_POINT, Trigger.ROTATION_DEADLINE):
             self._count(rotations=1)
             self.drop_attempts = 0
+            self._open()
+        elif trigger is Trigger.CONNECT:  # a handle restored from a store
             self._open()
         else:
             first = source is not State.RESUMING

@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
+import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 import attrs
+import structlog
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -62,10 +67,12 @@ from .events import (
 )
 from .journal import Entry
 from .settings import Backend, Policy
+from .stores import HandleStore, LeaseHeld, MemoryStore, StoredHandle, StoreError
 from .table import State
 
 Message = types.LiveServerMessage
 _END = object()
+_log = structlog.get_logger("statemachine.session")
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -131,7 +138,17 @@ class LiveSession:
         audit: AuditSink | None = None,
         on_event: Callable[[AuditRecord], None] | None = None,
         on_notice: Callable[[Notice], None] | None = None,
+        store: HandleStore | None = None,
+        session_key: str | None = None,
+        lease_ttl: float = 30.0,
+        lease_wait: float = 0.0,
     ) -> None:
+        if store is not None and session_key is None:
+            raise ValueError("a store needs a session_key: the name the session is stored under")
+        self._durable = (
+            None if session_key is None
+            else _Durable(store or DEFAULT_STORE, session_key, lease_ttl, lease_wait, self)
+        )
         self._client = client
         self._model = model
         base = types.LiveConnectConfig.model_validate(config or {})
@@ -191,7 +208,10 @@ class LiveSession:
         return self._core.end
 
     async def start(self) -> None:
-        """Open the first connection; return once it is live, raise if the session ended."""
+        """Open the first connection (resuming a valid stored handle, if a store holds one);
+        return once it is live, raise if the session ended."""
+        if self._durable is not None:
+            await self._durable.start()
         await self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -270,6 +290,12 @@ class LiveSession:
                 return
             yield item
 
+    async def flush_handle(self) -> None:
+        """Return once the latest resumable handle is written to the store (no-op without one):
+        after it, a crash of this process loses nothing the model has acknowledged."""
+        if self._durable is not None:
+            await self._durable._flush()
+
     def events(self) -> AsyncIterator[AuditRecord]:
         """Every audit record of this session (the same records as the audit log), live."""
         return self._events.subscribe()
@@ -312,6 +338,8 @@ class LiveSession:
             for event in events:
                 event = attrs.evolve(event, at=self._now())
                 await self._perform(self._core.feed(event))
+            if self._durable is not None:
+                self._durable.track()
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -512,6 +540,8 @@ class LiveSession:
 
     async def _shutdown(self) -> None:
         """Stop everything this session started; safe to call more than once."""
+        if self._durable is not None:
+            await self._durable.stop()
         for timer in list(self._timers):
             self._cancel_timer(timer)
         for generation in list(self._conns):
@@ -521,6 +551,144 @@ class LiveSession:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+#: The store used when a session_key is given without a store: shared by the process's sessions.
+DEFAULT_STORE: HandleStore = MemoryStore()
+
+
+class _Durable:
+    """The store side of one session: the lease, restoring the handle, writing handles through,
+    and falling back to memory (with a warning and an audit record) when the store fails."""
+
+    def __init__(self, store: HandleStore, key: str, lease_ttl: float, lease_wait: float,
+                 session: LiveSession) -> None:
+        if lease_ttl <= 0:
+            raise ValueError("lease_ttl must be > 0 seconds")
+        self.store = store
+        self.key = key
+        self.ttl = lease_ttl
+        self.wait = lease_wait
+        self.session = session
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.degraded = False
+        self._written: str | None = None
+        self._pending: StoredHandle | bool | None = False  # False: nothing to write
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leased = False
+
+    async def start(self) -> None:
+        core = self.session.core
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                await self.store.acquire(self.key, self.holder, self.ttl)
+                self._leased = True
+                break
+            except LeaseHeld as held:
+                if time.monotonic() + min(held.expires_in, 0.05) > deadline:
+                    raise
+                await asyncio.sleep(min(max(held.expires_in, 0.01), 0.25))
+            except StoreError as exc:
+                self._degrade(exc)
+                break
+        record = None
+        try:
+            record = await self.store.load(self.key)
+        except StoreError as exc:
+            self._degrade(exc)
+        now = time.time()
+        if record is not None and record.valid(now):
+            age = now - record.issued_at
+            core.restore(record.handle, at=self.session._now(), age=age,
+                         compressed=record.compressed, generation=record.generation)
+            self._written = record.handle
+            core.note("handle_restored", at=self.session._now(), key=self.key,
+                      age_s=round(age, 3), generation=record.generation)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._writer()), loop.create_task(self._renewer())]
+
+    def track(self) -> None:
+        """After each event: queue the latest resumable handle (or its removal) for the store."""
+        core = self.session.core
+        handle = core.handle
+        if handle == self._written:
+            return
+        self._written = handle
+        if handle is None or core.handle_at is None:
+            self._pending = None
+        else:
+            issued = time.time() - (self.session._now() - core.handle_at)
+            self._pending = StoredHandle(
+                handle=handle, issued_at=issued,
+                expires_at=issued + core.policy.limits.handle_validity,
+                generation=core.generation, compressed=core.compressed)
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        pending, self._pending = self._pending, False
+        if pending is False:
+            return
+        try:
+            if pending is None:
+                await self.store.delete(self.key)
+            else:
+                assert isinstance(pending, StoredHandle)
+                await self.store.save(self.key, pending)
+        except StoreError as exc:
+            self._degrade(exc)
+            if pending is not None:
+                assert isinstance(pending, StoredHandle)
+                await self.store.save(self.key, pending)
+
+    async def _renewer(self) -> None:
+        while self._leased:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                ours = await self.store.renew(self.key, self.holder, self.ttl)
+            except StoreError as exc:
+                self._degrade(exc)
+                continue
+            if not ours:
+                self._leased = False
+                self.session._spawn(self.session._feed(FatalError(
+                    at=0, reason=f"lease on session {self.key!r} lost: another worker took it "
+                                 "(this worker stalled past the lease)")))
+                return
+
+    def _degrade(self, exc: Exception) -> None:
+        if self.degraded:
+            return
+        self.degraded = True
+        _log.warning("handle store unreachable: continuing in memory", key=self.key,
+                     error=str(exc))
+        self.session.core.note("store_degraded", at=self.session._now(), key=self.key,
+                               error=str(exc)[:200])
+        self.store = MemoryStore()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        with contextlib.suppress(StoreError):
+            await self._flush()
+        if self._leased:
+            self._leased = False
+            with contextlib.suppress(StoreError):
+                await self.store.release(self.key, self.holder)
 
 
 def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:

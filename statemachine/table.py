@@ -6,8 +6,9 @@ against it. Nothing else may restate which state a trigger leads to.
 
 Theory of operation
 -------------------
-A session starts `idle`. `connect` opens a connection without a handle (`connecting`); the server's
-`setupComplete` makes it `streaming`. A `goAway` moves it to `draining`: the turn in flight finishes
+A session starts `idle`. `connect` opens a connection without a handle (`connecting`), or, when a
+valid handle was restored from a store, resumes it (`resuming`); the server's `setupComplete`
+makes it `streaming`. A `goAway` moves it to `draining`: the turn in flight finishes
 while input is still sent and journaled, and at the first safe point (or at the deadline minus
 a margin) the session moves to `resuming`: the old socket is closed first, a new one is opened
 with the latest resumable handle, and the journal is replayed after `setupComplete`. An unexpected
@@ -83,7 +84,7 @@ class Trigger(enum.StrEnum):
 
 
 TRIGGER_DOCS: Mapping[Trigger, str] = {
-    Trigger.CONNECT: "the application opens the session",
+    Trigger.CONNECT: "the application opens the session (resuming a stored handle if valid)",
     Trigger.SETUP_COMPLETE: "the server answered setup with setupComplete",
     Trigger.GO_AWAY: "the server announced the end of this connection (timeLeft)",
     Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
@@ -145,6 +146,7 @@ _LIVE_ORDER = (S.STREAMING, S.COMPRESSED, S.DRAINING)
 _NOT_FINAL = (S.IDLE, S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED)
 
 TRANSITIONS: tuple[Transition, ...] = (
+    _t(Trigger.CONNECT, [S.IDLE], S.RESUMING, Guard.HANDLE_VALID),  # restored from a store
     _t(Trigger.CONNECT, [S.IDLE], S.CONNECTING),
     _t(Trigger.SETUP_COMPLETE, [S.CONNECTING], S.STREAMING),
     _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.COMPRESSED, Guard.WAS_COMPRESSED),
@@ -188,12 +190,14 @@ def edges() -> list[tuple[State, State, Transition]]:
 
 
 def shortest_paths() -> dict[State, tuple[tuple[State, Transition], ...]]:
-    """For each state, the shortest sequence of (source, row) steps from the initial state."""
+    """For each state, the shortest sequence of (source, row) steps from the initial state.
+    Among equally short paths, unguarded rows (the common case) are preferred."""
     paths: dict[State, tuple[tuple[State, Transition], ...]] = {INITIAL: ()}
     queue = deque([INITIAL])
+    ordered = sorted(edges(), key=lambda edge: bool(edge[2].guards))
     while queue:
         state = queue.popleft()
-        for src, dest, row in edges():
+        for src, dest, row in ordered:
             if src is state and dest not in paths:
                 paths[dest] = (*paths[state], (src, row))
                 queue.append(dest)

@@ -126,7 +126,8 @@ class _Recorder:
 
 def open_session(emu: LiveEmulator, policy: Policy | None = None, *, vertex: bool = False,
                  config: types.LiveConnectConfig | None = None, model: str = MODEL,
-                 recorder: _Recorder | None = None) -> statemachine.LiveSession:
+                 recorder: _Recorder | None = None,
+                 **session_kwargs: Any) -> statemachine.LiveSession:
     """statemachine.connect(...) against the emulator, with a client set up as users should."""
     recorder = recorder or _Recorder()
     return statemachine.connect(
@@ -136,6 +137,7 @@ def open_session(emu: LiveEmulator, policy: Policy | None = None, *, vertex: boo
         policy=policy or fast_policy(),
         audit=recorder.record,
         on_notice=recorder.notice,
+        **session_kwargs,
     )
 
 

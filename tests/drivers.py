@@ -92,6 +92,12 @@ def _lost(d: Driver, row: Transition) -> None:
         d.fire_timer(Timer.BACKOFF)
 
 
+def _connect(d: Driver, row: Transition) -> None:
+    if Guard.HANDLE_VALID in row.guards:
+        d.engine.restore("stored-handle", at=d.now, age=1.0)
+    d.feed(events.Connect(at=d.tick()))
+
+
 def _setup(d: Driver, row: Transition) -> None:
     if Guard.WAS_COMPRESSED in row.guards:
         d.engine.compressed = True
@@ -140,7 +146,7 @@ def _session_cap(d: Driver, row: Transition) -> None:
 
 
 STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
-    Trigger.CONNECT: lambda d, r: d.feed(events.Connect(at=d.tick())),
+    Trigger.CONNECT: _connect,
     Trigger.SETUP_COMPLETE: _setup,
     Trigger.COMPRESSION_DETECTED: _compress,
     Trigger.GO_AWAY: _go_away,

@@ -46,7 +46,7 @@ from statemachine.events import (
     Usage,
 )
 from statemachine.settings import Backend, Limits, ReplayPolicy, RetryPolicy
-from statemachine.table import State, Trigger
+from statemachine.table import Guard, State, Trigger
 
 from .drivers import Driver
 
@@ -63,6 +63,21 @@ def drive_to(state: State, policy: Policy | None = None) -> tuple[Lifecycle, Dri
     engine, d, records = make(policy)
     for src, row in table.shortest_paths()[state]:
         d.take(src, row)
+    return engine, d, records
+
+
+def drive_live_to(state: State, policy: Policy) -> tuple[Lifecycle, Driver, list[Any]]:
+    """connect, setup_complete, then on to `state` by the rows a live session takes."""
+    engine, d, records = make(policy)
+    route = {State.STREAMING: [], State.DRAINING: [Trigger.GO_AWAY],
+             State.RESUMING: [Trigger.CONNECTION_LOST]}[state]
+    for trigger in [Trigger.CONNECT, Trigger.SETUP_COMPLETE, *route]:
+        source = engine.state
+        row = next(r for r in table.rows_for(trigger, source)
+                   if (r.dest is not State.TERMINATED and Guard.HANDLE_VALID not in r.guards)
+                   or (trigger is Trigger.CONNECTION_LOST and r.dest is State.RESUMING))
+        d.take(source, row)
+    assert engine.state is state
     return engine, d, records
 
 
@@ -118,8 +133,10 @@ def test_state_trigger_matrix(state: State, trigger: Trigger) -> None:
     for row in rows:
         if trigger in (Trigger.RESTART_FRESH, Trigger.GIVE_UP):
             continue  # only reachable from expired, covered below
-        policy = Policy(compression=False) if trigger is Trigger.SESSION_CAP else None
-        _, d, records = drive_to(state, policy)
+        if trigger is Trigger.SESSION_CAP:  # the cap is armed only once a session went live
+            _, d, records = drive_live_to(state, Policy(compression=False))
+        else:
+            _, d, records = drive_to(state)
         before = len(records)
         d.take(state, row)
         taken = transitions(records[before:])
@@ -498,3 +515,17 @@ def test_abandoned_sessions_leave_the_shared_machine() -> None:
     del engines
     gc.collect()
     assert len(MACHINE.models) <= before
+
+
+def test_restored_handle_validity_counts_from_its_issue_time() -> None:
+    """A stored handle is valid for what is left of its validity, whatever the clock's origin."""
+    engine, d, _ = make(Policy(limits=Limits(handle_validity=100.0)))
+    d.now = 50_000.0  # a monotonic clock far from zero
+    engine.restore("h", at=d.now, age=99.0)
+    d.feed(Connect(at=d.now))
+    assert engine.state is State.RESUMING
+    engine, d, _ = make(Policy(limits=Limits(handle_validity=100.0)))
+    d.now = 50_000.0
+    engine.restore("h", at=d.now, age=101.0)
+    d.feed(Connect(at=d.now))
+    assert engine.state is State.CONNECTING

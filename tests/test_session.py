@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
+import attrs
 import pytest
 from google.genai import types
 
@@ -18,6 +20,7 @@ from statemachine.actions import (
     Resumed,
 )
 from statemachine.emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
+from statemachine.stores import MemoryStore
 
 from .app import (
     FAST_ROTATION,
@@ -406,29 +409,35 @@ async def _drive(target: State, emu: LiveEmulator) -> App | statemachine.LiveSes
             await session.close()
         session.test_records = records  # type: ignore[attr-defined]
         return session
-    if target is State.COMPRESSED:
-        config = types.LiveConnectConfig(
-            response_modalities=[types.Modality.TEXT],
-            context_window_compression=types.ContextWindowCompressionConfig(
-                trigger_tokens=60, sliding_window=types.SlidingWindow(target_tokens=30)))
-        app = await start(emu, config=config)
-        for i in range(10):
-            if app.session.state == "compressed":
-                break
-            await app.ask(f"long message {i} " * 3)
-        return app
-    if target is State.EXPIRED:
-        app = await start(emu, fast_policy(handle_validity=0.05))
-        await asyncio.sleep(0.1)  # the only handle is now too old to use
-        emu.connections[-1].drop()
-        await app.wait_until(lambda: "expired" in app.states())
-        return app
+    if target in (State.RESUMING, State.COMPRESSED, State.EXPIRED):
+        return await _from_stored_handle(target, emu)
     app = await start(emu)
     if target is State.DRAINING:
         await app.wait_until(lambda: "draining" in app.states())  # goAway at 0.4 s
-    elif target is State.RESUMING:
-        emu.connections[-1].drop()
-        await app.wait_until(lambda: "resuming" in app.states())
+    return app
+
+
+async def _from_stored_handle(target: State, emu: LiveEmulator) -> App:
+    """A session whose key has a valid handle in the store: connect resumes it."""
+    store = MemoryStore()
+    first = await start(emu, store=store, session_key="k")
+    await first.ask("hello")
+    await first.session.flush_handle()
+    await first.stop()
+    saved = await store.load("k")
+    assert saved is not None
+    policy = fast_policy()
+    if target is State.COMPRESSED:
+        await store.save("k", attrs.evolve(saved, compressed=True, generation=saved.generation + 1))
+    elif target is State.EXPIRED:  # valid when connecting, expired when that attempt fails
+        validity = policy.limits.handle_validity
+        await store.save("k", attrs.evolve(saved, issued_at=time.time() - validity + 0.15,
+                                           generation=saved.generation + 1))
+        emu.plan(ConnectionPlan(no_setup=True))
+        policy = fast_policy(setup_timeout=0.4)
+    app = await start(emu, policy, store=store, session_key="k")
+    if target is State.EXPIRED:
+        await app.wait_until(lambda: "expired" in app.states())
     return app
 
 

@@ -1,0 +1,253 @@
+"""Durable resumption handles: resume after a process restart, or on another worker.
+
+A `HandleStore` keeps, per application-chosen session key, the latest resumable handle with when
+it was issued and when it expires (Unix time: stores are shared between processes and machines),
+the connection generation and whether the context was compressed. It also holds a **lease**: one
+live connection per session across processes. A lease has an expiry and is renewed while the
+session is connected, so the lease of a worker that died runs out and the session can move.
+
+Implementations pass one conformance suite (tests/test_stores.py): `MemoryStore` (the default),
+`SQLiteStore` (one file, several processes on one machine) and `RedisStore` (many workers; in
+`statemachine.redis_store`, needs the `redis` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+from .errors import LifecycleError
+
+
+class StoreError(LifecycleError, ConnectionError):
+    """The store cannot be reached or failed; a live session degrades to memory on it."""
+
+
+class LeaseHeld(LifecycleError, RuntimeError):
+    """Another process holds the session's lease: it is live elsewhere."""
+
+    def __init__(self, key: str, holder: str, expires_in: float) -> None:
+        self.key = key
+        self.holder = holder
+        self.expires_in = expires_in
+        super().__init__(
+            f"session {key!r} is connected by {holder!r} (lease expires in {expires_in:.1f}s "
+            "unless renewed): close it there, or wait for that worker's lease to run out"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class StoredHandle:
+    """What a store keeps for one session key. Times are Unix seconds."""
+
+    handle: str = attrs.field(repr=False)
+    issued_at: float
+    expires_at: float
+    generation: int = 0
+    compressed: bool = False
+
+    def valid(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+@runtime_checkable
+class HandleStore(Protocol):
+    """The async interface every store implements."""
+
+    async def load(self, key: str) -> StoredHandle | None:
+        """The latest handle, or None. Never an expired one."""
+
+    async def save(self, key: str, record: StoredHandle) -> None:
+        """Replace the handle atomically (a newer generation is never overwritten by an older)."""
+
+    async def delete(self, key: str) -> None:
+        """Forget the handle (it was refused, or the session is over for good)."""
+
+    async def acquire(self, key: str, holder: str, ttl: float) -> None:
+        """Take the lease for `ttl` seconds, or raise `LeaseHeld` naming the holder."""
+
+    async def renew(self, key: str, holder: str, ttl: float) -> bool:
+        """Extend our lease; False if it is no longer ours (it expired and was taken)."""
+
+    async def release(self, key: str, holder: str) -> None:
+        """Give up our lease (no-op if it is not ours)."""
+
+    async def aclose(self) -> None:
+        """Release the store's resources (connections)."""
+
+
+Clock = Callable[[], float]
+
+
+class MemoryStore:
+    """In-process store: the default. Leases still apply between sessions of one process."""
+
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
+        self._handles: dict[str, StoredHandle] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+
+    async def load(self, key: str) -> StoredHandle | None:
+        record = self._handles.get(key)
+        if record is not None and not record.valid(self._clock()):
+            del self._handles[key]
+            return None
+        return record
+
+    async def save(self, key: str, record: StoredHandle) -> None:
+        current = self._handles.get(key)
+        if current is None or current.generation <= record.generation:
+            self._handles[key] = record
+
+    async def delete(self, key: str) -> None:
+        self._handles.pop(key, None)
+
+    async def acquire(self, key: str, holder: str, ttl: float) -> None:
+        now = self._clock()
+        current = self._leases.get(key)
+        if current is not None and current[0] != holder and current[1] > now:
+            raise LeaseHeld(key, current[0], current[1] - now)
+        self._leases[key] = (holder, now + ttl)
+
+    async def renew(self, key: str, holder: str, ttl: float) -> bool:
+        current = self._leases.get(key)
+        if current is None or current[0] != holder:
+            return False
+        self._leases[key] = (holder, self._clock() + ttl)
+        return True
+
+    async def release(self, key: str, holder: str) -> None:
+        if self._leases.get(key, ("",))[0] == holder:
+            del self._leases[key]
+
+    async def aclose(self) -> None:
+        pass
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS handles (
+    key TEXT PRIMARY KEY,
+    handle TEXT NOT NULL,
+    issued_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    generation INTEGER NOT NULL,
+    compressed INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class SQLiteStore:
+    """One SQLite file: the embedded default for persistence. WAL mode, every update one atomic
+    statement or an IMMEDIATE transaction, safe across processes on one machine; the file is
+    created readable and writable by its owner only (handles resume conversations)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock = time.time,
+                 busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._busy = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.exists():
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
+                os.close(fd)
+            conn = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    async def _run(self, work: Callable[[sqlite3.Connection], object]) -> object:
+        async with self._lock:
+            try:
+                return await asyncio.to_thread(lambda: work(self._connect()))
+            except (sqlite3.Error, OSError) as exc:
+                raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    async def load(self, key: str) -> StoredHandle | None:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> StoredHandle | None:
+            row = conn.execute(
+                "SELECT handle, issued_at, expires_at, generation, compressed FROM handles "
+                "WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            if row is None:
+                conn.execute("DELETE FROM handles WHERE key = ? AND expires_at <= ?", (key, now))
+                return None
+            return StoredHandle(handle=row[0], issued_at=row[1], expires_at=row[2],
+                                generation=row[3], compressed=bool(row[4]))
+
+        result = await self._run(work)
+        assert result is None or isinstance(result, StoredHandle)
+        return result
+
+    async def save(self, key: str, record: StoredHandle) -> None:
+        await self._run(lambda conn: conn.execute(
+            "INSERT INTO handles (key, handle, issued_at, expires_at, generation, compressed) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET handle = excluded.handle, "
+            "issued_at = excluded.issued_at, expires_at = excluded.expires_at, "
+            "generation = excluded.generation, compressed = excluded.compressed "
+            "WHERE excluded.generation >= handles.generation",
+            (key, record.handle, record.issued_at, record.expires_at, record.generation,
+             int(record.compressed))))
+
+    async def delete(self, key: str) -> None:
+        await self._run(lambda conn: conn.execute("DELETE FROM handles WHERE key = ?", (key,)))
+
+    async def acquire(self, key: str, holder: str, ttl: float) -> None:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> tuple[str, float] | None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT holder, expires_at FROM leases WHERE key = ?",
+                                   (key,)).fetchone()
+                if row is not None and row[0] != holder and row[1] > now:
+                    return (row[0], row[1] - now)
+                conn.execute(
+                    "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, "
+                    "expires_at = excluded.expires_at", (key, holder, now + ttl))
+                return None
+            finally:
+                conn.execute("COMMIT")
+
+        held = await self._run(work)
+        if held is not None:
+            assert isinstance(held, tuple)
+            raise LeaseHeld(key, held[0], held[1])
+
+    async def renew(self, key: str, holder: str, ttl: float) -> bool:
+        now = self._clock()
+        cursor = await self._run(lambda conn: conn.execute(
+            "UPDATE leases SET expires_at = ? WHERE key = ? AND holder = ?",
+            (now + ttl, key, holder)))
+        assert isinstance(cursor, sqlite3.Cursor)
+        return cursor.rowcount == 1
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._run(lambda conn: conn.execute(
+            "DELETE FROM leases WHERE key = ? AND holder = ?", (key, holder)))
+
+    async def aclose(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.to_thread(conn.close)

@@ -1,0 +1,164 @@
+"""Sessions that outlive their process: SIGKILL a worker mid-session, resume it in another
+process through SQLite or Redis, and let two workers race for one session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statemachine.emulator import EmulatorSettings, LiveEmulator
+
+from .redis_server import needs_redis, redis_server
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[LiveEmulator]:
+    async with LiveEmulator(EmulatorSettings(time_scale=0.01)) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    from .redis_server import REDIS
+
+    if REDIS is None:
+        pytest.skip("redis-server not installed (.ci/run installs Debian's redis-server)")
+    with redis_server(tmp_path) as port:
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+async def spawn(emu: LiveEmulator, **config: Any) -> asyncio.subprocess.Process:
+    config = {"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key,
+              **config}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.worker", json.dumps(config), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def line_starting(proc: asyncio.subprocess.Process, prefix: str) -> str:
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                err = await proc.stderr.read() if proc.stderr else b""
+                raise AssertionError(f"worker ended before {prefix!r}: {err.decode()[-2000:]}")
+            line = raw.decode().strip()
+            if line.startswith(prefix):
+                return line
+
+
+async def killed_then_resumed(emu: LiveEmulator, store: str) -> str:
+    """Worker 1 talks and is SIGKILLed; worker 2 resumes the same key and asks."""
+    first = await spawn(emu, store=store, key="user-42", mode="first", lease_ttl=1.0)
+    await line_starting(first, "READY")
+    first.send_signal(signal.SIGKILL)
+    await first.wait()
+    await asyncio.wait_for(emu.connections[-1].done.wait(), 10)
+    second = await spawn(emu, store=store, key="user-42", mode="second", lease_wait=10.0)
+    reply = await line_starting(second, "REPLY")
+    resumed = await line_starting(second, "RESUMED")
+    assert await second.wait() == 0
+    assert resumed == "RESUMED 1"
+    return reply
+
+
+async def test_sqlite_session_survives_sigkill(emu: LiveEmulator, tmp_path: Path) -> None:
+    """A process holding a session in SQLite is killed with SIGKILL; a new process with the same
+    key resumes it, and the emulator's reply proves the conversation was kept."""
+    reply = await killed_then_resumed(emu, f"sqlite:{tmp_path / 'handles.db'}")
+    assert 'I remember "my name is Ada"' in reply
+    assert emu.connections[-1].resumed
+    assert emu.connections[-1].session is emu.connections[0].session
+
+
+@needs_redis
+async def test_redis_session_moves_to_another_worker(emu: LiveEmulator, redis_url: str) -> None:
+    """The same across two worker processes through a real redis-server."""
+    reply = await killed_then_resumed(emu, f"redis:{redis_url}")
+    assert 'I remember "my name is Ada"' in reply
+    assert emu.connections[-1].session is emu.connections[0].session
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_two_workers_race_for_one_session(emu: LiveEmulator, tmp_path: Path,
+                                                backend: str,
+                                                request: pytest.FixtureRequest) -> None:
+    """Two workers start the same session at once: exactly one connects, the other gets a
+    clear error naming the holder."""
+    if backend == "sqlite":
+        store = f"sqlite:{tmp_path / 'handles.db'}"
+    else:
+        store = "redis:" + request.getfixturevalue("redis_url")
+    workers = await asyncio.gather(
+        *(spawn(emu, store=store, key="shared", mode="hold") for _ in range(2)))
+    firsts = await asyncio.gather(*(line_starting(w, "") for w in workers))
+    assert sorted(line.split()[0] for line in firsts) == ["CONNECTED", "LEASE-HELD"], firsts
+    winner = workers[[line.startswith("CONNECTED") for line in firsts].index(True)]
+    loser = workers[[line.startswith("LEASE-HELD") for line in firsts].index(True)]
+    assert await loser.wait() == 3
+    holder = next(line for line in firsts if line.startswith("LEASE-HELD")).split(" ", 1)[1]
+    assert holder.count(":") == 2  # host:pid:id of the winner
+    winner.send_signal(signal.SIGKILL)
+    await winner.wait()
+    assert len(emu.connections) == 1
+
+
+async def test_unreachable_store_degrades_to_memory(emu: LiveEmulator, tmp_path: Path) -> None:
+    """A store that cannot be reached does not break the session: it continues in memory, with a
+    warning and an audit record saying so."""
+    from .app import App
+    from .redis_server import free_port
+
+    pytest.importorskip("redis")
+    from statemachine.redis_store import RedisStore
+    from statemachine.session import LiveSession
+
+    records: list[dict[str, Any]] = []
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
+                          config={"response_modalities": ["TEXT"]}, store=store,
+                          session_key="k", audit=records.append)
+    async with session:
+        app = App(session)
+        assert "Reply 1" in await app.ask("still works")
+    await store.aclose()
+    degraded = [r for r in records if r["kind"] == "notice" and r["name"] == "store_degraded"]
+    assert len(degraded) == 1 and "Redis store" in degraded[0]["cause"]["error"]
+
+
+@needs_redis
+async def test_store_lost_mid_session_degrades(emu: LiveEmulator, tmp_path: Path) -> None:
+    """The Redis server dies under a live session: handles keep flowing in memory."""
+    from statemachine.redis_store import RedisStore
+
+    from .app import App
+
+    records: list[dict[str, Any]] = []
+    with redis_server(tmp_path) as port:
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+        from statemachine.session import LiveSession
+
+        session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
+                              config={"response_modalities": ["TEXT"]}, store=store,
+                              session_key="k", audit=records.append)
+        await session.start()
+        app = App(session)
+        await app.ask("one")
+        await session.flush_handle()
+        assert (await store.load("k")) is not None
+    # the server is gone now
+    await app.ask("two")
+    await session.flush_handle()
+    assert any(r["name"] == "store_degraded" for r in records if r["kind"] == "notice")
+    await app.stop()
+    await store.aclose()

@@ -1,0 +1,219 @@
+"""One conformance suite for every HandleStore: memory, SQLite (a real file) and Redis (a real
+redis-server started on a free port)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from statemachine.stores import (
+    HandleStore,
+    LeaseHeld,
+    MemoryStore,
+    SQLiteStore,
+    StoredHandle,
+    StoreError,
+)
+
+from .redis_server import needs_redis, redis_server
+
+Factory = Callable[[], HandleStore]
+
+
+@pytest.fixture(scope="module")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    from .redis_server import REDIS
+
+    if REDIS is None:
+        pytest.skip("redis-server not installed (.ci/run installs Debian's redis-server)")
+    with redis_server(tmp_path_factory.mktemp("redis")) as port:
+        yield port
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Factory]:
+    """A factory of independent store clients sharing one backend (one file, one server)."""
+    made: list[HandleStore] = []
+    shared_memory = MemoryStore()
+    prefix = f"t{time.monotonic_ns()}:"
+
+    def factory() -> HandleStore:
+        store: HandleStore
+        if request.param == "memory":
+            store = shared_memory
+        elif request.param == "sqlite":
+            store = SQLiteStore(tmp_path / "handles.db")
+        else:
+            from statemachine.redis_store import RedisStore
+
+            port = request.getfixturevalue("redis_port")
+            store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        await store.aclose()
+
+
+def record(generation: int = 1, valid_for: float = 60.0, handle: str = "h") -> StoredHandle:
+    now = time.time()
+    return StoredHandle(handle=f"{handle}{generation}", issued_at=now, expires_at=now + valid_for,
+                        generation=generation, compressed=generation % 2 == 0)
+
+
+async def test_roundtrip(make_store: Factory) -> None:
+    """What is saved is loaded back, by another client of the same backend."""
+    a, b = make_store(), make_store()
+    assert await a.load("k") is None
+    await a.save("k", record(3))
+    got = await b.load("k")
+    assert got is not None and got.handle == "h3" and got.generation == 3 and not got.compressed
+
+
+async def test_expired_handles_are_never_offered(make_store: Factory) -> None:
+    """A handle past its expiry is not returned."""
+    store = make_store()
+    await store.save("k", record(1, valid_for=0.2))
+    assert await store.load("k") is not None
+    await asyncio.sleep(0.3)
+    assert await store.load("k") is None
+
+
+async def test_older_generation_never_overwrites_newer(make_store: Factory) -> None:
+    """Writes are atomic and ordered by generation: a late write of an older handle loses."""
+    store = make_store()
+    await store.save("k", record(5))
+    await store.save("k", record(4))
+    got = await store.load("k")
+    assert got is not None and got.generation == 5
+    await store.save("k", record(6))
+    got = await store.load("k")
+    assert got is not None and got.generation == 6
+
+
+async def test_delete(make_store: Factory) -> None:
+    store = make_store()
+    await store.save("k", record(1))
+    await store.delete("k")
+    assert await store.load("k") is None
+
+
+async def test_lease_is_exclusive_and_names_the_holder(make_store: Factory) -> None:
+    """A held lease refuses others with LeaseHeld naming the holder; the holder may retake it."""
+    a, b = make_store(), make_store()
+    await a.acquire("k", "worker-a", ttl=30)
+    with pytest.raises(LeaseHeld, match="worker-a") as err:
+        await b.acquire("k", "worker-b", ttl=30)
+    assert err.value.holder == "worker-a" and 0 < err.value.expires_in <= 30
+    await a.acquire("k", "worker-a", ttl=30)
+    await a.acquire("other-key", "worker-b", ttl=30)
+
+
+async def test_leases_of_dead_workers_expire(make_store: Factory) -> None:
+    """A lease that is not renewed runs out; another worker then takes the session."""
+    a, b = make_store(), make_store()
+    await a.acquire("k", "dead-worker", ttl=0.2)
+    await asyncio.sleep(0.3)
+    await b.acquire("k", "live-worker", ttl=30)
+    assert await a.renew("k", "dead-worker", ttl=30) is False
+    assert await b.renew("k", "live-worker", ttl=30) is True
+
+
+async def test_release_only_by_the_holder(make_store: Factory) -> None:
+    a, b = make_store(), make_store()
+    await a.acquire("k", "worker-a", ttl=30)
+    await b.release("k", "worker-b")
+    with pytest.raises(LeaseHeld):
+        await b.acquire("k", "worker-b", ttl=30)
+    await a.release("k", "worker-a")
+    await b.acquire("k", "worker-b", ttl=30)
+
+
+async def test_racing_workers_exactly_one_wins(make_store: Factory) -> None:
+    """Many clients race for one session's lease at once: exactly one gets it."""
+    stores = [make_store() for _ in range(8)]
+    results = await asyncio.gather(
+        *(s.acquire("race", f"worker-{i}", ttl=30) for i, s in enumerate(stores)),
+        return_exceptions=True)
+    winners = [r for r in results if r is None]
+    losers = [r for r in results if isinstance(r, LeaseHeld)]
+    assert len(winners) == 1 and len(losers) == 7
+
+
+async def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
+    """The SQLite file is created readable by its owner only, in WAL mode."""
+    path = tmp_path / "sub" / "handles.db"
+    store = SQLiteStore(path)
+    await store.save("k", record(1))
+    await store.aclose()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_sqlite_unreachable_raises_store_error(tmp_path: Path) -> None:
+    """A store that cannot work raises StoreError (the session then degrades to memory)."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="SQLite store"):
+        await SQLiteStore(blocker / "handles.db").load("k")
+
+
+@needs_redis
+async def test_redis_ttl_prefix_and_auth_url(tmp_path: Path) -> None:
+    """Redis: keys carry the prefix, the TTL is the handle's remaining validity, and
+    authenticated URLs work (a wrong password is a StoreError)."""
+    from statemachine.redis_store import RedisStore
+
+    with redis_server(tmp_path, "--requirepass", "s3cret") as port:
+        store = RedisStore(f"redis://:s3cret@127.0.0.1:{port}/0", prefix="app1:")
+        await store.save("k", record(1, valid_for=100))
+        ttl = await store._redis.pttl("app1:handle:k")
+        assert 95_000 < ttl <= 100_000
+        assert await store._redis.exists("app1:handle:k") == 1
+        await store.aclose()
+        wrong = RedisStore(f"redis://:nope@127.0.0.1:{port}/0")
+        with pytest.raises(StoreError, match="Redis store"):
+            await wrong.load("k")
+        await wrong.aclose()
+
+
+@needs_redis
+async def test_redis_tls_url(tmp_path: Path) -> None:
+    """rediss:// URLs (TLS) work, against redis-server with a certificate made by trustme."""
+    import trustme
+
+    from statemachine.redis_store import RedisStore
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    from .redis_server import free_port
+
+    tls_port = free_port()
+    try:
+        server = redis_server(tmp_path, "--tls-port", str(tls_port), "--tls-cert-file",
+                              str(tmp_path / "cert.pem"), "--tls-key-file",
+                              str(tmp_path / "key.pem"), "--tls-ca-cert-file",
+                              str(tmp_path / "ca.pem"), "--tls-auth-clients", "no")
+        server.__enter__()
+    except RuntimeError:
+        pytest.skip("this redis-server was built without TLS")
+    try:
+        store = RedisStore(f"rediss://127.0.0.1:{tls_port}/0",
+                           ssl_ca_certs=str(tmp_path / "ca.pem"))
+        await store.save("k", record(2))
+        got = await store.load("k")
+        assert got is not None and got.generation == 2
+        await store.aclose()
+    finally:
+        server.__exit__(None, None, None)
