@@ -50,11 +50,15 @@ def fingerprint(handle: str | None) -> str | None:
 
 
 def structlog_sink(logger: Any = None) -> AuditSink:
-    """An audit sink writing each record through structlog as `lifecycle.<kind>`."""
-    log = logger if logger is not None else structlog.get_logger(_LOGGER_NAME)
+    """An audit sink writing each record through structlog as `lifecycle.<kind>`. The logger is
+    bound once, when the session is created: configure structlog before creating sessions (an
+    unbound proxy would rebuild the logger for every record, halving the throughput)."""
+    log = (logger if logger is not None else structlog.get_logger(_LOGGER_NAME)).bind()
+    info = log.info
+    names = {kind: "lifecycle." + kind for kind in ("event", "transition", "rejected", "notice")}
 
     def sink(record: AuditRecord) -> None:
-        log.info("lifecycle." + record["kind"], **record)
+        info(names[record["kind"]], **record)
 
     return sink
 

@@ -22,7 +22,7 @@ import attrs
 
 from . import table
 from .audit import SCHEMA_VERSION
-from .auditlog import GENESIS, chain_hash
+from .auditlog import GENESIS, line_hash, split_line
 from .table import State, Trigger
 
 #: States a log may end in without a violation: closed, or still live when the log was cut.
@@ -196,11 +196,11 @@ def check_file(path: Path, report: Report) -> None:
             if record["v"] != SCHEMA_VERSION:
                 flag(f"schema version {record['v']!r}; this tool reads version {SCHEMA_VERSION}")
                 continue
-            body = {k: v for k, v in record.items() if k != "hash"}
             if record["prev"] != prev:
                 flag("hash chain broken: a line before this one was removed, inserted, "
                      "reordered or edited")
-            if chain_hash(body) != record["hash"]:
+            parts = split_line(text.rstrip())
+            if parts is None or line_hash(parts[0]) != record["hash"]:
                 flag("hash mismatch: this line was edited after it was written")
             prev = record["hash"]
             sid = str(record["session"])

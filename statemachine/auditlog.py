@@ -23,21 +23,27 @@ QUIET_ON_CONSOLE = frozenset({
 
 
 GENESIS = "0" * 32
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str).encode
 RECORD_KEYS = (
     "session", "seq", "mono", "wall", "kind", "name", "state", "source", "dest", "cause", "gen",
     "handle_fp", "attempt", "journal", "stale",
 )
 
 
-def canonical(record: dict[str, Any]) -> str:
-    """The one serialization that is hashed (and written): sorted keys, no spaces, UTF-8."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str)
+HASH_SUFFIX_LEN = len(',"hash":""}') + 32
 
 
-def chain_hash(body: dict[str, Any]) -> str:
-    """The hash of a record without its `hash` key (which names the previous record's)."""
-    return hashlib.sha256(canonical(body).encode()).hexdigest()[:32]
+def line_hash(body_text: str) -> str:
+    """The chain hash: SHA-256 of the line as written, without its final `"hash"` member."""
+    return hashlib.sha256(body_text.encode()).hexdigest()[:32]
+
+
+def split_line(text: str) -> tuple[str, str] | None:
+    """(the hashed text, the hash) of a written line, or None if it does not end as written."""
+    suffix = text[-HASH_SUFFIX_LEN:]
+    if not (suffix.startswith(',"hash":"') and suffix.endswith('"}')):
+        return None
+    return text[:-HASH_SUFFIX_LEN] + "}", suffix[9:-2]
 
 
 class JsonLinesWriter:
@@ -53,10 +59,13 @@ class JsonLinesWriter:
 
     def write(self, event: MutableMapping[str, Any]) -> None:
         body: dict[str, Any] = {"v": SCHEMA_VERSION, "prev": self._prev}
-        body.update((k, event[k]) for k in RECORD_KEYS if k in event)
-        digest = chain_hash(body)
-        self._file.write(canonical({**body, "hash": digest}) + "\n")
-        self._file.flush()
+        for key in RECORD_KEYS:
+            if key in event:
+                body[key] = event[key]
+        text = _dumps(body)
+        digest = line_hash(text)
+        self._file.write(f'{text[:-1]},"hash":"{digest}"}}\n')
+        self._file.flush()  # a crash must not take the records before it along
         self._prev = digest
 
     def __call__(self, _logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:

@@ -60,6 +60,7 @@ from .events import (
     GoAway,
     InputKind,
     Interrupted,
+    Latency,
     ModelOutput,
     ResumptionUpdate,
     SetupComplete,
@@ -176,6 +177,7 @@ def _build_machine() -> Machine:
 
 
 MACHINE = _build_machine()
+_STATES = {s.value: s for s in State}
 
 
 class Lifecycle:
@@ -216,6 +218,7 @@ class Lifecycle:
         self.turn_in_flight = False
         self.pending_tool_calls: set[str] = set()
         self.go_away_deadline: float | None = None
+        self.rtt: float | None = None  # measured round trip of the current connection
         self.drop_attempts = 0
         self.session_attempts = 0
         self.loss: Loss | None = None
@@ -230,6 +233,8 @@ class Lifecycle:
         self._actions: list[Action] = []
         self._followups: list[tuple[Trigger, dict[str, Any]]] = []
         self._cause: dict[str, Any] = {}
+        self._fp_of: str | None = None
+        self._fp: str | None = None
         self._model = _Model(self)
         MACHINE.add_model(self._model)
         self._release = weakref.finalize(self, _release, self._model)
@@ -238,7 +243,7 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
-        return State(self._model.state)
+        return _STATES[self._model.state]
 
     @property
     def live(self) -> bool:
@@ -379,6 +384,8 @@ class Lifecycle:
             self._check_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
+        elif isinstance(event, Latency):
+            self.rtt = event.rtt
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
@@ -390,7 +397,11 @@ class Lifecycle:
         if self.transparent and event.last_consumed_index is not None:
             covered = self.journal.prune_by_index(self.generation, event.last_consumed_index)
         else:
-            covered = self.journal.prune_covered(self.generation)
+            replay = self.policy.replay
+            window = (self.rtt if self.rtt is not None else replay.crossing_default)
+            covered = self.journal.prune_covered(
+                self.generation, sent_before=event.at - window - replay.crossing_slack
+            )
         self._count(confirmed=len(covered))
         self._check_safe_point()
 
@@ -684,6 +695,7 @@ class Lifecycle:
 
     def _open(self) -> None:
         self.generation += 1
+        self.rtt = None
         self._next_index = 1
         self.connection_open = True
         self.setup_done = False
@@ -703,7 +715,7 @@ class Lifecycle:
         self.setup_done = False
 
     def _send(self, entry: Entry, *, replay: bool, as_history: bool) -> None:
-        self.journal.mark_sent(entry, self.generation, self._next_index)
+        self.journal.mark_sent(entry, self.generation, self._next_index, self._now)
         self._next_index += 1
         self._count(sent=1, replayed=1 if replay else 0)
         self._actions.append(
@@ -757,6 +769,11 @@ class Lifecycle:
                 dest=transition.dest,
             )
 
+    def _handle_fp(self) -> str | None:
+        if self._fp_of != self.handle:
+            self._fp_of, self._fp = self.handle, fingerprint(self.handle)
+        return self._fp
+
     def _record(self, kind: str, name: str, *, cause: dict[str, Any], **extra: Any) -> None:
         self._audit_seq += 1
         record: AuditRecord = {
@@ -769,7 +786,7 @@ class Lifecycle:
             "state": self._model.state,
             "cause": cause,
             "gen": self.generation,
-            "handle_fp": fingerprint(self.handle),
+            "handle_fp": self._handle_fp(),
             "attempt": self.drop_attempts,
             "journal": len(self.journal),
         }

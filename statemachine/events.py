@@ -74,6 +74,13 @@ class ResumptionUpdate(ConnectionEvent):
 
 
 @attrs.frozen(kw_only=True)
+class Latency(ConnectionEvent):
+    """A measured round trip on this connection (a WebSocket ping after setup)."""
+
+    rtt: float
+
+
+@attrs.frozen(kw_only=True)
 class ModelOutput(ConnectionEvent):
     """A `modelTurn` chunk: a turn is in flight. `text` feeds history replay."""
 

@@ -7,9 +7,9 @@ What a handle covers:
 - transparent mode (Vertex): entries whose per-connection index is at most the server's
   `lastConsumedClientMessageIndex` on the connection that sent them;
 - otherwise (Gemini API): turn inputs the server has answered (a `turnComplete` came after
-  them), and other input sent on the connection before the resumable update arrived. Input
-  crossing that update on the wire is the one case the Gemini API gives no way to know about;
-  the README documents it.
+  them), and other input sent on the connection at least one round trip before the resumable
+  update arrived. Input sent later may have crossed the update on the wire (the Gemini API gives
+  no way to know): it is kept and replayed, a possible duplicate rather than a silent loss.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Entry:
     tool_ids: tuple[str, ...] = ()
     sent_generation: int | None = None
     sent_index: int | None = None
+    sent_at: float | None = None
     sends: int = 0
     answered: bool = False
     reply_text: str = ""
@@ -71,9 +72,10 @@ class Journal:
     def append(self, entry: Entry) -> None:
         self._entries.append(entry)
 
-    def mark_sent(self, entry: Entry, generation: int, index: int) -> None:
+    def mark_sent(self, entry: Entry, generation: int, index: int, at: float) -> None:
         entry.sent_generation = generation
         entry.sent_index = index
+        entry.sent_at = at
         entry.sends += 1
 
     def has_turn_input(self) -> bool:
@@ -103,10 +105,17 @@ class Journal:
             and e.sent_index <= last_consumed
         )
 
-    def prune_covered(self, generation: int) -> list[Entry]:
-        """Gemini API: a resumable handle arrived on `generation`."""
+    def prune_covered(self, generation: int, sent_before: float) -> list[Entry]:
+        """Gemini API: a resumable handle arrived on `generation`. Answered turn input is
+        covered; other input only if it went out before `sent_before` (the update's arrival
+        minus one round trip: anything later may have crossed the update on the wire)."""
         return self._prune(
-            lambda e: e.sent_generation == generation and (e.answered or not e.trigger)
+            lambda e: e.sent_generation == generation
+            and (
+                e.answered
+                if e.trigger
+                else e.sent_at is not None and e.sent_at < sent_before
+            )
         )
 
     def _prune(self, covered: Any) -> list[Entry]:

@@ -55,6 +55,7 @@ from .events import (
     GoAway,
     InputKind,
     Interrupted,
+    Latency,
     ModelOutput,
     ResumptionUpdate,
     SetupComplete,
@@ -412,6 +413,7 @@ class LiveSession:
                 session_id = sdk.setup_complete.session_id if sdk.setup_complete else None
                 await self._feed(SetupComplete(at=0, generation=gen, session_id=session_id))
                 self._started.set()
+                self._spawn(self._measure_rtt(conn, sdk))
                 while True:
                     async for message in sdk.receive():
                         await self._on_message(gen, message)
@@ -438,6 +440,16 @@ class LiveSession:
             await self._fatal(conn, f"unexpected {type(exc).__name__} on connection {gen}: {exc}")
         finally:
             conn.sdk = None
+
+    async def _measure_rtt(self, conn: _Conn, sdk: AsyncSession) -> None:
+        """One WebSocket ping after setup: the round trip bounds which input may cross a handle
+        update on the wire (see journal.py)."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                waiter = await sdk._ws.ping()
+                rtt = await waiter
+            if not conn.closing:
+                await self._feed(Latency(at=0, generation=conn.generation, rtt=float(rtt)))
 
     async def _lost(self, conn: _Conn, *, code: int | None = None, reason: str = "",
                     http_status: int | None = None, live: bool) -> None:

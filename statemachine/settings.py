@@ -117,6 +117,12 @@ class ReplayPolicy:
     """What is replayed after a resume on the Gemini API (Vertex replays by index)."""
 
     audio_staleness: float = attrs.field(default=2.0, validator=_non_negative)
+    #: Gemini API only: input sent less than one round trip before a resumable update may have
+    #: crossed it on the wire and is kept for replay (a possible duplicate, never a silent
+    #: loss). The window is the connection's measured RTT plus this slack, or `crossing_default`
+    #: before a measurement. Network properties: not scaled with the protocol's durations.
+    crossing_slack: float = attrs.field(default=0.005, validator=_non_negative)
+    crossing_default: float = attrs.field(default=0.1, validator=_non_negative)
     answered_turns: AnsweredTurnReplay = attrs.field(
         default=AnsweredTurnReplay.HISTORY, converter=AnsweredTurnReplay
     )

@@ -66,6 +66,7 @@ class LiveEmulator:
         self.refuse_resumes = False
         self.unknown_models: set[str] = set()
         self._plans: deque[ConnectionPlan] = deque()
+        self._accepted = asyncio.Condition()
         self._tls: LocalTLS | None = None
         self._server: Server | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -194,8 +195,15 @@ class LiveEmulator:
             )
         return None
 
+    async def wait_connections(self, count: int) -> None:
+        """Return once `count` connections have been accepted."""
+        async with self._accepted:
+            await self._accepted.wait_for(lambda: len(self.connections) >= count)
+
     async def _handle(self, ws: ServerConnection) -> None:
         plan = self._plans.popleft() if self._plans else ConnectionPlan()
         conn = Connection(self, ws, len(self.connections) + 1, plan)
         self.connections.append(conn)
+        async with self._accepted:
+            self._accepted.notify_all()
         await conn.run()

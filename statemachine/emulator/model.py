@@ -3,7 +3,6 @@ replies that quote earlier user turns, so a resumed session's reply proves what 
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import attrs
@@ -22,7 +21,7 @@ def audio_tokens(n_bytes: int) -> int:
     return max(1, n_bytes * AUDIO_TOKENS_PER_SECOND // INPUT_BYTES_PER_SECOND)
 
 
-@attrs.define(kw_only=True)
+@attrs.frozen(kw_only=True)
 class Turn:
     role: str
     text: str = ""
@@ -51,13 +50,17 @@ class Context:
     #: realtime input consumed since the last turn (part of the state a handle restores)
     pending_audio: int = 0
     pending_video: int = 0
+    #: input identities, in the order the model took them in (only with `track_inputs`)
+    consumed: list[str] = attrs.field(factory=list)
 
     @property
     def tokens(self) -> int:
         return (text_tokens(self.system) if self.system else 0) + sum(t.tokens for t in self.turns)
 
     def snapshot(self) -> Context:
-        return copy.deepcopy(self)
+        """A copy a handle can restore. Turns are never changed once added, so the lists are
+        copied and the turns shared (a deep copy cost 1.5 ms per handle in the benchmark)."""
+        return attrs.evolve(self, turns=list(self.turns), consumed=list(self.consumed))
 
     def add(self, turn: Turn) -> None:
         self.turns.append(turn)

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 _MODEL_RE = re.compile(r"(?:^|/)models/([^/]+)$")
 _TOOL_RE = re.compile(r"\bcall (\w+)")
+#: "firehose N": N one-character chunks with no pause (for throughput measurements)
+_FIREHOSE_RE = re.compile(r"^firehose (\d+)$")
 _MAX_FRAME = 1 << 20
 
 
@@ -108,6 +110,9 @@ class Connection:
         self.closed_code: int | None = None
         self.closed_reason: str | None = None
         self.opened_at = emu.now()
+        self.closed_at: float | None = None
+        self.last_in: float | None = None  # last client frame (also without frame recording)
+        self.first_in: float | None = None  # first client frame after setup (no recording)
         self.setup_sent = asyncio.Event()
         self.done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -318,6 +323,9 @@ class Connection:
                 else:
                     session.context.add(Turn(role=role, text=text))
             if content.get("turn_complete"):
+                if self.emu.settings.track_inputs:
+                    ctx_inputs = session.context.consumed
+                    ctx_inputs.extend("t:" + t for t in texts)
                 await self._start_turn(" ".join(texts))
         elif "realtime_input" in msg:
             await self._realtime(msg["realtime_input"] or {})
@@ -335,7 +343,10 @@ class Connection:
         assert session is not None
         ctx = session.context
         if rt.get("audio") is not None:
-            ctx.pending_audio += len(_b64(rt["audio"].get("data", "")))
+            data = _b64(rt["audio"].get("data", ""))
+            ctx.pending_audio += len(data)
+            if self.emu.settings.track_inputs:
+                ctx.consumed.append("a:" + data[:8].hex())
         if rt.get("media_chunks"):
             for chunk in rt["media_chunks"]:
                 ctx.pending_audio += len(_b64(chunk.get("data", "")))
@@ -391,6 +402,15 @@ class Connection:
         prompt_tokens = ctx.tokens
         if self.resumption:
             await self.send({"sessionResumptionUpdate": {"newHandle": "", "resumable": False}})
+        firehose = _FIREHOSE_RE.match(text or "")
+        if firehose:
+            reply = "x" * int(firehose.group(1))
+            chunks = [reply[i:i + 1] for i in range(len(reply))]
+            for chunk in chunks:
+                await self.send({"serverContent": {"modelTurn": {"parts": [{"text": chunk}]}}})
+            ctx.add(Turn(role="model", text="firehose"))
+            await self.send({"serverContent": {"turnComplete": True}})
+            return
         call = _TOOL_RE.search(text or "")
         if call and call.group(1) in self.tools:
             reply = await self._call_tool(call.group(1), reply)
@@ -464,7 +484,11 @@ class Connection:
             self.frames.append(Frame(direction="in", at=self.emu.now(), data={"raw": repr(raw)}))
             return None
         msg = normalize(data) if isinstance(data, dict) else {}
-        self.frames.append(Frame(direction="in", at=self.emu.now(), data=msg))
+        self.last_in = self.emu.now()
+        if self.emu.settings.record_frames:
+            self.frames.append(Frame(direction="in", at=self.last_in, data=msg))
+        else:
+            self.first_in = self.first_in or (self.last_in if "setup" not in msg else None)
         return msg
 
     async def send(self, message: dict[str, Any]) -> None:
@@ -474,7 +498,8 @@ class Connection:
         data = json.dumps(message, separators=(",", ":")).encode()
         if len(data) >= _MAX_FRAME:
             raise ValueError("emulator frame over 1 MiB: split the reply")
-        self.frames.append(Frame(direction="out", at=self.emu.now(), data=message))
+        if self.emu.settings.record_frames:
+            self.frames.append(Frame(direction="out", at=self.emu.now(), data=message))
         with contextlib.suppress(ConnectionClosed):
             await self.ws.send(data)
 
@@ -493,6 +518,7 @@ class Connection:
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(self) -> None:
+        self.closed_at = self.emu.now()
         self.done.set()
         if self._tool_wait is not None and not self._tool_wait.done():
             self._tool_wait.cancel()

@@ -29,6 +29,11 @@ class EmulatorSettings:
     api_key: str = "emulator-api-key"
     #: a resumable handle right after setupComplete (state before the first turn)
     handle_on_setup: bool = True
+    #: keep every frame of every connection (tests); off for large benchmarks
+    record_frames: bool = True
+    #: remember the identity of each consumed input in the context (benchmarks count lost and
+    #: duplicated input in what the model knows): audio by its first 8 bytes, text by itself
+    track_inputs: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.time_scale <= 0:

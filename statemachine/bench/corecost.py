@@ -1,0 +1,74 @@
+"""Core cost: events per second through the sans-I/O engine, audit log off and on (JSON Lines to
+a real file through structlog, hash chain included)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from .. import auditlog
+from ..audit import structlog_sink
+from ..core import Lifecycle
+from ..events import (
+    ClientInput,
+    Connect,
+    Event,
+    InputKind,
+    ModelOutput,
+    ResumptionUpdate,
+    SetupComplete,
+    TurnComplete,
+    Usage,
+)
+
+
+def _workload(turns: int) -> list[Event]:
+    """A realistic mix per turn: 25 audio chunks, a text turn, 3 reply chunks, turnComplete,
+    usage, a resumable handle."""
+    events: list[Event] = [Connect(at=0.0), SetupComplete(at=0.0, generation=1)]
+    t = 0.0
+    for turn in range(turns):
+        for _ in range(25):
+            t += 0.02
+            events.append(ClientInput(at=t, kind=InputKind.AUDIO, payload=b"x"))
+        events.append(ClientInput(at=t, kind=InputKind.CONTENT, payload="q", turn_complete=True))
+        for _ in range(3):
+            events.append(ModelOutput(at=t, generation=1, text="chunk"))
+        events.append(Usage(at=t, generation=1, prompt_tokens=100 + turn))
+        events.append(TurnComplete(at=t, generation=1))
+        events.append(ResumptionUpdate(at=t + 0.2, generation=1, handle=f"h{turn}",
+                                       resumable=True))
+    return events
+
+
+def _rate(events: list[Event], sink: Any) -> float:
+    engine = Lifecycle(audit=sink)
+    start = time.perf_counter()
+    for event in events:
+        engine.feed(event)
+    return len(events) / (time.perf_counter() - start)
+
+
+def run(turns: int, rounds: int = 3) -> dict[str, Any]:
+    events = _workload(turns)
+    off = max(_rate(events, lambda record: None) for _ in range(rounds))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "audit.jsonl"
+        writer = auditlog.configure(path, console=False)
+        try:
+            on = max(_rate(events, structlog_sink()) for _ in range(rounds))
+        finally:
+            if writer is not None:
+                writer.close()
+            structlog.reset_defaults()
+        size = path.stat().st_size
+    return {
+        "events": len(events),
+        "events_per_s_audit_off": round(off),
+        "events_per_s_audit": round(on),
+        "audit_bytes_per_event": round(size / (len(events) * rounds)),
+    }
