@@ -1,4 +1,4 @@
-"""Command line: `python -m statemachine {demo,emulator,audit,diagram,timeline,table}`."""
+"""Command line: `python -m statemachine {demo,emulator,audit,diagram,timeline,bench,table}`."""
 
 from __future__ import annotations
 
@@ -125,7 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     timeline.add_argument("log", metavar="LOG")
     timeline.add_argument("--session", help="the session to draw (default: the first)")
     timeline.add_argument("-o", "--output", required=True, metavar="FILE.svg")
+    bench = sub.add_parser("bench", help="run the benchmarks (not part of the tests)")
+    bench.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from . import bench as bench_module
+
+        return bench_module.main(args.quick, args.json)
     if args.command == "diagram":
         return run_diagram(args)
     if args.command == "timeline":

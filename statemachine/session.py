@@ -186,6 +186,7 @@ class LiveSession:
         self._started = asyncio.Event()
         self._ended = asyncio.Event()
         self._loop = asyncio.get_running_loop()
+        self._last_at = 0.0
         self.notices_seen: list[Notice] = []
 
     # -- what the application sees ---------------------------------------------------------------
@@ -335,10 +336,16 @@ class LiveSession:
                                      turn_complete=turn_complete, tool_ids=tool_ids))
 
     async def _feed(self, *events: Event) -> None:
+        """Feed events stamped when they were observed; one waiting for the lock behind a later
+        one is re-stamped, so the session's clock never runs backwards."""
         async with self._lock:
             for event in events:
-                event = attrs.evolve(event, at=self._now())
-                await self._perform(self._core.feed(event))
+                if event.at < self._last_at:
+                    event = attrs.evolve(event, at=self._last_at)
+                self._last_at = event.at
+                actions = self._core.feed(event)
+                if actions:
+                    await self._perform(actions)
             if self._durable is not None:
                 self._durable.track()
 
@@ -411,7 +418,8 @@ class LiveSession:
                 conn.sdk = sdk
                 live = True
                 session_id = sdk.setup_complete.session_id if sdk.setup_complete else None
-                await self._feed(SetupComplete(at=0, generation=gen, session_id=session_id))
+                await self._feed(
+                    SetupComplete(at=self._now(), generation=gen, session_id=session_id))
                 self._started.set()
                 self._spawn(self._measure_rtt(conn, sdk))
                 while True:
@@ -449,21 +457,23 @@ class LiveSession:
                 waiter = await sdk._ws.ping()
                 rtt = await waiter
             if not conn.closing:
-                await self._feed(Latency(at=0, generation=conn.generation, rtt=float(rtt)))
+                await self._feed(
+                    Latency(at=self._now(), generation=conn.generation, rtt=float(rtt)))
 
     async def _lost(self, conn: _Conn, *, code: int | None = None, reason: str = "",
                     http_status: int | None = None, live: bool) -> None:
         if conn.closing:
             return
-        await self._feed(ConnectionLost(at=0, generation=conn.generation, code=code,
+        await self._feed(ConnectionLost(at=self._now(), generation=conn.generation, code=code,
                                         reason=reason, http_status=http_status,
                                         during_setup=not live))
 
     async def _fatal(self, conn: _Conn, reason: str) -> None:
         if not conn.closing:
-            await self._feed(FatalError(at=0, reason=reason))
+            await self._feed(FatalError(at=self._now(), reason=reason))
 
     async def _on_message(self, gen: int, message: Message) -> None:
+        now = self._now()
         events: list[Event] = []
         sc = message.server_content
         if sc is not None:
@@ -471,31 +481,31 @@ class LiveSession:
                 text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
                 if not text and sc.output_transcription is not None:
                     text = sc.output_transcription.text or ""
-                events.append(ModelOutput(at=0, generation=gen, text=text or None))
+                events.append(ModelOutput(at=now, generation=gen, text=text or None))
             if sc.generation_complete:
-                events.append(GenerationComplete(at=0, generation=gen))
+                events.append(GenerationComplete(at=now, generation=gen))
             if sc.interrupted:
-                events.append(Interrupted(at=0, generation=gen))
+                events.append(Interrupted(at=now, generation=gen))
         if message.usage_metadata is not None and message.usage_metadata.prompt_token_count:
-            events.append(Usage(at=0, generation=gen,
+            events.append(Usage(at=now, generation=gen,
                                 prompt_tokens=message.usage_metadata.prompt_token_count,
                                 total_tokens=message.usage_metadata.total_token_count))
         if sc is not None and sc.turn_complete:
-            events.append(TurnComplete(at=0, generation=gen))
+            events.append(TurnComplete(at=now, generation=gen))
         if message.tool_call is not None:
             ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
-            events.append(ToolCall(at=0, generation=gen, ids=ids))
+            events.append(ToolCall(at=now, generation=gen, ids=ids))
         if message.tool_call_cancellation is not None:
             events.append(ToolCallCancellation(
-                at=0, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
+                at=now, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
         if message.go_away is not None:
             left = parse_duration(message.go_away.time_left or "0s")
-            events.append(GoAway(at=0, generation=gen, time_left=left))
+            events.append(GoAway(at=now, generation=gen, time_left=left))
         update = message.session_resumption_update
         if update is not None:
             index = update.last_consumed_client_message_index
             events.append(ResumptionUpdate(
-                at=0, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
+                at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
                 last_consumed_index=int(index) if index is not None else None))
         self._messages.put_nowait(message)
         if events:
@@ -676,7 +686,8 @@ class _Durable:
             if not ours:
                 self._leased = False
                 self.session._spawn(self.session._feed(FatalError(
-                    at=0, reason=f"lease on session {self.key!r} lost: another worker took it "
+                    at=self.session._now(),
+                    reason=f"lease on session {self.key!r} lost: another worker took it "
                                  "(this worker stalled past the lease)")))
                 return
 
