@@ -27,16 +27,15 @@ TARGETS = {
 
 
 def machine() -> dict[str, Any]:
-    import google.genai
-    import websockets
+    from importlib.metadata import version
 
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
-        "google_genai": google.genai.__version__,
-        "websockets": websockets.__version__,
+        "google_genai": version("google-genai"),
+        "websockets": version("websockets"),
         "load_avg": os.getloadavg(),
     }
 
