@@ -9,7 +9,7 @@ What a handle covers:
 - otherwise (Gemini API): turn inputs the server has answered (a `turnComplete` came after
   them), and other input sent on the connection at least one round trip before the resumable
   update arrived. Input sent later may have crossed the update on the wire (the Gemini API gives
-  no way to know): it is kept and replayed, a possible duplicate rather than a silent loss.
+  no way to know): it is kept and replayed, a possible duplicate rather than a loss.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
@@ -187,7 +188,8 @@ class LiveSession:
         self._ended = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._last_at = 0.0
-        self.notices_seen: list[Notice] = []
+        #: the most recent notices (bounded: a session may run for hours)
+        self.notices_seen: deque[Notice] = deque(maxlen=256)
 
     # -- what the application sees ---------------------------------------------------------------
 
@@ -299,7 +301,8 @@ class LiveSession:
             await self._durable._flush()
 
     def events(self) -> AsyncIterator[AuditRecord]:
-        """Every audit record of this session (the same records as the audit log), live."""
+        """Every audit record of this session (the same records as the audit log), live. Each
+        iterator buffers what it has not consumed yet: iterate it, or use `on_event`."""
         return self._events.subscribe()
 
     def notices(self) -> AsyncIterator[Notice]:

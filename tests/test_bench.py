@@ -1,0 +1,23 @@
+"""The benchmark machinery at toy sizes: it runs, it reports every figure, and our side loses
+nothing. Times are printed by `python -m statemachine bench`, never asserted here."""
+
+from __future__ import annotations
+
+from statemachine.bench import corecost, rotation, throughput
+
+
+async def test_rotation_benchmark_ours_and_a_baseline() -> None:
+    """A few rotations: ours loses and cuts nothing; the figures are all there."""
+    ours = (await rotation.run_ours(3, 0.4, silent=False)).summary()
+    assert ours["rotations"] >= 3 and ours["lost"] == 0 and ours["cut_replies"] == 0
+    assert ours["floor_ms"] is not None and ours["outage_p99_ms"] is not None
+    base = (await rotation.run_baseline(3, 0.4, on_go_away=True)).summary()
+    assert base["rotations"] >= 3 and base["inputs"] > 0
+
+
+async def test_throughput_and_core_benchmarks_report() -> None:
+    """The overhead and core benchmarks produce their figures."""
+    result = await throughput.run(200, 1)
+    assert result["raw_sdk_msgs_per_s"] > 0 and result["ours_msgs_per_s"] > 0
+    core = corecost.run(5, rounds=1)
+    assert core["events_per_s_audit"] > 0 and core["audit_bytes_per_event"] > 100
