@@ -379,7 +379,8 @@ class Lifecycle:
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.turn_in_flight = False
-            self.journal.mark_answered("".join(self._turn_text))
+            reply = event.reply_text if event.reply_text is not None else "".join(self._turn_text)
+            self.journal.mark_answered(reply)
             self._turn_text = []
             self._check_safe_point()
         elif isinstance(event, Usage):

@@ -109,7 +109,10 @@ class Interrupted(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class TurnComplete(ConnectionEvent):
-    pass
+    """`reply_text`: the turn's text as the I/O layer collected it (it feeds only the first
+    `ModelOutput` of a turn); None: the core joins the texts of the `ModelOutput`s it saw."""
+
+    reply_text: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -74,6 +74,8 @@ from .table import State
 
 Message = types.LiveServerMessage
 _END = object()
+#: how long the application may be away from receive() before a background reader takes over
+_BACKGROUND_AFTER = 0.05
 _log = structlog.get_logger("statemachine.session")
 
 
@@ -119,6 +121,11 @@ class _Conn:
     task: asyncio.Task[None] | None = None
     sdk: AsyncSession | None = None
     closing: bool = False
+    #: the background's pending read, cancelled when the application takes over reading
+    bg_read: asyncio.Task[Message] | None = None
+    takeover: bool = False
+    #: set when the application's own read failed: the connection task then ends
+    failed: asyncio.Event = attrs.field(factory=asyncio.Event)
 
 
 class LiveSession:
@@ -182,6 +189,17 @@ class LiveSession:
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages: asyncio.Queue[Any] = asyncio.Queue()
+        self._live: _Conn | None = None  # the connection the application reads from
+        self._reply_parts: list[str] = []  # the text of the model's turn in flight
+        self._reply_gen: int | None = None  # the connection whose turn the core knows started
+        self._app_reading = False
+        self._app_wake = asyncio.Event()
+        self._bg_allowed = asyncio.Event()
+        self._bg_allowed.set()
+        self._bg_idle = asyncio.Event()
+        self._bg_idle.set()
+        self._bg_timer: asyncio.TimerHandle | None = None
+        self._app_left_at = 0.0
         self._events = _Fanout()
         self._notices = _Fanout()
         self._started = asyncio.Event()
@@ -283,16 +301,75 @@ class LiveSession:
         """Server messages from every connection, across turns, until the session ends.
 
         Ends normally after `close()`; raises `SessionTerminated` (with the reason and close
-        code) when the session ended any other way."""
+        code) when the session ended any other way. While the application waits here, its own
+        task reads from the connection (no hand-off between tasks per message); when it stays
+        away longer than `_BACKGROUND_AFTER`, a background reader keeps processing the server's
+        messages (handles, goAway) and queues them."""
         while True:
-            item = await self._messages.get()
-            if item is _END:
-                self._messages.put_nowait(_END)
-                end = self._core.end
-                if end is not None and not end.by_application:
-                    raise SessionTerminated(end.reason, code=end.code)
-                return
-            yield item
+            if not self._messages.empty():
+                item = self._messages.get_nowait()
+                if item is _END:
+                    self._messages.put_nowait(_END)
+                    end = self._core.end
+                    if end is not None and not end.by_application:
+                        raise SessionTerminated(end.reason, code=end.code)
+                    return
+                yield item
+                continue
+            conn = self._live
+            if conn is None or conn.sdk is None or conn.closing or conn.failed.is_set():
+                self._app_wake.clear()
+                await self._app_wake.wait()
+                continue
+            message = await self._read_as_application(conn)
+            if message is not None:
+                yield message
+
+    async def _read_as_application(self, conn: _Conn) -> Message | None:
+        """One message read in the application's task (None: look again, something changed)."""
+        self._app_reading = True
+        self._bg_allowed.clear()
+        try:
+            pending = conn.bg_read
+            if pending is not None and not pending.done():
+                conn.takeover = True
+                pending.cancel()
+            if not self._bg_idle.is_set():
+                await self._bg_idle.wait()  # the background finished with what it was reading
+            if not self._messages.empty() or conn.sdk is None or conn.closing:
+                return None
+            try:
+                message = await conn.sdk._receive()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not conn.failed.is_set():
+                    conn.failed.set()
+                    await self._read_failed(conn, exc, live=True)
+                return None
+            await self._on_message(conn.generation, message, deliver=False)
+            return message
+        finally:
+            self._app_reading = False
+            self._app_left_at = self._loop.time()
+            if self._bg_timer is None:  # one watchdog, not a timer per message
+                self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER, self._allow_background)
+
+    def _allow_background(self) -> None:
+        """Let the background read once the application has been away long enough."""
+        self._bg_timer = None
+        if self._app_reading:
+            return  # it is reading now; leaving will arm the watchdog again
+        away = self._loop.time() - self._app_left_at
+        if away >= _BACKGROUND_AFTER:
+            self._bg_allowed.set()
+        else:
+            self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER - away,
+                                                   self._allow_background)
+
+    def _deliver(self, item: Any) -> None:
+        self._messages.put_nowait(item)
+        self._app_wake.set()
 
     async def flush_handle(self) -> None:
         """Return once the latest resumable handle is written to the store (no-op without one):
@@ -391,7 +468,7 @@ class LiveSession:
         if isinstance(notice, ReplyInterrupted):
             # In-band, at the exact point of the stream: the SDK's own "discard what you were
             # playing" signal, which applications already handle.
-            self._messages.put_nowait(Message(server_content=types.LiveServerContent(
+            self._deliver(Message(server_content=types.LiveServerContent(
                 interrupted=True, turn_complete=True)))
         self.notices_seen.append(notice)
         self._notices.put(notice)
@@ -399,7 +476,7 @@ class LiveSession:
             self._on_notice(notice)
         if isinstance(notice, Ended):
             self._ended.set()
-            self._messages.put_nowait(_END)
+            self._deliver(_END)
             self._events.put(_END)
             self._notices.put(_END)
 
@@ -424,33 +501,72 @@ class LiveSession:
                 await self._feed(
                     SetupComplete(at=self._now(), generation=gen, session_id=session_id))
                 self._started.set()
+                self._reply_parts, self._reply_gen = [], None  # a new connection: no turn open
+                self._live = conn
+                self._app_wake.set()
                 self._spawn(self._measure_rtt(conn, sdk))
-                while True:
-                    async for message in sdk.receive():
-                        await self._on_message(gen, message)
+                await self._read_in_background(conn, sdk)
         except asyncio.CancelledError:
             raise
-        except genai_errors.APIError as exc:
+        except Exception as exc:
+            await self._read_failed(conn, exc, live=live)
+        finally:
+            conn.sdk = None
+            if self._live is conn:
+                self._live = None
+
+    async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
+        """Read while the application is not reading itself; stop when its read failed."""
+        while not conn.failed.is_set():
+            if not self._bg_allowed.is_set():
+                allowed = self._loop.create_task(self._bg_allowed.wait())
+                failed = self._loop.create_task(conn.failed.wait())
+                try:
+                    await asyncio.wait([allowed, failed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    allowed.cancel()
+                    failed.cancel()
+                continue
+            self._bg_idle.clear()
+            read = self._loop.create_task(sdk._receive())
+            conn.bg_read = read
+            try:
+                message = await read
+            except asyncio.CancelledError:
+                if conn.takeover and not conn.closing:
+                    conn.takeover = False
+                    continue  # the application reads now
+                read.cancel()
+                raise
+            finally:
+                conn.bg_read = None
+                self._bg_idle.set()
+            await self._on_message(conn.generation, message)
+
+    async def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
+        """Classify why a connection failed (close code, handshake, TLS, malformed frame) and
+        tell the core, whichever task was reading."""
+        gen = conn.generation
+        if isinstance(exc, genai_errors.APIError):
             await self._lost(conn, code=exc.code, reason=str(exc.details or exc.message or ""),
                              live=live)
-        except ConnectionClosed as exc:
+        elif isinstance(exc, ConnectionClosed):
             code = exc.rcvd.code if exc.rcvd else 1006
-            await self._lost(conn, code=code, reason=exc.rcvd.reason if exc.rcvd else "", live=live)
-        except InvalidStatus as exc:
+            await self._lost(conn, code=code, reason=exc.rcvd.reason if exc.rcvd else "",
+                             live=live)
+        elif isinstance(exc, InvalidStatus):
             status = exc.response.status_code
             await self._lost(conn, http_status=status, reason=f"handshake refused: HTTP {status}",
                              live=live)
-        except ssl.SSLCertVerificationError as exc:
+        elif isinstance(exc, ssl.SSLCertVerificationError):
             await self._fatal(conn, f"TLS certificate verification failed: {exc.verify_message}; "
                                     "check SSL_CERT_FILE or the client's ssl context")
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
+        elif isinstance(exc, OSError | InvalidHandshake | TimeoutError):
             await self._lost(conn, reason=f"{type(exc).__name__}: {exc}", live=live)
-        except (ValueError, TypeError) as exc:
+        elif isinstance(exc, ValueError | TypeError):
             await self._lost(conn, reason=f"malformed server frame: {exc}"[:200], live=live)
-        except Exception as exc:  # a bug, not a network condition: stop loudly
+        else:  # a bug, not a network condition: stop loudly
             await self._fatal(conn, f"unexpected {type(exc).__name__} on connection {gen}: {exc}")
-        finally:
-            conn.sdk = None
 
     async def _measure_rtt(self, conn: _Conn, sdk: AsyncSession) -> None:
         """One WebSocket ping after setup: the round trip bounds which input may cross a handle
@@ -475,16 +591,27 @@ class LiveSession:
         if not conn.closing:
             await self._feed(FatalError(at=self._now(), reason=reason))
 
-    async def _on_message(self, gen: int, message: Message) -> None:
+    async def _on_message(self, gen: int, message: Message, *, deliver: bool = True) -> None:
+        """Turn a server message into the core's events. Model chunks are the bulk of the
+        traffic and the lifecycle needs only the first of each turn (a turn is in flight) and
+        the reply's text at `turnComplete`: the rest are collected here, not fed one by one."""
+        if deliver:
+            self._deliver(message)
+        sc = message.server_content
+        if sc is not None and sc.model_turn is not None:
+            text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
+            if not text and sc.output_transcription is not None:
+                text = sc.output_transcription.text or ""
+            if text:
+                self._reply_parts.append(text)
+            if self._reply_gen == gen and _only_model_turn(message):
+                return  # a later chunk of a turn the core already knows is in flight
         now = self._now()
         events: list[Event] = []
-        sc = message.server_content
         if sc is not None:
-            if sc.model_turn is not None:
-                text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
-                if not text and sc.output_transcription is not None:
-                    text = sc.output_transcription.text or ""
-                events.append(ModelOutput(at=now, generation=gen, text=text or None))
+            if sc.model_turn is not None and self._reply_gen != gen:
+                self._reply_gen = gen
+                events.append(ModelOutput(at=now, generation=gen))
             if sc.generation_complete:
                 events.append(GenerationComplete(at=now, generation=gen))
             if sc.interrupted:
@@ -494,7 +621,9 @@ class LiveSession:
                                 prompt_tokens=message.usage_metadata.prompt_token_count,
                                 total_tokens=message.usage_metadata.total_token_count))
         if sc is not None and sc.turn_complete:
-            events.append(TurnComplete(at=now, generation=gen))
+            events.append(TurnComplete(at=now, generation=gen,
+                                       reply_text="".join(self._reply_parts)))
+            self._reply_parts, self._reply_gen = [], None
         if message.tool_call is not None:
             ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
             events.append(ToolCall(at=now, generation=gen, ids=ids))
@@ -510,7 +639,6 @@ class LiveSession:
             events.append(ResumptionUpdate(
                 at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
                 last_consumed_index=int(index) if index is not None else None))
-        self._messages.put_nowait(message)
         if events:
             await self._feed(*events)
 
@@ -569,6 +697,9 @@ class LiveSession:
             await self._durable.stop()
         for timer in list(self._timers):
             self._cancel_timer(timer)
+        if self._bg_timer is not None:
+            self._bg_timer.cancel()
+            self._bg_timer = None
         for generation in list(self._conns):
             await self._close_connection(generation)
         current = asyncio.current_task()
@@ -715,6 +846,20 @@ class _Durable:
             self._leased = False
             with contextlib.suppress(StoreError):
                 await self.store.release(self.key, self.holder)
+
+
+def _only_model_turn(message: Message) -> bool:
+    """A plain model chunk: nothing in it but `serverContent.modelTurn` (and transcriptions)."""
+    sc = message.server_content
+    return (
+        sc is not None
+        and not (sc.turn_complete or sc.generation_complete or sc.interrupted)
+        and message.usage_metadata is None
+        and message.tool_call is None
+        and message.tool_call_cancellation is None
+        and message.go_away is None
+        and message.session_resumption_update is None
+    )
 
 
 def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
