@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -220,7 +221,7 @@ class Lifecycle:
         self.go_away_deadline: float | None = None
         self.rtt: float | None = None  # measured round trip of the current connection
         self.drop_attempts = 0
-        self.session_attempts = 0
+        self._attempts: deque[float] = deque()  # when each failure retry or fresh restart began
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._turn_text: list[str] = []
@@ -240,6 +241,14 @@ class Lifecycle:
         self._release = weakref.finalize(self, _release, self._model)
 
     # -- public surface ------------------------------------------------------------------------
+
+    @property
+    def session_attempts(self) -> int:
+        """Failure retries and fresh restarts within the retry policy's session window."""
+        horizon = self._now - self.policy.retry.session_window
+        while self._attempts and self._attempts[0] <= horizon:
+            self._attempts.popleft()
+        return len(self._attempts)
 
     @property
     def state(self) -> State:
@@ -546,7 +555,7 @@ class Lifecycle:
     def _enter_connecting(self, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_FRESH:
             self._count(fresh_restarts=1)
-            self.session_attempts += 1
+            self._attempts.append(self._now)
             self.drop_attempts = 0
             unsent = self.journal.take_all()
             for entry in unsent:
@@ -687,7 +696,7 @@ class Lifecycle:
 
     def _retry(self, *, first_immediate: bool) -> None:
         self.drop_attempts += 1
-        self.session_attempts += 1
+        self._attempts.append(self._now)
         if first_immediate and self.drop_attempts == 1:
             self._open()
             return

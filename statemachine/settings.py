@@ -85,7 +85,10 @@ class RetryPolicy:
     """Exponential backoff with jitter, bounded per drop and per session."""
 
     per_drop_attempts: int = attrs.field(default=6)
+    #: failure retries (and fresh restarts) allowed within any `session_window` seconds: a
+    #: budget over the session's whole life would end long sessions on a flaky network
     per_session_attempts: int = attrs.field(default=60)
+    session_window: float = attrs.field(default=3600.0, validator=_positive)
     base_delay: float = attrs.field(default=0.25, validator=_non_negative)
     max_delay: float = attrs.field(default=15.0, validator=_non_negative)
     multiplier: float = attrs.field(default=2.0)
@@ -108,7 +111,8 @@ class RetryPolicy:
 
     def scaled(self, factor: float) -> RetryPolicy:
         return attrs.evolve(
-            self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor
+            self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor,
+            session_window=self.session_window * factor,
         )
 
 

@@ -529,3 +529,25 @@ def test_restored_handle_validity_counts_from_its_issue_time() -> None:
     engine.restore("h", at=d.now, age=101.0)
     d.feed(Connect(at=d.now))
     assert engine.state is State.CONNECTING
+
+
+def test_session_retry_budget_is_a_sliding_window() -> None:
+    """Failures long ago do not count against the session budget: only those in the window."""
+    retry = RetryPolicy(per_drop_attempts=10, per_session_attempts=3, session_window=100.0,
+                        base_delay=0.0, max_delay=0.0, jitter=0.0)
+    engine, d, _ = session(Policy(retry=retry))
+    for _ in range(5):  # five drops, each 60 s apart: never three within 100 s
+        d.handle()
+        d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+        d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+        d.tick(60.0)
+    assert engine.state is State.STREAMING
+    for _ in range(2):  # two quick failures inside the window still resume
+        d.handle()
+        d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+        d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+    assert engine.state is State.STREAMING and engine.session_attempts == 3
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    assert engine.state is State.TERMINATED
+    assert "retry budget is exhausted" in notices(d, Ended)[-1].reason
