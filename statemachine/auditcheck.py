@@ -27,7 +27,7 @@ from .table import State, Trigger
 
 #: States a log may end in without a violation: closed, or still live when the log was cut.
 SANE_ENDS = frozenset({State.TERMINATED, State.STREAMING, State.COMPRESSED})
-_ROTATION_TRIGGERS = frozenset({Trigger.SAFE_POINT.value, Trigger.ROTATION_DEADLINE.value})
+_ROTATION_TRIGGERS = frozenset(t.value for t in table.ROTATIONS)
 _TRIGGERS = frozenset(t.value for t in Trigger)
 _STATES = frozenset(s.value for s in State)
 

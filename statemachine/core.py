@@ -583,7 +583,7 @@ class Lifecycle:
         self.turn_in_flight = False
         self.pending_tool_calls.clear()
         self._turn_text = []
-        if trigger in (Trigger.SAFE_POINT, Trigger.ROTATION_DEADLINE):
+        if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.drop_attempts = 0
             self._open()

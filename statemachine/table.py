@@ -101,6 +101,11 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
 }
 
 
+#: Triggers that move to a new connection on purpose after a goAway (a rotation), as opposed to
+#: recovering from a failure: rotations spend no retry budget, and the audit counts them apart.
+ROTATIONS = frozenset({Trigger.SAFE_POINT, Trigger.ROTATION_DEADLINE})
+
+
 class Guard(enum.StrEnum):
     """Named conditions; the engine evaluates each from its own bookkeeping."""
 
