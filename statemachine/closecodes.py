@@ -80,6 +80,29 @@ HTTP_RULES: dict[int, Disposition] = {
 }
 
 
+#: What the application can do about a fatal close or refused handshake, by code or status.
+HINTS: dict[int, str] = {
+    1002: "a protocol error: check that google-genai and websockets are up to date",
+    1003: "the server could not take a message: check the data the application sends",
+    1007: "the server rejected a message as invalid: check what the application sent last",
+    1008: "check the model name, and that the model supports the Live API",
+    1009: "a message was too large: send audio and video in smaller chunks",
+    400: "the request was malformed: check the base URL and API version",
+    401: "check the API key (GEMINI_API_KEY / GOOGLE_API_KEY)",
+    403: "check that the key or credentials may use this model and project",
+    404: "check the base URL and the API version",
+}
+
+
+def hint(code: int | None, http_status: int | None = None) -> str:
+    """What to do about a fatal close or refused handshake ("" when there is nothing to add)."""
+    if http_status is not None:
+        return HINTS.get(http_status, "")
+    if code is not None and 4000 <= code < 5000:
+        return "an application-defined close: see its reason"
+    return HINTS.get(code, "") if code is not None else ""
+
+
 def classify_close(code: int | None, reason: str, phase: Phase) -> tuple[Disposition, str]:
     """Disposition and the reason for it, for a WebSocket close code (None: no code at all)."""
     if code is None:

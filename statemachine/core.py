@@ -47,7 +47,7 @@ from .audit import (
     notice_name,
     structlog_sink,
 )
-from .closecodes import Disposition, Phase, classify_close, classify_http
+from .closecodes import Disposition, Phase, classify_close, classify_http, hint
 from .errors import InvalidTransition, LocalMisuse, SessionClosed
 from .events import (
     ClientInput,
@@ -646,12 +646,15 @@ class Lifecycle:
         if by_app:
             reason = str(self._cause.get("reason", "closed by the application"))
         elif trigger is Trigger.GIVE_UP:
-            reason = f"{self._cause['reason']}; policy does not start a fresh session"
+            reason = (f"{self._cause['reason']}; policy does not start a fresh session: open a "
+                      "new one and re-seed the conversation (OnExpired.FRESH does this itself)")
         elif loss is not None and trigger is Trigger.CONNECTION_LOST:
             if loss.disposition is Disposition.FATAL:
-                reason = f"fatal close: {loss.why}"
+                todo = hint(loss.code, loss.http_status)
+                reason = f"fatal close: {loss.why}" + (f"; {todo}" if todo else "")
             else:
-                reason = f"retry budget exhausted after: {loss.why}"
+                reason = (f"retry budget exhausted after: {loss.why}; the service kept failing: "
+                          "try again later, or raise the RetryPolicy budgets")
         else:
             reason = str(self._cause.get("reason") or trigger.value)
         self.end = Ended(

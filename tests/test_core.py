@@ -551,3 +551,19 @@ def test_session_retry_budget_is_a_sliding_window() -> None:
     d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
     assert engine.state is State.TERMINATED
     assert "retry budget is exhausted" in notices(d, Ended)[-1].reason
+
+
+@pytest.mark.parametrize(("code", "status", "todo"), [
+    (1008, None, "check the model name"),
+    (None, 401, "check the API key"),
+    (1007, None, "check what the application sent last"),
+])
+def test_fatal_endings_say_what_to_do(code: int | None, status: int | None, todo: str) -> None:
+    """A session that ends on a fatal close names what happened and what to do about it."""
+    engine, d, _ = session() if code == 1007 else make()
+    if code != 1007:
+        d.feed(Connect(at=d.tick()))
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=code, http_status=status,
+                          reason="x", during_setup=code != 1007))
+    assert engine.state is State.TERMINATED
+    assert todo in notices(d, Ended)[-1].reason
