@@ -748,13 +748,20 @@ class _Durable:
                     raise
                 await asyncio.sleep(min(max(held.expires_in, 0.01), 0.25))
             except StoreError as exc:
-                self._degrade(exc)
-                break
-        record = None
+                # Not live yet: starting without the lease could put the session on two
+                # workers at once, so this fails instead of degrading.
+                raise StoreError(
+                    f"session {self.key!r} not started: its lease could not be taken ({exc}); "
+                    "without it two workers could run the same session. Check the store, or "
+                    "start without store/session_key"
+                ) from exc
         try:
             record = await self.store.load(self.key)
         except StoreError as exc:
-            self._degrade(exc)
+            with contextlib.suppress(StoreError):
+                await self.store.release(self.key, self.holder)
+            self._leased = False
+            raise StoreError(f"session {self.key!r} not started: {exc}") from exc
         now = time.time()
         if record is not None and record.valid(now):
             age = now - record.issued_at

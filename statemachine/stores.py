@@ -169,18 +169,35 @@ class SQLiteStore:
                 os.close(fd)
             conn = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.executescript(_SCHEMA)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error:
+                conn.close()  # retried by _retrying with a new connection
+                raise
             self._conn = conn
         return self._conn
 
     async def _run(self, work: Callable[[sqlite3.Connection], object]) -> object:
         async with self._lock:
             try:
-                return await asyncio.to_thread(lambda: work(self._connect()))
+                return await asyncio.to_thread(self._retrying, work)
             except (sqlite3.Error, OSError) as exc:
                 raise StoreError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _retrying(self, work: Callable[[sqlite3.Connection], object]) -> object:
+        """SQLite can report "locked" without waiting on the busy timeout (switching to WAL,
+        recovering a WAL): retry within the same budget before calling the store unreachable."""
+        deadline = time.monotonic() + self._busy
+        while True:
+            try:
+                return work(self._connect())
+            except sqlite3.OperationalError as exc:
+                transient = "locked" in str(exc) or "busy" in str(exc)
+                if not transient or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     async def load(self, key: str) -> StoredHandle | None:
         now = self._clock()

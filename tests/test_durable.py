@@ -113,27 +113,25 @@ async def test_two_workers_race_for_one_session(emu: LiveEmulator, tmp_path: Pat
     assert len(emu.connections) == 1
 
 
-async def test_unreachable_store_degrades_to_memory(emu: LiveEmulator, tmp_path: Path) -> None:
-    """A store that cannot be reached does not break the session: it continues in memory, with a
-    warning and an audit record saying so."""
-    from .app import App
+async def test_unreachable_store_at_start_fails_clearly(emu: LiveEmulator) -> None:
+    """A store that cannot be reached when a session starts fails the start with a clear error
+    (without the lease two workers could run the session); nothing connects."""
     from .redis_server import free_port
 
     pytest.importorskip("redis")
     from statemachine.redis_store import RedisStore
     from statemachine.session import LiveSession
+    from statemachine.stores import StoreError
 
-    records: list[dict[str, Any]] = []
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
                           config={"response_modalities": ["TEXT"]}, store=store,
-                          session_key="k", audit=records.append)
-    async with session:
-        app = App(session)
-        assert "Reply 1" in await app.ask("still works")
+                          session_key="k", audit=lambda r: None)
+    with pytest.raises(StoreError, match="not started: its lease could not be taken"):
+        async with session:
+            pass
     await store.aclose()
-    degraded = [r for r in records if r["kind"] == "notice" and r["name"] == "store_degraded"]
-    assert len(degraded) == 1 and "Redis store" in degraded[0]["cause"]["error"]
+    assert not emu.connections
 
 
 @needs_redis

@@ -217,3 +217,31 @@ async def test_redis_tls_url(tmp_path: Path) -> None:
         await store.aclose()
     finally:
         server.__exit__(None, None, None)
+
+
+def test_sqlite_processes_opening_a_new_file_together(tmp_path: Path) -> None:
+    """Several processes creating the same new SQLite store at once all succeed (switching to WAL
+    can report 'locked' at once; a store that gave up here would lose the lease)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "fresh.db"
+    start_at = time.time() + 2.0  # after every interpreter has started: all open together
+    code = (
+        "import asyncio, sys, time\n"
+        "from statemachine.stores import SQLiteStore\n"
+        "async def main():\n"
+        f"    time.sleep(max(0.0, {start_at} - time.time()))\n"
+        f"    store = SQLiteStore({str(path)!r})\n"
+        "    try:\n"
+        "        await store.acquire('k', sys.argv[1], 30)\n"
+        "        print('WON')\n"
+        "    except Exception as exc:\n"
+        "        print(type(exc).__name__)\n"
+        "    await store.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, f"w{i}"], stdout=subprocess.PIPE,
+                              text=True) for i in range(10)]
+    results = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    assert results == ["LeaseHeld"] * 9 + ["WON"], results
