@@ -152,13 +152,16 @@ async def test_input_while_resuming_and_draining_is_delivered_once_in_order(
 
 async def test_pending_tool_call_is_not_cut_by_rotation(emu: LiveEmulator) -> None:
     """A goAway while a tool call is pending: rotation waits for the response and the reply."""
+    # a 0.5 s goAway notice: the deadline stays well clear of the checks on a loaded machine
+    emu.settings = EmulatorSettings(time_scale=SCALE, connection_lifetime=100.0,
+                                    go_away_lead=50.0, chunk_interval=1.0)
     tools = [types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup")])]
     config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT], tools=tools)
     app = await start(emu, config=config)
     await app.session.send_client_content(turns=user("please call lookup"), turn_complete=True)
     await app.wait_until(lambda: any(m.tool_call for m in app.messages))
     call = next(m.tool_call for m in app.messages if m.tool_call)
-    await app.wait_until(lambda: app.session.state == "draining")  # goAway at 0.4 s
+    await app.wait_until(lambda: app.session.state == "draining")  # goAway at 0.5 s
     await asyncio.sleep(0.1)  # and it stays draining: the call is pending
     assert app.session.state == "draining"
     fc = call.function_calls[0]  # type: ignore[index]
