@@ -257,7 +257,7 @@ async def test_transient_close_backs_off_then_resumes(slow_emu: LiveEmulator) ->
 async def test_missing_setup_complete_times_out_and_retries(slow_emu: LiveEmulator) -> None:
     """No setupComplete: the session's own setup timeout (the SDK has none) retries."""
     slow_emu.plan(ConnectionPlan(no_setup=True))
-    app = await start(slow_emu, fast_policy(setup_timeout=0.3))
+    app = await start(slow_emu, fast_policy(setup_timeout=1.0))  # room for a loaded TLS setup
     assert app.session.state == "streaming"
     assert ("connection_lost", "connecting", "connecting") in app.transitions()
     assert len(slow_emu.connections) == 2
@@ -434,10 +434,12 @@ async def _from_stored_handle(target: State, emu: LiveEmulator) -> App:
         await store.save("k", attrs.evolve(saved, compressed=True, generation=saved.generation + 1))
     elif target is State.EXPIRED:  # valid when connecting, expired when that attempt fails
         validity = policy.limits.handle_validity
-        await store.save("k", attrs.evolve(saved, issued_at=time.time() - validity + 0.15,
+        # 1 s of validity left: enough to start resuming on a loaded machine, gone by the time
+        # the resume's setup times out (1.5 s)
+        await store.save("k", attrs.evolve(saved, issued_at=time.time() - validity + 1.0,
                                            generation=saved.generation + 1))
         emu.plan(ConnectionPlan(no_setup=True))
-        policy = fast_policy(setup_timeout=0.4)
+        policy = fast_policy(setup_timeout=1.5)
     app = await start(emu, policy, store=store, session_key="k")
     if target is State.EXPIRED:
         await app.wait_until(lambda: "expired" in app.states())
