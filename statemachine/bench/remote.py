@@ -2,7 +2,7 @@
 
 `async with RemoteEmulator(settings) as remote:` starts it (multiprocessing, spawn), and
 `remote.client()` returns a genai.Client pointed at it. `await remote.summary()` asks it what it
-saw: per connection its close time and first client frame, per session the inputs it consumed.
+saw: per session, the inputs the model took in.
 """
 
 from __future__ import annotations
@@ -33,20 +33,19 @@ async def _serve_async(settings: EmulatorSettings, pipe: Connection) -> None:
                 break
             if request == "summary":
                 pipe.send(_summary(emu))
-            elif request == "connections":
-                pipe.send(len(emu.connections))
 
 
 def _summary(emu: LiveEmulator) -> dict[str, Any]:
-    sessions = []
-    for session in emu.sessions:
-        conns = [c for c in emu.connections if c.session is session and c.setup_sent.is_set()]
-        sessions.append({
-            "consumed": session.context.consumed,
-            "connections": [{"closed_at": c.closed_at, "first_in": c.first_in,
-                             "resumed": c.resumed} for c in conns],
-        })
-    return {"sessions": sessions, "connections": len(emu.connections)}
+    """What the benchmarks read back: per session, the inputs the model took in."""
+    return {"sessions": [{"consumed": s.context.consumed} for s in emu.sessions]}
+
+
+def client_for(info: dict[str, str], **async_client_args: Any) -> genai.Client:
+    """A genai.Client for an emulator known by its address, CA file and key (any process)."""
+    ctx = ssl.create_default_context(cafile=info["ca_file"])
+    return genai.Client(api_key=info["api_key"], http_options=types.HttpOptions(
+        base_url=info["base_url"],
+        async_client_args={"ssl": ctx, "proxy": None, **async_client_args}))
 
 
 class RemoteEmulator:
@@ -80,11 +79,5 @@ class RemoteEmulator:
     async def summary(self) -> dict[str, Any]:
         return dict(await self._ask("summary"))
 
-    async def connections(self) -> int:
-        return int(await self._ask("connections"))
-
     def client(self, **async_client_args: Any) -> genai.Client:
-        ctx = ssl.create_default_context(cafile=self.info["ca_file"])
-        return genai.Client(api_key=self.info["api_key"], http_options=types.HttpOptions(
-            base_url=self.info["base_url"],
-            async_client_args={"ssl": ctx, "proxy": None, **async_client_args}))
+        return client_for(self.info, **async_client_args)

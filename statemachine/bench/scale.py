@@ -21,7 +21,7 @@ from typing import Any
 from google.genai import types
 
 from ..emulator import DEFAULT_MODEL, EmulatorSettings
-from .remote import RemoteEmulator
+from .remote import RemoteEmulator, client_for
 from .rotation import percentile
 
 CONFIG = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
@@ -43,11 +43,7 @@ def _peak_kb() -> int:
 async def _hold_raw(info: dict[str, str], n: int, seconds: float) -> dict[str, Any]:
     from contextlib import AsyncExitStack
 
-    from .remote import RemoteEmulator as _R
-
-    remote = _R(EmulatorSettings())
-    remote.info = info
-    client = remote.client()
+    client = client_for(info)
     base = _rss_kb()
     async with AsyncExitStack() as stack:
         for _ in range(n):
@@ -62,11 +58,8 @@ async def _run_ours(info: dict[str, str], n: int, seconds: float, scale: float,
                     lifetime_s: float) -> dict[str, Any]:
     from .. import connect, websocket_args
     from ..settings import Limits, Policy, ReplayPolicy, RetryPolicy
-    from .remote import RemoteEmulator as _R
 
-    remote = _R(EmulatorSettings())
-    remote.info = info
-    client = remote.client(**websocket_args())
+    client = client_for(info, **websocket_args())
     policy = Policy(
         limits=Limits(go_away_lead=20.0, go_away_margin=2.0, setup_timeout=3000.0),
         retry=RetryPolicy(base_delay=5.0, max_delay=100.0),

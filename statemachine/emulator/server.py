@@ -111,8 +111,6 @@ class Connection:
         self.closed_reason: str | None = None
         self.opened_at = emu.now()
         self.closed_at: float | None = None
-        self.last_in: float | None = None  # last client frame (also without frame recording)
-        self.first_in: float | None = None  # first client frame after setup (no recording)
         self.setup_sent = asyncio.Event()
         self.done = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -324,8 +322,7 @@ class Connection:
                     session.context.add(Turn(role=role, text=text))
             if content.get("turn_complete"):
                 if self.emu.settings.track_inputs:
-                    ctx_inputs = session.context.consumed
-                    ctx_inputs.extend("t:" + t for t in texts)
+                    session.context.consumed.extend("t:" + t for t in texts)
                 await self._start_turn(" ".join(texts))
         elif "realtime_input" in msg:
             await self._realtime(msg["realtime_input"] or {})
@@ -484,11 +481,8 @@ class Connection:
             self.frames.append(Frame(direction="in", at=self.emu.now(), data={"raw": repr(raw)}))
             return None
         msg = normalize(data) if isinstance(data, dict) else {}
-        self.last_in = self.emu.now()
         if self.emu.settings.record_frames:
-            self.frames.append(Frame(direction="in", at=self.last_in, data=msg))
-        else:
-            self.first_in = self.first_in or (self.last_in if "setup" not in msg else None)
+            self.frames.append(Frame(direction="in", at=self.emu.now(), data=msg))
         return msg
 
     async def send(self, message: dict[str, Any]) -> None:
