@@ -2,15 +2,26 @@
 
 `statemachine.connect(...)` gives a session that rotates connections at `goAway` without cutting a
 reply, resumes after drops without losing input, and tells the application when context is lost.
-The lifecycle itself is one table (`statemachine.table`) driving a sans-I/O core
+The lifecycle itself is one table (`statemachine.core.table`) driving a sans-I/O core
 (`statemachine.core.Lifecycle`).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from .audit import SCHEMA_VERSION, fingerprint
-from .closecodes import Disposition, classify_close, classify_http
-from .core import Lifecycle
+from .core.closecodes import Disposition, classify_close, classify_http
+from .core.engine import Lifecycle
+from .core.policy import (
+    AnsweredTurnReplay,
+    Backend,
+    Keepalive,
+    Limits,
+    OnExpired,
+    Policy,
+    ReplayPolicy,
+    RetryPolicy,
+)
+from .core.records import SCHEMA_VERSION, fingerprint
+from .core.table import State, Trigger
 from .errors import (
     InvalidTransition,
     LifecycleError,
@@ -21,20 +32,9 @@ from .errors import (
     SettingsError,
     TableError,
 )
-from .settings import (
-    AnsweredTurnReplay,
-    Backend,
-    Keepalive,
-    Limits,
-    OnExpired,
-    Policy,
-    ReplayPolicy,
-    RetryPolicy,
-)
-from .table import State, Trigger
 
 if TYPE_CHECKING:
-    from .session import LiveSession, connect, websocket_args
+    from .aio.session import LiveSession, connect, websocket_args
 
 _LAZY = {"LiveSession", "connect", "websocket_args"}
 
@@ -43,7 +43,7 @@ def __getattr__(name: str) -> Any:
     """The asyncio shell imports google-genai (most of a second): load it on first use, so the
     command-line tools (audit, diagram, table) start fast."""
     if name in _LAZY:
-        from . import session
+        from .aio import session
 
         return getattr(session, name)
     raise AttributeError(f"module 'statemachine' has no attribute {name!r}")

@@ -9,7 +9,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from . import table
+from .core import table
 
 
 def print_table() -> int:
@@ -40,7 +40,7 @@ async def run_emulator(port: int, time_scale: float) -> None:
 def run_diagram(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import diagram
+    from .audit import diagram
 
     root = Path.cwd()
     if args.from_log:
@@ -81,7 +81,7 @@ def run_diagram(args: argparse.Namespace) -> int:
 def run_timeline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from . import timeline
+    from .audit import timeline
 
     try:
         data = timeline.read(Path(args.log), args.session)
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "timeline":
         return run_timeline(args)
     if args.command == "audit":
-        from . import auditcheck
+        from .audit import check as auditcheck
 
         report = auditcheck.check(args.logs)
         print(auditcheck.as_json(report) if args.json else auditcheck.render(report))

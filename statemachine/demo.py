@@ -23,11 +23,11 @@ import structlog
 from google import genai
 from google.genai import types
 
-from . import auditlog
-from .actions import ContextLost, Notice
+from .aio.session import LiveSession, connect, websocket_args
+from .audit import jsonl as auditlog
+from .core.actions import ContextLost, Notice
+from .core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from .emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
-from .session import LiveSession, connect, websocket_args
-from .settings import Limits, Policy, ReplayPolicy, RetryPolicy
 
 log = structlog.get_logger("statemachine.demo")
 

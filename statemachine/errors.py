@@ -46,3 +46,20 @@ class SessionTerminated(LifecycleError, ConnectionError):
         self.reason = reason
         self.code = code
         super().__init__(reason)
+
+
+class StoreError(LifecycleError, ConnectionError):
+    """The store cannot be reached or failed; a live session degrades to memory on it."""
+
+
+class LeaseHeld(LifecycleError, RuntimeError):
+    """Another process holds the session's lease: it is live elsewhere."""
+
+    def __init__(self, key: str, holder: str, expires_in: float) -> None:
+        self.key = key
+        self.holder = holder
+        self.expires_in = expires_in
+        super().__init__(
+            f"session {key!r} is connected by {holder!r} (lease expires in {expires_in:.1f}s "
+            "unless renewed): close it there, or wait for that worker's lease to run out"
+        )

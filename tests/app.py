@@ -12,7 +12,7 @@ from google.genai import types
 
 import statemachine
 from statemachine import Limits, Policy, ReplayPolicy, RetryPolicy
-from statemachine.actions import Notice
+from statemachine.core.actions import Notice
 from statemachine.emulator import EmulatorSettings, LiveEmulator
 
 from .sdk import MODEL, user

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from statemachine import core, events
-from statemachine.actions import Action, ArmTimer
-from statemachine.events import Timer
-from statemachine.table import Guard, State, Transition, Trigger
+from statemachine import core
+from statemachine.core import events
+from statemachine.core.actions import Action, ArmTimer
+from statemachine.core.events import Timer
+from statemachine.core.table import Guard, State, Transition, Trigger
 
 
 class Driver:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from statemachine.events import InputKind
+from statemachine.core.events import InputKind
 
 close_codes = st.sampled_from(
     [

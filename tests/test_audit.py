@@ -15,10 +15,10 @@ import jsonschema
 import pytest
 import structlog
 
-from statemachine import auditcheck
-from statemachine.auditlog import JsonLinesWriter, configure
+from statemachine.audit import check as auditcheck
+from statemachine.audit.jsonl import JsonLinesWriter, configure
 from statemachine.core import Lifecycle
-from statemachine.table import shortest_paths
+from statemachine.core.table import shortest_paths
 
 from .drivers import Driver
 
@@ -34,7 +34,7 @@ def write_log(path: Path, sessions: int = 2) -> None:
                 for src, row in steps:
                     driver.take(src, row)
                 if engine.state.value != "terminated":
-                    from statemachine.events import Close
+                    from statemachine.core.events import Close
 
                     driver.feed(Close(at=driver.tick()))
             del target
@@ -180,7 +180,7 @@ def test_processor_in_an_application_structlog_chain(tmp_path: Path) -> None:
     structlog.configure(processors=[structlog.processors.add_log_level, writer, app_sink])
     try:
         engine = Lifecycle()
-        from statemachine.events import Close, Connect
+        from statemachine.core.events import Close, Connect
 
         engine.feed(Connect(at=0.0))
         engine.feed(Close(at=1.0))

@@ -14,9 +14,9 @@ from statemachine import (
     Policy,
     SessionClosed,
     SettingsError,
-    table,
 )
-from statemachine.actions import (
+from statemachine.core import Lifecycle, table
+from statemachine.core.actions import (
     ArmTimer,
     CloseConnection,
     ContextLost,
@@ -29,8 +29,7 @@ from statemachine.actions import (
     Resumed,
     Send,
 )
-from statemachine.core import Lifecycle
-from statemachine.events import (
+from statemachine.core.events import (
     ClientInput,
     Close,
     Connect,
@@ -45,8 +44,8 @@ from statemachine.events import (
     TurnComplete,
     Usage,
 )
-from statemachine.settings import Backend, Limits, ReplayPolicy, RetryPolicy
-from statemachine.table import Guard, State, Trigger
+from statemachine.core.policy import Backend, Limits, ReplayPolicy, RetryPolicy
+from statemachine.core.table import Guard, State, Trigger
 
 from .drivers import Driver
 

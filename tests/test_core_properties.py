@@ -16,7 +16,8 @@ from hypothesis.stateful import (
 )
 
 from statemachine import Policy
-from statemachine.actions import (
+from statemachine.core import Lifecycle
+from statemachine.core.actions import (
     ArmTimer,
     CancelTimer,
     CloseConnection,
@@ -25,8 +26,7 @@ from statemachine.actions import (
     OpenConnection,
     Send,
 )
-from statemachine.core import Lifecycle
-from statemachine.events import (
+from statemachine.core.events import (
     ClientInput,
     Close,
     Connect,
@@ -43,8 +43,8 @@ from statemachine.events import (
     TurnComplete,
     Usage,
 )
-from statemachine.settings import Limits, RetryPolicy
-from statemachine.table import FINAL, State
+from statemachine.core.policy import Limits, RetryPolicy
+from statemachine.core.table import FINAL, State
 
 from . import strategies
 

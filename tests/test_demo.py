@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from statemachine.core.table import State
 from statemachine.emulator import EmulatorSettings
-from statemachine.table import State
 
 
 def test_demo_runs_every_step_and_writes_a_clean_audit_log(tmp_path: Path) -> None:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from statemachine import diagram, table, timeline
-from statemachine.table import State
+from statemachine.audit import diagram, timeline
+from statemachine.core import table
+from statemachine.core.table import State
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None,

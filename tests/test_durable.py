@@ -119,9 +119,8 @@ async def test_unreachable_store_at_start_fails_clearly(emu: LiveEmulator) -> No
     from .redis_server import free_port
 
     pytest.importorskip("redis")
-    from statemachine.redis_store import RedisStore
-    from statemachine.session import LiveSession
-    from statemachine.stores import StoreError
+    from statemachine.aio.session import LiveSession
+    from statemachine.stores import RedisStore, StoreError
 
     store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
     session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
@@ -137,14 +136,14 @@ async def test_unreachable_store_at_start_fails_clearly(emu: LiveEmulator) -> No
 @needs_redis
 async def test_store_lost_mid_session_degrades(emu: LiveEmulator, tmp_path: Path) -> None:
     """The Redis server dies under a live session: handles keep flowing in memory."""
-    from statemachine.redis_store import RedisStore
+    from statemachine.stores import RedisStore
 
     from .app import App
 
     records: list[dict[str, Any]] = []
     with redis_server(tmp_path) as port:
         store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
-        from statemachine.session import LiveSession
+        from statemachine.aio.session import LiveSession
 
         session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
                               config={"response_modalities": ["TEXT"]}, store=store,

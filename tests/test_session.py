@@ -11,8 +11,9 @@ import pytest
 from google.genai import types
 
 import statemachine
-from statemachine import SessionTerminated, State, table
-from statemachine.actions import (
+from statemachine import SessionTerminated, State
+from statemachine.core import table
+from statemachine.core.actions import (
     ContextLost,
     InputDropped,
     RepeatedReply,

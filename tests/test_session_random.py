@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from statemachine.actions import InputDropped, RepeatedReply
+from statemachine.core.actions import InputDropped, RepeatedReply
 from statemachine.emulator import ConnectionPlan, LiveEmulator
 
 from .app import FAST_ROTATION, start

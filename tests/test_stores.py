@@ -50,7 +50,7 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         elif request.param == "sqlite":
             store = SQLiteStore(tmp_path / "handles.db")
         else:
-            from statemachine.redis_store import RedisStore
+            from statemachine.stores import RedisStore
 
             port = request.getfixturevalue("redis_port")
             store = RedisStore(f"redis://127.0.0.1:{port}/0", prefix=prefix)
@@ -171,7 +171,7 @@ async def test_sqlite_unreachable_raises_store_error(tmp_path: Path) -> None:
 async def test_redis_ttl_prefix_and_auth_url(tmp_path: Path) -> None:
     """Redis: keys carry the prefix, the TTL is the handle's remaining validity, and
     authenticated URLs work (a wrong password is a StoreError)."""
-    from statemachine.redis_store import RedisStore
+    from statemachine.stores import RedisStore
 
     with redis_server(tmp_path, "--requirepass", "s3cret") as port:
         store = RedisStore(f"redis://:s3cret@127.0.0.1:{port}/0", prefix="app1:")
@@ -191,7 +191,7 @@ async def test_redis_tls_url(tmp_path: Path) -> None:
     """rediss:// URLs (TLS) work, against redis-server with a certificate made by trustme."""
     import trustme
 
-    from statemachine.redis_store import RedisStore
+    from statemachine.stores import RedisStore
 
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from statemachine import TableError, table
-from statemachine.core import MACHINE
-from statemachine.table import TRANSITIONS, Guard, State, Transition, Trigger
+from statemachine import TableError
+from statemachine.core import MACHINE, table
+from statemachine.core.table import TRANSITIONS, Guard, State, Transition, Trigger
 
 
 def row(trigger: Trigger, sources: list[State], dest: State, *guards: Guard) -> Transition:

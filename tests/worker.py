@@ -27,7 +27,7 @@ def make_store(spec: str) -> HandleStore:
     kind, _, where = spec.partition(":")
     if kind == "sqlite":
         return SQLiteStore(where)
-    from statemachine.redis_store import RedisStore
+    from statemachine.stores import RedisStore
 
     return RedisStore(where, prefix="workers:")
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import structlog
 
-from .. import auditlog
-from ..audit import structlog_sink
-from ..core import Lifecycle
-from ..events import (
+from ..audit import jsonl as auditlog
+from ..core.engine import Lifecycle
+from ..core.events import (
     ClientInput,
     Connect,
     Event,
@@ -24,6 +23,7 @@ from ..events import (
     TurnComplete,
     Usage,
 )
+from ..core.records import structlog_sink
 
 
 def _workload(turns: int) -> list[Event]:

@@ -23,10 +23,10 @@ import attrs
 from google.genai import errors, types
 
 from .. import connect, websocket_args
-from ..actions import ReplyInterrupted
+from ..core.actions import ReplyInterrupted
+from ..core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings, LiveEmulator
 from ..emulator.wire import parse_duration
-from ..settings import Limits, Policy, ReplayPolicy, RetryPolicy
 
 SCALE = 0.01
 CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message

@@ -57,7 +57,7 @@ async def _hold_raw(info: dict[str, str], n: int, seconds: float) -> dict[str, A
 async def _run_ours(info: dict[str, str], n: int, seconds: float, scale: float,
                     lifetime_s: float) -> dict[str, Any]:
     from .. import connect, websocket_args
-    from ..settings import Limits, Policy, ReplayPolicy, RetryPolicy
+    from ..core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 
     client = client_for(info, **websocket_args())
     policy = Policy(

@@ -5,6 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..core.wire import duration, parse_duration
+
+__all__ = ["duration", "parse_duration"]
+
 CLOSE_INVALID = 1007
 CLOSE_DEADLINE = "Deadline expired before operation could complete."
 
@@ -28,21 +32,6 @@ def normalize(value: Any) -> Any:
     if isinstance(value, list):
         return [normalize(v) for v in value]
     return value
-
-
-def duration(seconds: float) -> str:
-    """A protobuf Duration as JSON: "50s", "0.500s"."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{seconds:.3f}s"
-
-
-def parse_duration(text: str) -> float:
-    """Inverse of `duration` (also used by the client side)."""
-    text = text.strip()
-    if not text.endswith("s"):
-        raise ValueError(f"not a protobuf Duration: {text!r}")
-    return float(text[:-1])
 
 
 def close_reason(reason: str) -> str:

@@ -12,7 +12,8 @@ import json
 import time
 from typing import Any
 
-from .stores import Clock, LeaseHeld, StoredHandle, StoreError
+from ..errors import LeaseHeld, StoreError
+from .base import Clock, StoredHandle
 
 # Atomic "update only if newer": a generation never goes backwards.
 _SAVE = """

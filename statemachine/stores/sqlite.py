@@ -1,15 +1,4 @@
-"""Durable resumption handles: resume after a process restart, or on another worker.
-
-A `HandleStore` keeps, per application-chosen session key, the latest resumable handle with when
-it was issued and when it expires (Unix time: stores are shared between processes and machines),
-the connection generation and whether the context was compressed. It also holds a **lease**: one
-live connection per session across processes. A lease has an expiry and is renewed while the
-session is connected, so the lease of a worker that died runs out and the session can move.
-
-Implementations pass one conformance suite (tests/test_stores.py): `MemoryStore` (the default),
-`SQLiteStore` (one file, several processes on one machine) and `RedisStore` (many workers; in
-`statemachine.redis_store`, needs the `redis` extra).
-"""
+"""`SQLiteStore`: handles and leases in one SQLite file, shared by the processes of one machine."""
 
 from __future__ import annotations
 
@@ -19,117 +8,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
-import attrs
-
-from .errors import LifecycleError
-
-
-class StoreError(LifecycleError, ConnectionError):
-    """The store cannot be reached or failed; a live session degrades to memory on it."""
-
-
-class LeaseHeld(LifecycleError, RuntimeError):
-    """Another process holds the session's lease: it is live elsewhere."""
-
-    def __init__(self, key: str, holder: str, expires_in: float) -> None:
-        self.key = key
-        self.holder = holder
-        self.expires_in = expires_in
-        super().__init__(
-            f"session {key!r} is connected by {holder!r} (lease expires in {expires_in:.1f}s "
-            "unless renewed): close it there, or wait for that worker's lease to run out"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class StoredHandle:
-    """What a store keeps for one session key. Times are Unix seconds."""
-
-    handle: str = attrs.field(repr=False)
-    issued_at: float
-    expires_at: float
-    generation: int = 0
-    compressed: bool = False
-
-    def valid(self, now: float) -> bool:
-        return now < self.expires_at
-
-
-@runtime_checkable
-class HandleStore(Protocol):
-    """The async interface every store implements."""
-
-    async def load(self, key: str) -> StoredHandle | None:
-        """The latest handle, or None. Never an expired one."""
-
-    async def save(self, key: str, record: StoredHandle) -> None:
-        """Replace the handle atomically (a newer generation is never overwritten by an older)."""
-
-    async def delete(self, key: str) -> None:
-        """Forget the handle (it was refused, or the session is over for good)."""
-
-    async def acquire(self, key: str, holder: str, ttl: float) -> None:
-        """Take the lease for `ttl` seconds, or raise `LeaseHeld` naming the holder."""
-
-    async def renew(self, key: str, holder: str, ttl: float) -> bool:
-        """Extend our lease; False if it is no longer ours (it expired and was taken)."""
-
-    async def release(self, key: str, holder: str) -> None:
-        """Give up our lease (no-op if it is not ours)."""
-
-    async def aclose(self) -> None:
-        """Release the store's resources (connections)."""
-
-
-Clock = Callable[[], float]
-
-
-class MemoryStore:
-    """In-process store: the default. Leases still apply between sessions of one process."""
-
-    def __init__(self, clock: Clock = time.time) -> None:
-        self._clock = clock
-        self._handles: dict[str, StoredHandle] = {}
-        self._leases: dict[str, tuple[str, float]] = {}
-
-    async def load(self, key: str) -> StoredHandle | None:
-        record = self._handles.get(key)
-        if record is not None and not record.valid(self._clock()):
-            del self._handles[key]
-            return None
-        return record
-
-    async def save(self, key: str, record: StoredHandle) -> None:
-        current = self._handles.get(key)
-        if current is None or current.generation <= record.generation:
-            self._handles[key] = record
-
-    async def delete(self, key: str) -> None:
-        self._handles.pop(key, None)
-
-    async def acquire(self, key: str, holder: str, ttl: float) -> None:
-        now = self._clock()
-        current = self._leases.get(key)
-        if current is not None and current[0] != holder and current[1] > now:
-            raise LeaseHeld(key, current[0], current[1] - now)
-        self._leases[key] = (holder, now + ttl)
-
-    async def renew(self, key: str, holder: str, ttl: float) -> bool:
-        current = self._leases.get(key)
-        if current is None or current[0] != holder:
-            return False
-        self._leases[key] = (holder, self._clock() + ttl)
-        return True
-
-    async def release(self, key: str, holder: str) -> None:
-        if self._leases.get(key, ("",))[0] == holder:
-            del self._leases[key]
-
-    async def aclose(self) -> None:
-        pass
-
+from ..errors import LeaseHeld, StoreError
+from .base import Clock, StoredHandle
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handles (

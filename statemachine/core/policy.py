@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 
 class Backend(enum.StrEnum):

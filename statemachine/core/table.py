@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from .errors import TableError
+from ..errors import TableError
 
 
 class State(enum.StrEnum):

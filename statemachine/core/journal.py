@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 
 from .events import InputKind
-from .settings import AnsweredTurnReplay, ReplayPolicy
+from .policy import AnsweredTurnReplay, ReplayPolicy
 
 
 @attrs.define(kw_only=True, slots=True)

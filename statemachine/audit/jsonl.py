@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import structlog
 
-from .audit import SCHEMA_VERSION
+from ..core.records import SCHEMA_VERSION
 
 #: Per-event record names too frequent to print on the console (they still go to the file).
 QUIET_ON_CONSOLE = frozenset({

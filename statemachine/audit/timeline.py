@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from .table import State
+from ..core.table import State
 
 #: Markers: (record kind, name) -> (label, color, line style)
 MARKS: dict[tuple[str, str], tuple[str, str, str]] = {

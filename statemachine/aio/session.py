@@ -29,7 +29,7 @@ from google.genai import types
 from google.genai.live import AsyncSession
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .actions import (
+from ..core.actions import (
     Action,
     ArmTimer,
     CancelTimer,
@@ -41,11 +41,8 @@ from .actions import (
     ReplyInterrupted,
     Send,
 )
-from .audit import AuditRecord, AuditSink, structlog_sink
-from .core import Lifecycle
-from .emulator.wire import parse_duration
-from .errors import SessionTerminated
-from .events import (
+from ..core.engine import Lifecycle
+from ..core.events import (
     ClientInput,
     Close,
     Connect,
@@ -67,10 +64,13 @@ from .events import (
     TurnComplete,
     Usage,
 )
-from .journal import Entry
-from .settings import Backend, Policy
-from .stores import HandleStore, LeaseHeld, MemoryStore, StoredHandle, StoreError
-from .table import State
+from ..core.journal import Entry
+from ..core.policy import Backend, Policy
+from ..core.records import AuditRecord, AuditSink, structlog_sink
+from ..core.table import State
+from ..core.wire import parse_duration
+from ..errors import SessionTerminated
+from ..stores import HandleStore, LeaseHeld, MemoryStore, StoredHandle, StoreError
 
 Message = types.LiveServerMessage
 _END = object()

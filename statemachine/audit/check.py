@@ -20,10 +20,10 @@ from typing import Any
 
 import attrs
 
-from . import table
-from .audit import SCHEMA_VERSION
-from .auditlog import GENESIS, line_hash, split_line
-from .table import State, Trigger
+from ..core import table
+from ..core.records import SCHEMA_VERSION
+from ..core.table import State, Trigger
+from .jsonl import GENESIS, line_hash, split_line
 
 #: States a log may end in without a violation: closed, or still live when the log was cut.
 SANE_ENDS = frozenset({State.TERMINATED, State.STREAMING, State.COMPRESSED})

@@ -9,7 +9,6 @@ audit record per event.
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 import uuid
@@ -19,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from transitions import EventData, Machine
 
+from ..errors import InvalidTransition, LocalMisuse, SessionClosed
 from . import table
 from .actions import (
     Action,
@@ -38,17 +37,7 @@ from .actions import (
     Resumed,
     Send,
 )
-from .audit import (
-    AuditRecord,
-    AuditSink,
-    describe,
-    fingerprint,
-    notice_fields,
-    notice_name,
-    structlog_sink,
-)
 from .closecodes import Disposition, Phase, classify_close, classify_http, hint
-from .errors import InvalidTransition, LocalMisuse, SessionClosed
 from .events import (
     ClientInput,
     Close,
@@ -74,10 +63,18 @@ from .events import (
     is_turn_trigger,
 )
 from .journal import Entry, Journal
-from .settings import Backend, OnExpired, Policy
+from .machine import MACHINE, STATES, Model, release
+from .policy import Backend, OnExpired, Policy
+from .records import (
+    AuditRecord,
+    AuditSink,
+    describe,
+    fingerprint,
+    notice_fields,
+    notice_name,
+    structlog_sink,
+)
 from .table import Guard, State, Trigger
-
-logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 @attrs.frozen(kw_only=True)
@@ -106,79 +103,6 @@ class Counters:
     resumes: int = 0
     fresh_restarts: int = 0
     connections: int = 0
-
-
-class _Model:
-    """What `transitions` holds per session: the state, and a weak way back to the engine (the
-    shared machine must not keep an abandoned session alive)."""
-
-    state: str
-    trigger: Callable[..., bool]  # added by transitions.Machine.add_model
-
-    def __init__(self, engine: Lifecycle) -> None:
-        self.engine = weakref.ref(engine)
-
-
-def _engine(event_data: EventData) -> Lifecycle:
-    model: _Model = event_data.model  # type: ignore[assignment]
-    engine = model.engine()
-    assert engine is not None, "a collected session's model fired a trigger"
-    return engine
-
-
-def _release(model: _Model) -> None:
-    if model in MACHINE.models:
-        MACHINE.remove_model(model)
-
-
-def _guard(guard: Guard) -> Callable[[EventData], bool]:
-    def check(event_data: EventData) -> bool:
-        return _engine(event_data)._check(guard)
-
-    check.__name__ = guard.value
-    return check
-
-
-def _after_state_change(event_data: EventData) -> None:
-    """The transition's audit record first, then the destination's entry actions (whose
-    notices must follow the transition that caused them in the log)."""
-    assert event_data.transition is not None and event_data.event is not None
-    engine, trigger = _engine(event_data), Trigger(event_data.event.name)
-    engine._audit_trigger(trigger, event_data.transition)
-    engine._entered(State(event_data.transition.source), trigger)
-
-
-def _finalize(event_data: EventData) -> None:
-    """Runs after every trigger; records the ones no guard let through."""
-    assert event_data.event is not None
-    if not event_data.result:
-        _engine(event_data)._audit_trigger(Trigger(event_data.event.name), None)
-
-
-def _build_machine() -> Machine:
-    return Machine(
-        model=None,
-        states=[s.value for s in table.State],
-        initial=table.INITIAL.value,
-        transitions=[
-            {
-                "trigger": row.trigger.value,
-                "source": [s.value for s in row.sources],
-                "dest": row.dest.value,
-                "conditions": [_guard(g) for g in row.guards],
-            }
-            for row in table.TRANSITIONS
-        ],
-        auto_transitions=False,
-        send_event=True,
-        after_state_change=_after_state_change,
-        finalize_event=_finalize,
-        ignore_invalid_triggers=False,
-    )
-
-
-MACHINE = _build_machine()
-_STATES = {s.value: s for s in State}
 
 
 class Lifecycle:
@@ -236,9 +160,9 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
-        self._model = _Model(self)
+        self._model = Model(self)
         MACHINE.add_model(self._model)
-        self._release = weakref.finalize(self, _release, self._model)
+        self._release = weakref.finalize(self, release, self._model)
 
     # -- public surface ------------------------------------------------------------------------
 
@@ -252,7 +176,7 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
-        return _STATES[self._model.state]
+        return STATES[self._model.state]
 
     @property
     def live(self) -> bool:
