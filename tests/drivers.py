@@ -63,11 +63,11 @@ class Driver:
 
 
 def _lost(d: Driver, row: Transition) -> None:
-    live = d.engine.setup_done
+    live = d.engine.conn.setup_done
     source = d.engine.state
     code, reason = 1006, ""
     if Guard.CLOSE_IS_FATAL in row.guards:
-        code, reason = (1008, "models/x is not found") if not live else (1007, "invalid")
+        code, reason = (1002, "protocol error") if not live else (1007, "invalid")
     elif Guard.HANDLE_VALID in row.guards:
         if live:  # a handle arrives while a turn is in flight: not a safe point
             d.feed(events.ModelOutput(at=d.tick(), generation=d.gen, text="busy"))
@@ -83,7 +83,7 @@ def _lost(d: Driver, row: Transition) -> None:
                                          reason=reason, during_setup=True))
             d.fire_timer(Timer.BACKOFF)
     else:  # the fallback: the handle is no longer valid
-        d.tick(d.engine.policy.limits.handle_validity + 1)
+        d.tick(d.engine._validity() + 1)
     d.feed(
         events.ConnectionLost(
             at=d.tick(), generation=d.gen, code=code, reason=reason, during_setup=not live
@@ -101,14 +101,18 @@ def _connect(d: Driver, row: Transition) -> None:
 
 def _setup(d: Driver, row: Transition) -> None:
     if Guard.WAS_COMPRESSED in row.guards:
-        d.engine.compressed = True
+        _usage_falls(d)  # the context was compressed before the handle was issued
     d.feed(events.SetupComplete(at=d.tick(), generation=d.gen))
 
 
-def _compress(d: Driver, row: Transition) -> None:
+def _usage_falls(d: Driver) -> None:
     trigger = d.engine.policy.compression_trigger_tokens
     d.feed(events.Usage(at=d.tick(), generation=d.gen, prompt_tokens=trigger + 10))
     d.feed(events.Usage(at=d.tick(), generation=d.gen, prompt_tokens=trigger // 2))
+
+
+def _compress(d: Driver, row: Transition) -> None:
+    _usage_falls(d)
 
 
 def _go_away(d: Driver, row: Transition) -> None:
@@ -128,7 +132,7 @@ def _rotation_deadline(d: Driver, row: Transition) -> None:
     d.fire_timer(Timer.ROTATE)
 
 
-def _rejected(d: Driver, row: Transition) -> None:
+def _refused(d: Driver, row: Transition) -> None:
     d.feed(
         events.ConnectionLost(
             at=d.tick(), generation=d.gen, code=1007, reason="invalid", during_setup=True
@@ -136,9 +140,19 @@ def _rejected(d: Driver, row: Transition) -> None:
     )
 
 
-def _handle_expired(d: Driver, row: Transition) -> None:
-    d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011, reason="unavailable"))
-    d.tick(d.engine.policy.limits.handle_validity + 1)
+def _retry(d: Driver, row: Transition) -> None:
+    """A transient close, then the backoff elapses (after the handle expired, for the
+    fallback row out of resuming)."""
+    live = d.engine.conn.setup_done
+    d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
+                                 reason="The service is currently unavailable.",
+                                 during_setup=not live))
+    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.engine._timers:
+        # the first retry after a drop is immediate: fail it too, so a backoff is armed
+        d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
+                                     reason="unavailable", during_setup=True))
+    if row.dest is State.EXPIRED:
+        d.tick(d.engine._validity() + 1)
     d.fire_timer(Timer.BACKOFF)
 
 
@@ -154,8 +168,8 @@ STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
     Trigger.SAFE_POINT: _safe_point,
     Trigger.ROTATION_DEADLINE: _rotation_deadline,
     Trigger.CONNECTION_LOST: _lost,
-    Trigger.RESUME_REJECTED: _rejected,
-    Trigger.HANDLE_EXPIRED: _handle_expired,
+    Trigger.SETUP_REFUSED: _refused,
+    Trigger.RETRY: _retry,
     Trigger.SESSION_CAP: _session_cap,
     Trigger.CLOSE: lambda d, r: d.feed(events.Close(at=d.tick())),
     Trigger.FATAL_ERROR: lambda d, r: d.feed(events.FatalError(at=d.tick(), reason="test")),

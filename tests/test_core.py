@@ -123,14 +123,14 @@ def test_state_trigger_matrix(state: State, trigger: Trigger) -> None:
     rows = table.rows_for(trigger, state)
     if not rows:
         engine, _, records = drive_to(state)
-        assert engine.fire(trigger) is False
+        assert engine.fire(trigger) == []
         assert engine.state is state
         assert records[-1]["kind"] == "rejected"
         assert records[-1]["name"] == trigger.value
         assert records[-1]["source"] == state.value
         return
     for row in rows:
-        if trigger in (Trigger.RESTART_FRESH, Trigger.GIVE_UP):
+        if trigger is Trigger.RESTART_OR_GIVE_UP:
             continue  # only reachable from expired, covered below
         if trigger is Trigger.SESSION_CAP:  # the cap is armed only once a session went live
             _, d, records = drive_live_to(state, Policy(compression=False))
@@ -149,11 +149,11 @@ def test_expired_moves_on_by_policy(on_expired: OnExpired) -> None:
     taken = transitions(records)
     assert taken[-2][2] == "expired"
     if on_expired is OnExpired.FRESH:
-        assert taken[-1] == ("restart_fresh", "expired", "connecting")
+        assert taken[-1] == ("restart_or_give_up", "expired", "connecting")
         assert engine.state is State.CONNECTING
         assert notices(d, ContextLost)
     else:
-        assert taken[-1] == ("give_up", "expired", "terminated")
+        assert taken[-1] == ("restart_or_give_up", "expired", "terminated")
         assert "policy does not start a fresh session" in notices(d, Ended)[-1].reason
 
 
@@ -304,9 +304,9 @@ def test_vertex_handle_validity_is_24h() -> None:
     """The backend picks the handle validity unless the caller set one."""
     assert Lifecycle(backend=Backend.VERTEX, audit=lambda r: None).policy.limits.handle_validity \
         == 24 * 3600
-    custom = Policy(limits=Limits(handle_validity=60))
+    custom = Policy(limits=Limits(handle_validity=7200))  # explicit, equal to the Gemini default
     assert Lifecycle(policy=custom, backend=Backend.VERTEX,
-                     audit=lambda r: None).policy.limits.handle_validity == 60
+                     audit=lambda r: None).policy.limits.handle_validity == 7200
 
 
 def test_tool_call_blocks_safe_point_until_answered() -> None:
@@ -382,7 +382,7 @@ def test_session_cap_without_compression() -> None:
     assert caps == [900.0]
     out = send(d, InputKind.VIDEO, turn_complete=False)
     cap = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.SESSION_CAP)
-    assert cap.delay == pytest.approx(120.0 - (d.now - engine.session_started_at))  # type: ignore
+    assert cap.delay == pytest.approx(120.0 - (d.now - engine.span.started_at))  # type: ignore
     d.fire_timer(Timer.SESSION_CAP)
     assert any("duration cap" in n.reason for n in notices(d, ContextLost))
 
@@ -467,7 +467,8 @@ def test_scaled_policy_scales_every_duration() -> None:
     """One factor scales every duration, so tests can compress minutes into fractions."""
     scaled = Policy().scaled(0.001)
     assert scaled.limits.connection_lifetime == pytest.approx(0.6)
-    assert scaled.limits.handle_validity == pytest.approx(7.2)
+    assert scaled.for_backend(Backend.GEMINI).limits.handle_validity == pytest.approx(7.2)
+    assert scaled.for_backend(Backend.VERTEX).limits.handle_validity == pytest.approx(86.4)
     assert scaled.retry.base_delay == pytest.approx(0.00025)
     assert scaled.replay.audio_staleness == pytest.approx(0.002)
 

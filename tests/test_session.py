@@ -216,8 +216,8 @@ async def test_refused_resume_starts_fresh_and_says_context_lost(slow_emu: LiveE
     assert "refused the resumption handle" in lost.reason
     reply = await app.ask("who am I?")
     assert "nothing before" in reply
-    assert ("resume_rejected", "resuming", "expired") in app.transitions()
-    assert ("restart_fresh", "expired", "connecting") in app.transitions()
+    assert ("setup_refused", "resuming", "expired") in app.transitions()
+    assert ("restart_or_give_up", "expired", "connecting") in app.transitions()
     await app.stop()
 
 

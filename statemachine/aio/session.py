@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import ssl
 import time
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
 import attrs
-import structlog
 from google import genai
-from google.genai import errors as genai_errors
 from google.genai import types
 from google.genai.live import AsyncSession
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..core.actions import (
     Action,
@@ -40,6 +33,7 @@ from ..core.actions import (
     OpenConnection,
     ReplyInterrupted,
     Send,
+    StoreAction,
 )
 from ..core.engine import Lifecycle
 from ..core.events import (
@@ -48,7 +42,6 @@ from ..core.events import (
     Connect,
     ConnectionLost,
     Event,
-    FatalError,
     GenerationComplete,
     GoAway,
     InputKind,
@@ -65,18 +58,20 @@ from ..core.events import (
     Usage,
 )
 from ..core.journal import Entry
+from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, structlog_sink
-from ..core.table import State
-from ..core.wire import parse_duration
-from ..errors import SessionTerminated
-from ..stores import HandleStore, LeaseHeld, MemoryStore, StoredHandle, StoreError
+from ..core.table import FINAL
+from ..core.wire import parse_time_left
+from ..errors import LocalMisuse, SessionTerminated, SettingsError
+from ..stores import HandleStore, MemoryStore
+from . import sdk as adapter
+from .persistence import StoreWorker
 
 Message = types.LiveServerMessage
 _END = object()
 #: how long the application may be away from receive() before a background reader takes over
 _BACKGROUND_AFTER = 0.05
-_log = structlog.get_logger("statemachine.session")
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -153,26 +148,26 @@ class LiveSession:
         lease_wait: float = 0.0,
     ) -> None:
         if store is not None and session_key is None:
-            raise ValueError("a store needs a session_key: the name the session is stored under")
-        self._durable = (
-            None if session_key is None
-            else _Durable(store or DEFAULT_STORE, session_key, lease_ttl, lease_wait, self)
-        )
+            raise SettingsError("a store needs a session_key: the name the session is stored "
+                                f"under (store={type(store).__name__}, session_key=None)")
+        adapter.check_model(client, model)
+        self._store: StoreWorker | None = None
+        persistence = None
+        if session_key is not None:
+            persistence = Persistence(key=session_key, lease_ttl=lease_ttl)
+            self._store = StoreWorker(store or DEFAULT_STORE, persistence, lease_wait,
+                                      self._feed_one, self._now)
         self._client = client
         self._model = model
         base = types.LiveConnectConfig.model_validate(config or {})
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
-        policy = policy or Policy()
         cwc = base.context_window_compression
-        if cwc is not None and cwc.trigger_tokens:
-            target = (cwc.sliding_window.target_tokens if cwc.sliding_window else None) or (
-                cwc.trigger_tokens // 2
-            )
-            policy = attrs.evolve(
-                policy, compression=True, compression_trigger_tokens=cwc.trigger_tokens,
-                compression_target_tokens=target,
-            )
-        elif policy.compression:
+        given = cwc is not None and bool(cwc.trigger_tokens)
+        policy = (policy or Policy()).adopt_compression(
+            cwc.trigger_tokens if cwc is not None and given else None,
+            (cwc.sliding_window.target_tokens
+             if cwc is not None and given and cwc.sliding_window else None))
+        if not given and policy.compression:
             cwc = types.ContextWindowCompressionConfig(
                 trigger_tokens=policy.compression_trigger_tokens,
                 sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
@@ -182,7 +177,8 @@ class LiveSession:
         self._on_event = on_event
         self._on_notice = on_notice
         self._core = Lifecycle(
-            policy=policy, backend=self.backend, session_id=session_id, audit=self._audit
+            policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
+            persistence=persistence,
         )
         self._lock = asyncio.Lock()
         self._conns: dict[int, _Conn] = {}
@@ -190,8 +186,10 @@ class LiveSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages: asyncio.Queue[Any] = asyncio.Queue()
         self._live: _Conn | None = None  # the connection the application reads from
-        self._reply_parts: list[str] = []  # the text of the model's turn in flight
-        self._reply_gen: int | None = None  # the connection whose turn the core knows started
+        #: why the last connection failed, chained to `SessionTerminated`
+        self._last_error: BaseException | None = None
+        self._store_settled = asyncio.Event()
+        self._store_settled.set()
         self._app_reading = False
         self._app_wake = asyncio.Event()
         self._bg_allowed = asyncio.Event()
@@ -205,7 +203,6 @@ class LiveSession:
         self._started = asyncio.Event()
         self._ended = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._last_at = 0.0
         #: the most recent notices (bounded: a session may run for hours)
         self.notices_seen: deque[Notice] = deque(maxlen=256)
 
@@ -232,19 +229,23 @@ class LiveSession:
     async def start(self) -> None:
         """Open the first connection (resuming a valid stored handle, if a store holds one);
         return once it is live, raise if the session ended."""
-        if self._durable is not None:
-            await self._durable.start()
+        if self._store is not None:
+            record = await self._store.start()
+            if record is not None:
+                age = time.time() - record.issued_at
+                self._core.restore(record.handle, at=self._now(), age=age,
+                                   compressed=record.compressed, generation=record.generation)
+                self._core.note("handle_restored", at=self._now(),
+                                key=self._store.persistence.key, age_s=round(age, 3),
+                                generation=record.generation)
         await self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
             return_when=asyncio.FIRST_COMPLETED,
         )
         if not self._started.is_set():
-            end = self._core.end
             await self._shutdown()
-            raise SessionTerminated(
-                end.reason if end else "session ended", code=end.code if end else None
-            )
+            raise self._terminated()
 
     async def send_client_content(
         self,
@@ -277,7 +278,7 @@ class LiveSession:
         }
         chosen = [(kind, kw) for kind, kw in given.items() if kw[1] is not None]
         if len(chosen) != 1:
-            raise ValueError(
+            raise LocalMisuse(
                 "send_realtime_input takes exactly one of audio, video, text, audio_stream_end, "
                 f"activity_start, activity_end; got {len(chosen)}"
             )
@@ -312,7 +313,7 @@ class LiveSession:
                     self._messages.put_nowait(_END)
                     end = self._core.end
                     if end is not None and not end.by_application:
-                        raise SessionTerminated(end.reason, code=end.code)
+                        raise self._terminated()
                     return
                 yield item
                 continue
@@ -339,7 +340,7 @@ class LiveSession:
             if not self._messages.empty() or conn.sdk is None or conn.closing:
                 return None
             try:
-                message = await conn.sdk._receive()
+                message = await adapter.receive_one(conn.sdk)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -371,11 +372,20 @@ class LiveSession:
         self._messages.put_nowait(item)
         self._app_wake.set()
 
-    async def flush_handle(self) -> None:
-        """Return once the latest resumable handle is written to the store (no-op without one):
-        after it, a crash of this process loses nothing the model has acknowledged."""
-        if self._durable is not None:
-            await self._durable._flush()
+    async def flush_handle(self, within: float | None = None) -> bool:
+        """Wait until the latest resumable handle is written to the store: after it, a crash of
+        this process loses nothing the model has acknowledged. False when the store is down
+        (the handle is kept in memory and the store retried) or `within` seconds (default: the
+        lease time) ran out; True without a store."""
+        if self._store is None:
+            return True
+        bound = within if within is not None else self._store.persistence.lease_ttl
+        try:
+            async with asyncio.timeout(bound):
+                await self._store_settled.wait()
+        except TimeoutError:
+            return False
+        return not self._core.durable.degraded
 
     def events(self) -> AsyncIterator[AuditRecord]:
         """Every audit record of this session (the same records as the audit log), live. Each
@@ -389,7 +399,7 @@ class LiveSession:
 
     async def close(self) -> None:
         """Close the session: the socket is closed, every task stops, nothing reconnects."""
-        if self._core.state is not State.TERMINATED:
+        if self._core.state not in FINAL:
             await self._feed(Close(at=self._now()))
         await self._shutdown()
 
@@ -416,18 +426,29 @@ class LiveSession:
                                      turn_complete=turn_complete, tool_ids=tool_ids))
 
     async def _feed(self, *events: Event) -> None:
-        """Feed events stamped when they were observed; one waiting for the lock behind a later
-        one is re-stamped, so the session's clock never runs backwards."""
+        """Feed events in order and perform the actions each returns, under one lock."""
         async with self._lock:
+            core = self._core
             for event in events:
-                if event.at < self._last_at:
-                    event = attrs.evolve(event, at=self._last_at)
-                self._last_at = event.at
-                actions = self._core.feed(event)
+                actions = core.feed(event)
                 if actions:
                     await self._perform(actions)
-            if self._durable is not None:
-                self._durable.track()
+            if core.store_settled:
+                self._store_settled.set()
+            else:
+                self._store_settled.clear()
+
+    async def _feed_one(self, event: Event) -> None:
+        await self._feed(event)
+
+    def _terminated(self) -> SessionTerminated:
+        """The exception for a session that ended other than by `close()`, chained to the last
+        connection failure that led there."""
+        end = self._core.end
+        error = SessionTerminated(end.reason if end else "session ended",
+                                  code=end.code if end else None)
+        error.__cause__ = self._last_error
+        return error
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
@@ -448,6 +469,8 @@ class LiveSession:
                 self._cancel_timer(action.timer)
             elif isinstance(action, Notify):
                 self._notify(action.notice)
+            elif isinstance(action, StoreAction) and self._store is not None:
+                self._store.perform(action)
 
     def _timer_fired(self, timer: Timer, token: int) -> None:
         self._timers.pop(timer, None)
@@ -497,11 +520,9 @@ class LiveSession:
             ) as sdk:
                 conn.sdk = sdk
                 live = True
-                session_id = sdk.setup_complete.session_id if sdk.setup_complete else None
-                await self._feed(
-                    SetupComplete(at=self._now(), generation=gen, session_id=session_id))
+                await self._feed(SetupComplete(at=self._now(), generation=gen,
+                                               session_id=adapter.session_id(sdk)))
                 self._started.set()
-                self._reply_parts, self._reply_gen = [], None  # a new connection: no turn open
                 self._live = conn
                 self._app_wake.set()
                 self._spawn(self._measure_rtt(conn, sdk))
@@ -528,7 +549,7 @@ class LiveSession:
                     failed.cancel()
                 continue
             self._bg_idle.clear()
-            read = self._loop.create_task(sdk._receive())
+            read = self._loop.create_task(adapter.receive_one(sdk))
             conn.bg_read = read
             try:
                 message = await read
@@ -544,74 +565,44 @@ class LiveSession:
             await self._on_message(conn.generation, message)
 
     async def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
-        """Classify why a connection failed (close code, handshake, TLS, malformed frame) and
-        tell the core, whichever task was reading."""
-        gen = conn.generation
-        if isinstance(exc, genai_errors.APIError):
-            await self._lost(conn, code=exc.code, reason=str(exc.details or exc.message or ""),
-                             live=live)
-        elif isinstance(exc, ConnectionClosed):
-            code = exc.rcvd.code if exc.rcvd else 1006
-            await self._lost(conn, code=code, reason=exc.rcvd.reason if exc.rcvd else "",
-                             live=live)
-        elif isinstance(exc, InvalidStatus):
-            status = exc.response.status_code
-            await self._lost(conn, http_status=status, reason=f"handshake refused: HTTP {status}",
-                             live=live)
-        elif isinstance(exc, ssl.SSLCertVerificationError):
-            await self._fatal(conn, f"TLS certificate verification failed: {exc.verify_message}; "
-                                    "check SSL_CERT_FILE or the client's ssl context")
-        elif isinstance(exc, OSError | InvalidHandshake | TimeoutError):
-            await self._lost(conn, reason=f"{type(exc).__name__}: {exc}", live=live)
-        elif isinstance(exc, ValueError | TypeError):
-            await self._lost(conn, reason=f"malformed server frame: {exc}"[:200], live=live)
-        else:  # a bug, not a network condition: stop loudly
-            await self._fatal(conn, f"unexpected {type(exc).__name__} on connection {gen}: {exc}")
+        """Tell the core what ended a connection (the adapter says what it was; the core decides
+        what it calls for), whichever task was reading."""
+        if conn.closing:
+            return
+        self._last_error = exc
+        seen = adapter.observe(exc)
+        await self._feed(ConnectionLost(
+            at=self._now(), generation=conn.generation, code=seen.code, reason=seen.reason,
+            http_status=seen.http_status, during_setup=not live, failure=seen.failure))
 
     async def _measure_rtt(self, conn: _Conn, sdk: AsyncSession) -> None:
         """One WebSocket ping after setup: the round trip bounds which input may cross a handle
         update on the wire (see journal.py)."""
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                waiter = await sdk._ws.ping()
-                rtt = await waiter
-            if not conn.closing:
-                await self._feed(
-                    Latency(at=self._now(), generation=conn.generation, rtt=float(rtt)))
-
-    async def _lost(self, conn: _Conn, *, code: int | None = None, reason: str = "",
-                    http_status: int | None = None, live: bool) -> None:
-        if conn.closing:
-            return
-        await self._feed(ConnectionLost(at=self._now(), generation=conn.generation, code=code,
-                                        reason=reason, http_status=http_status,
-                                        during_setup=not live))
-
-    async def _fatal(self, conn: _Conn, reason: str) -> None:
+        try:
+            rtt = await adapter.ping(sdk, within=5)
+        except Exception:
+            return  # no measurement: the core uses the policy's default window
         if not conn.closing:
-            await self._feed(FatalError(at=self._now(), reason=reason))
+            await self._feed(Latency(at=self._now(), generation=conn.generation, rtt=rtt))
 
     async def _on_message(self, gen: int, message: Message, *, deliver: bool = True) -> None:
         """Turn a server message into the core's events. Model chunks are the bulk of the
-        traffic and the lifecycle needs only the first of each turn (a turn is in flight) and
-        the reply's text at `turnComplete`: the rest are collected here, not fed one by one."""
+        traffic: their text goes to the core's turn (`model_chunk`), and only the first of a
+        turn is fed as an event (the driver contract in actions.py)."""
         if deliver:
             self._deliver(message)
         sc = message.server_content
+        now = self._now()
+        events: list[Event] = []
         if sc is not None and sc.model_turn is not None:
             text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
             if not text and sc.output_transcription is not None:
                 text = sc.output_transcription.text or ""
-            if text:
-                self._reply_parts.append(text)
-            if self._reply_gen == gen and _only_model_turn(message):
-                return  # a later chunk of a turn the core already knows is in flight
-        now = self._now()
-        events: list[Event] = []
-        if sc is not None:
-            if sc.model_turn is not None and self._reply_gen != gen:
-                self._reply_gen = gen
+            if self._core.model_chunk(gen, text):
                 events.append(ModelOutput(at=now, generation=gen))
+            elif _only_model_turn(message):
+                return
+        if sc is not None:
             if sc.generation_complete:
                 events.append(GenerationComplete(at=now, generation=gen))
             if sc.interrupted:
@@ -621,9 +612,7 @@ class LiveSession:
                                 prompt_tokens=message.usage_metadata.prompt_token_count,
                                 total_tokens=message.usage_metadata.total_token_count))
         if sc is not None and sc.turn_complete:
-            events.append(TurnComplete(at=now, generation=gen,
-                                       reply_text="".join(self._reply_parts)))
-            self._reply_parts, self._reply_gen = [], None
+            events.append(TurnComplete(at=now, generation=gen))
         if message.tool_call is not None:
             ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
             events.append(ToolCall(at=now, generation=gen, ids=ids))
@@ -631,8 +620,8 @@ class LiveSession:
             events.append(ToolCallCancellation(
                 at=now, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
         if message.go_away is not None:
-            left = parse_duration(message.go_away.time_left or "0s")
-            events.append(GoAway(at=now, generation=gen, time_left=left))
+            events.append(GoAway(at=now, generation=gen,
+                                 time_left=parse_time_left(message.go_away.time_left)))
         update = message.session_resumption_update
         if update is not None:
             index = update.last_consumed_client_message_index
@@ -660,7 +649,7 @@ class LiveSession:
                 await conn.sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
             else:
                 await conn.sdk.send_realtime_input(**entry.payload)
-        except ConnectionClosed:
+        except adapter.SEND_AFTER_CLOSE:
             pass  # the receive loop reports the close; the entry stays journaled
 
     async def _close_connection(self, generation: int) -> None:
@@ -668,17 +657,8 @@ class LiveSession:
         if conn is None:
             return
         conn.closing = True
-        timeout = self._core.policy.keepalive.close_timeout
         if conn.sdk is not None:
-            # The SDK offers no bounded close; its websocket is reached to abort the transport
-            # when the server does not answer the close frame in time.
-            ws = conn.sdk._ws
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(timeout):
-                    await conn.sdk.close()
-            transport = getattr(ws, "transport", None)
-            if transport is not None and not transport.is_closing():
-                transport.abort()
+            await adapter.close(conn.sdk, self._core.policy.keepalive.close_timeout)
         task = conn.task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -693,8 +673,8 @@ class LiveSession:
 
     async def _shutdown(self) -> None:
         """Stop everything this session started; safe to call more than once."""
-        if self._durable is not None:
-            await self._durable.stop()
+        if self._store is not None:
+            await self._store.stop(self._core.policy.keepalive.close_timeout)
         for timer in list(self._timers):
             self._cancel_timer(timer)
         if self._bg_timer is not None:
@@ -711,148 +691,6 @@ class LiveSession:
 
 #: The store used when a session_key is given without a store: shared by the process's sessions.
 DEFAULT_STORE: HandleStore = MemoryStore()
-
-
-class _Durable:
-    """The store side of one session: the lease, restoring the handle, writing handles through,
-    and falling back to memory (with a warning and an audit record) when the store fails."""
-
-    def __init__(self, store: HandleStore, key: str, lease_ttl: float, lease_wait: float,
-                 session: LiveSession) -> None:
-        if lease_ttl <= 0:
-            raise ValueError("lease_ttl must be > 0 seconds")
-        self.store = store
-        self.key = key
-        self.ttl = lease_ttl
-        self.wait = lease_wait
-        self.session = session
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.degraded = False
-        self._written: str | None = None
-        self._pending: StoredHandle | bool | None = False  # False: nothing to write
-        self._wake = asyncio.Event()
-        self._flush_lock = asyncio.Lock()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._leased = False
-
-    async def start(self) -> None:
-        core = self.session.core
-        deadline = time.monotonic() + self.wait
-        while True:
-            try:
-                await self.store.acquire(self.key, self.holder, self.ttl)
-                self._leased = True
-                break
-            except LeaseHeld as held:
-                if time.monotonic() + min(held.expires_in, 0.05) > deadline:
-                    raise
-                await asyncio.sleep(min(max(held.expires_in, 0.01), 0.25))
-            except StoreError as exc:
-                # Not live yet: starting without the lease could put the session on two
-                # workers at once, so this fails instead of degrading.
-                raise StoreError(
-                    f"session {self.key!r} not started: its lease could not be taken ({exc}); "
-                    "without it two workers could run the same session. Check the store, or "
-                    "start without store/session_key"
-                ) from exc
-        try:
-            record = await self.store.load(self.key)
-        except StoreError as exc:
-            with contextlib.suppress(StoreError):
-                await self.store.release(self.key, self.holder)
-            self._leased = False
-            raise StoreError(f"session {self.key!r} not started: {exc}") from exc
-        now = time.time()
-        if record is not None and record.valid(now):
-            age = now - record.issued_at
-            core.restore(record.handle, at=self.session._now(), age=age,
-                         compressed=record.compressed, generation=record.generation)
-            self._written = record.handle
-            core.note("handle_restored", at=self.session._now(), key=self.key,
-                      age_s=round(age, 3), generation=record.generation)
-        loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._writer()), loop.create_task(self._renewer())]
-
-    def track(self) -> None:
-        """After each event: queue the latest resumable handle (or its removal) for the store."""
-        core = self.session.core
-        handle = core.handle
-        if handle == self._written:
-            return
-        self._written = handle
-        if handle is None or core.handle_at is None:
-            self._pending = None
-        else:
-            issued = time.time() - (self.session._now() - core.handle_at)
-            self._pending = StoredHandle(
-                handle=handle, issued_at=issued,
-                expires_at=issued + core.policy.limits.handle_validity,
-                generation=core.generation, compressed=core.compressed)
-        self._wake.set()
-
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        async with self._flush_lock:
-            await self._flush_locked()
-
-    async def _flush_locked(self) -> None:
-        pending, self._pending = self._pending, False
-        if pending is False:
-            return
-        try:
-            if pending is None:
-                await self.store.delete(self.key)
-            else:
-                assert isinstance(pending, StoredHandle)
-                await self.store.save(self.key, pending)
-        except StoreError as exc:
-            self._degrade(exc)
-            if pending is not None:
-                assert isinstance(pending, StoredHandle)
-                await self.store.save(self.key, pending)
-
-    async def _renewer(self) -> None:
-        while self._leased:
-            await asyncio.sleep(self.ttl / 3)
-            try:
-                ours = await self.store.renew(self.key, self.holder, self.ttl)
-            except StoreError as exc:
-                self._degrade(exc)
-                continue
-            if not ours:
-                self._leased = False
-                self.session._spawn(self.session._feed(FatalError(
-                    at=self.session._now(),
-                    reason=f"lease on session {self.key!r} lost: another worker took it "
-                                 "(this worker stalled past the lease)")))
-                return
-
-    def _degrade(self, exc: Exception) -> None:
-        if self.degraded:
-            return
-        self.degraded = True
-        _log.warning("handle store unreachable: continuing in memory", key=self.key,
-                     error=str(exc))
-        self.session.core.note("store_degraded", at=self.session._now(), key=self.key,
-                               error=str(exc)[:200])
-        self.store = MemoryStore()
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        with contextlib.suppress(StoreError):
-            await self._flush()
-        if self._leased:
-            self._leased = False
-            with contextlib.suppress(StoreError):
-                await self.store.release(self.key, self.holder)
 
 
 def _only_model_turn(message: Message) -> bool:
@@ -892,5 +730,6 @@ def connect(
 
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
-    Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id)."""
+    Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
+    session_key, lease_ttl, lease_wait)."""
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)

@@ -92,7 +92,8 @@ class SessionSummary:
                      else self.drop_outages).append(outage)
                     self.resumes += 1
                 self._resuming_since = None
-            self.fresh_restarts += name == Trigger.RESTART_FRESH.value
+            self.fresh_restarts += (name == Trigger.RESTART_OR_GIVE_UP.value
+                                    and record.get("dest") == State.CONNECTING.value)
             self.state = dest
         elif kind == "event" and name == "connection_lost" and not record.get("stale"):
             cause = record.get("cause") or {}

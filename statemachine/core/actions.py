@@ -5,14 +5,19 @@ the next event. `OpenConnection` means: connect (closing nothing: a `CloseConnec
 socket always comes first), wait for `setupComplete` and feed `SetupComplete`, or feed
 `ConnectionLost(during_setup=True)`. `Send` actions go out in order on the connection named.
 `ArmTimer` replaces any timer of the same kind; feed `TimerFired` with its token when it expires.
+`StoreAction`s may be performed in the background, one at a time and in order, without holding
+the session up; feed `StoreDone`, `StoreFailed` (on `StoreError`) or, when a lease renewal
+finds another holder, `LeaseLost`. Model text: pass every chunk's text to
+`Lifecycle.model_chunk()` and feed `ModelOutput` only when it returns True.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from .events import Timer
+from .events import StoreOp, Timer
 from .journal import Entry
+from .persistence import StoredHandle
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +62,49 @@ class ArmTimer(Action):
 @attrs.frozen(kw_only=True)
 class CancelTimer(Action):
     timer: Timer
+
+
+@attrs.frozen(kw_only=True)
+class StoreAction(Action):
+    """Something the handle store must do for the session stored under `key`."""
+
+    key: str
+
+    @property
+    def op(self) -> StoreOp:
+        raise NotImplementedError
+
+
+@attrs.frozen(kw_only=True)
+class SaveHandle(StoreAction):
+    record: StoredHandle
+
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.SAVE
+
+
+@attrs.frozen(kw_only=True)
+class ForgetHandle(StoreAction):
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.FORGET
+
+
+@attrs.frozen(kw_only=True)
+class RenewLease(StoreAction):
+    ttl: float
+
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.RENEW
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseLease(StoreAction):
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.RELEASE
 
 
 @attrs.frozen(kw_only=True)
@@ -105,6 +153,19 @@ class ContextLost(Notice):
 
     reason: str
     unsent: tuple[Entry, ...] = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class StoreDegraded(Notice):
+    """The handle store failed: the session goes on with its handle in memory and retries the
+    store with backoff. A crash of this process now would lose the handle."""
+
+    error: str
+
+
+@attrs.frozen(kw_only=True)
+class StoreRecovered(Notice):
+    """The handle store answers again; the latest handle is being written to it."""
 
 
 @attrs.frozen(kw_only=True)

@@ -10,6 +10,8 @@ import enum
 
 import attrs
 
+from .events import Failure
+
 
 class Disposition(enum.StrEnum):
     """What a lost connection calls for."""
@@ -57,8 +59,9 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="invalid argument at setup: on a resume, the handle was refused"),
     Rule(code=1007, phase=Phase.LIVE, reason_contains=None, disposition=Disposition.FATAL,
          why="the server rejected a client message as invalid; replaying it would loop"),
-    Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.FATAL,
-         why="unknown model or policy violation at setup"),
+    Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
+         why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
+             "an unknown model or a policy violation"),
     Rule(code=1008, phase=Phase.LIVE, reason_contains=None, disposition=Disposition.RESUME,
          why="policy close on a live connection (e.g. not closing after goAway)"),
     Rule(code=1002, phase=None, reason_contains=None, disposition=Disposition.FATAL,
@@ -80,6 +83,25 @@ HTTP_RULES: dict[int, Disposition] = {
 }
 
 
+#: Failures without a close code, as the shell observed them: what each calls for. A close code
+#: (`Failure.CLOSED`) goes through `CLOSE_RULES`, an HTTP status through `HTTP_RULES`.
+FAILURE_RULES: dict[Failure, tuple[Disposition, str]] = {
+    Failure.NETWORK: (Disposition.BACKOFF, "the connection failed or broke without a close code"),
+    Failure.MALFORMED: (Disposition.BACKOFF, "the server sent a frame the protocol does not "
+                                             "allow"),
+    Failure.SETUP_TIMEOUT: (Disposition.BACKOFF, "no setupComplete in time"),
+    Failure.TLS: (Disposition.FATAL, "the server's TLS certificate is not trusted"),
+    Failure.LOCAL: (Disposition.FATAL, "the client library refused the request before sending "
+                                       "it"),
+}
+
+#: What to do about a fatal failure that has no close code or status.
+FAILURE_HINTS: dict[Failure, str] = {
+    Failure.TLS: "check SSL_CERT_FILE or the ssl context given to the client",
+    Failure.LOCAL: "check the arguments of connect() (model name, config): the reason says "
+                   "what the client library refused",
+}
+
 #: What the application can do about a fatal close or refused handshake, by code or status.
 HINTS: dict[int, str] = {
     1002: "a protocol error: check that google-genai and websockets are up to date",
@@ -94,8 +116,11 @@ HINTS: dict[int, str] = {
 }
 
 
-def hint(code: int | None, http_status: int | None = None) -> str:
-    """What to do about a fatal close or refused handshake ("" when there is nothing to add)."""
+def hint(code: int | None, http_status: int | None = None,
+         failure: Failure = Failure.CLOSED) -> str:
+    """What to do about a fatal failure ("" when there is nothing to add)."""
+    if failure in FAILURE_HINTS:
+        return FAILURE_HINTS[failure]
     if http_status is not None:
         return HINTS.get(http_status, "")
     if code is not None and 4000 <= code < 5000:
@@ -130,3 +155,13 @@ def classify_http(status: int) -> tuple[Disposition, str]:
     why = {401: "API key missing or invalid", 403: "permission denied", 404: "endpoint not found",
            429: "rate limited"}.get(status, f"handshake refused with HTTP {status}")
     return disposition, why
+
+
+def classify_failure(failure: Failure, *, code: int | None, reason: str,
+                     http_status: int | None, during_setup: bool) -> tuple[Disposition, str]:
+    """Disposition and the reason for it, for any way a connection can end."""
+    if http_status is not None:
+        return classify_http(http_status)
+    if failure in FAILURE_RULES:
+        return FAILURE_RULES[failure]
+    return classify_close(code, reason, Phase.SETUP if during_setup else Phase.LIVE)

@@ -1,10 +1,16 @@
 """The sans-I/O lifecycle engine: events in, actions out. No sockets, no asyncio, no clock reads.
 
 One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session (each session
-is a model added to it). Guards are evaluated from the engine's bookkeeping; the machine's
-`after_state_change` writes the transition's audit record and runs the destination's entry
-actions, and its `finalize_event` records triggers no guard let through. `feed()` writes one
-audit record per event.
+is a model added to it, see `machine.py`). Guards are evaluated from the engine's bookkeeping;
+the machine's `after_state_change` writes the transition's audit record and runs the
+destination's entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its
+`finalize_event` records triggers no guard let through. `feed()` writes one audit record per
+event. The engine asks the table whether a trigger applies (`_can`); it keeps no list of states of
+its own.
+
+The bookkeeping is a few records, each replaced whole when what it describes starts anew: the
+current `Connection` on every open, the `Turn` when a connection ends, the `Resumption` handle and
+the server-side `Span` on a fresh restart.
 """
 
 from __future__ import annotations
@@ -28,16 +34,23 @@ from .actions import (
     CloseConnection,
     ContextLost,
     Ended,
+    ForgetHandle,
     InputDropped,
     Notice,
     Notify,
     OpenConnection,
+    ReleaseLease,
+    RenewLease,
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    SaveHandle,
     Send,
+    StoreAction,
+    StoreDegraded,
+    StoreRecovered,
 )
-from .closecodes import Disposition, Phase, classify_close, classify_http, hint
+from .closecodes import Disposition, classify_failure, hint
 from .events import (
     ClientInput,
     Close,
@@ -45,15 +58,20 @@ from .events import (
     ConnectionEvent,
     ConnectionLost,
     Event,
+    Failure,
     FatalError,
     GenerationComplete,
     GoAway,
     InputKind,
     Interrupted,
     Latency,
+    LeaseLost,
     ModelOutput,
     ResumptionUpdate,
     SetupComplete,
+    StoreDone,
+    StoreFailed,
+    StoreOp,
     Timer,
     TimerFired,
     ToolCall,
@@ -64,6 +82,7 @@ from .events import (
 )
 from .journal import Entry, Journal
 from .machine import MACHINE, STATES, Model, release
+from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
 from .records import (
     AuditRecord,
@@ -86,6 +105,7 @@ class Loss:
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
+    failure: Failure = Failure.CLOSED
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -105,8 +125,77 @@ class Counters:
     connections: int = 0
 
 
+@attrs.define(kw_only=True, slots=True)
+class Connection:
+    """The current connection (generation 0: none yet); replaced by every open."""
+
+    generation: int = 0
+    open: bool = False  # opened and not yet left or lost
+    setup_done: bool = False
+    rtt: float | None = None  # measured round trip (bounds the crossing window)
+    next_index: int = 1  # index of the next client message (transparent mode)
+    go_away_deadline: float | None = None
+
+
+@attrs.define(kw_only=True, slots=True)
+class Resumption:
+    """The latest resumable handle and when it was issued (monotonic); emptied by a fresh
+    restart."""
+
+    handle: str | None = attrs.field(default=None, repr=False)
+    at: float | None = None
+
+
+@attrs.define(kw_only=True, slots=True)
+class Span:
+    """The server-side session that the caps and compression apply to; a fresh restart starts a
+    new one."""
+
+    started_at: float | None = None
+    video_sent: bool = False
+    compressed: bool = False
+    prompt_tokens: int = 0
+
+
+@attrs.define(kw_only=True, slots=True)
+class Turn:
+    """The model's turn on the current connection; a connection's end replaces it."""
+
+    in_flight: bool = False
+    text: list[str] = attrs.Factory(list)
+    tool_calls: set[str] = attrs.Factory(set)
+
+
+@attrs.define(kw_only=True, slots=True)
+class Budget:
+    """Failure retries: the count in the current drop, and when each retry (or fresh restart)
+    began, for the per-session budget over a sliding window."""
+
+    drop_attempts: int = 0
+    started: deque[float] = attrs.Factory(deque)
+
+
+@attrs.define(kw_only=True, slots=True)
+class Durability:
+    """The store side: what was handed to the store, what waits, and whether it answers."""
+
+    saved: str | None = attrs.field(default=None, repr=False)  # the handle last queued
+    pending: StoreAction | None = None  # the next save/forget, once nothing is in flight
+    in_flight: StoreAction | None = None  # the save/forget the store is performing
+    renewing: bool = False
+    degraded: bool = False
+    failures: int = 0  # consecutive, for the retry backoff
+
+
 class Lifecycle:
     """One session's lifecycle. Feed it events; perform the actions it returns, in order."""
+
+    __slots__ = (
+        "__weakref__", "_actions", "_audit", "_audit_seq", "_cause", "_followups", "_fp",
+        "_fp_of", "_model", "_next_seq", "_now", "_release", "_rng", "_timers", "_token", "_wall",
+        "backend", "budget", "conn", "counters", "durable", "end", "journal", "loss",
+        "persistence", "policy", "resumption", "session_id", "span", "transparent", "turn",
+    )
 
     def __init__(
         self,
@@ -117,6 +206,7 @@ class Lifecycle:
         audit: AuditSink | None = None,
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        persistence: Persistence | None = None,
     ) -> None:
         self.policy = (policy or Policy()).for_backend(backend)
         self.backend = backend
@@ -126,32 +216,22 @@ class Lifecycle:
             else backend is Backend.VERTEX
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
+        self.persistence = persistence
         self._audit = audit if audit is not None else structlog_sink()
         self._wall = wall_clock
         self._rng = rng or random.Random()
         self.journal = Journal()
         self.counters = Counters()
-        self.generation = 0
-        self.connection_open = False
-        self.setup_done = False
-        self.handle: str | None = None
-        self.handle_at: float | None = None
-        self.compressed = False
-        self.session_started_at: float | None = None
-        self.video_sent = False
-        self.last_prompt_tokens = 0
-        self.turn_in_flight = False
-        self.pending_tool_calls: set[str] = set()
-        self.go_away_deadline: float | None = None
-        self.rtt: float | None = None  # measured round trip of the current connection
-        self.drop_attempts = 0
-        self._attempts: deque[float] = deque()  # when each failure retry or fresh restart began
+        self.conn = Connection()
+        self.resumption = Resumption()
+        self.span = Span()
+        self.turn = Turn()
+        self.budget = Budget()
+        self.durable = Durability()
         self.loss: Loss | None = None
         self.end: Ended | None = None
-        self._turn_text: list[str] = []
         self._timers: dict[Timer, int] = {}
         self._token = 0
-        self._next_index = 1
         self._next_seq = 0
         self._audit_seq = 0
         self._now = 0.0
@@ -167,94 +247,132 @@ class Lifecycle:
     # -- public surface ------------------------------------------------------------------------
 
     @property
-    def session_attempts(self) -> int:
-        """Failure retries and fresh restarts within the retry policy's session window."""
-        horizon = self._now - self.policy.retry.session_window
-        while self._attempts and self._attempts[0] <= horizon:
-            self._attempts.popleft()
-        return len(self._attempts)
-
-    @property
     def state(self) -> State:
         return STATES[self._model.state]
 
     @property
+    def generation(self) -> int:
+        """The current connection's generation (1 for the first connection)."""
+        return self.conn.generation
+
+    @property
+    def handle(self) -> str | None:
+        """The latest resumable handle (secret: never log it; see `records.fingerprint`)."""
+        return self.resumption.handle
+
+    @property
+    def session_attempts(self) -> int:
+        """Failure retries and fresh restarts within the retry policy's session window."""
+        started = self.budget.started
+        horizon = self._now - self.policy.retry.session_window
+        while started and started[0] <= horizon:
+            started.popleft()
+        return len(started)
+
+    @property
     def live(self) -> bool:
         """Whether a connection has completed setup and carries input now."""
-        return self.state in table.LIVE and self.connection_open and self.setup_done
+        return self.state in table.LIVE and self.conn.open and self.conn.setup_done
+
+    @property
+    def store_settled(self) -> bool:
+        """Whether the store holds the latest handle (nothing queued or in flight) or is down."""
+        d = self.durable
+        return d.degraded or (d.pending is None and d.in_flight is None)
 
     def feed(self, event: Event) -> list[Action]:
-        """Advance the lifecycle by one event; return what the I/O layer must do, in order."""
-        self._now = event.at
+        """Advance the lifecycle by one event; return what the I/O layer must do, in order.
+
+        Events may come from several tasks and be stamped slightly out of order; the engine's
+        time never runs backwards (an older stamp counts as now)."""
+        self._now = max(self._now, event.at)
         self._actions = []
-        stale = isinstance(event, ConnectionEvent) and event.generation != self.generation
+        stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
         self._record("event", name, cause=cause, stale=stale)
         if isinstance(event, ClientInput):
             self._on_input(event)
         elif isinstance(event, Connect):
-            if self.state is not State.IDLE:
+            if not self._can(Trigger.CONNECT):
                 raise InvalidTransition("connect", self.state.value, "a session connects only once")
+            if self.persistence is not None:
+                self._arm(Timer.LEASE, self.persistence.lease_ttl / 3)
             self._fire(Trigger.CONNECT, {})
         elif isinstance(event, Close):
-            if self.state is not State.TERMINATED:
+            if self._can(Trigger.CLOSE):
                 self._fire(Trigger.CLOSE, {"reason": event.reason, "by_application": True})
         elif isinstance(event, FatalError):
-            if self.state is not State.TERMINATED:
+            if self._can(Trigger.FATAL_ERROR):
                 self._fire(Trigger.FATAL_ERROR, {"reason": event.reason})
         elif isinstance(event, TimerFired):
             self._on_timer(event)
-        elif not stale and self.state is not State.TERMINATED:
+        elif isinstance(event, StoreDone | StoreFailed | LeaseLost):
+            self._on_store(event)
+        elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
+        self._persist()
         return self._actions
+
+    def model_chunk(self, generation: int, text: str) -> bool:
+        """A model chunk's text (the bulk path: no audit record per chunk). True when the I/O
+        layer must also feed `ModelOutput`: the first chunk of a turn, which the lifecycle acts
+        on; the engine keeps the turn's text for history replay."""
+        if generation != self.conn.generation:
+            return False
+        if text:
+            self.turn.text.append(text)
+        return not self.turn.in_flight
 
     def restore(self, handle: str, *, at: float, age: float, compressed: bool = False,
                 generation: int = 0) -> None:
         """Seed a handle saved by an earlier process, `age` seconds old at monotonic time `at`,
         so `Connect` resumes it when still valid. Only before `Connect`."""
-        if self.state is not State.IDLE:
+        if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
-        self.handle = handle
-        self.handle_at = at - age
-        self.compressed = compressed
-        self.generation = generation
+        self.resumption = Resumption(handle=handle, at=at - age)
+        self.span.compressed = compressed
+        self.conn = Connection(generation=generation)
+        self.durable.saved = handle
 
     def note(self, name: str, *, at: float, **cause: Any) -> None:
-        """An audit record (kind `notice`) for something the I/O layer saw, such as a store that
-        became unreachable. No state changes."""
-        self._now = at
+        """An audit record (kind `notice`) for something the I/O layer saw, such as a handle
+        restored from a store. No state changes."""
+        self._now = max(self._now, at)
         self._record("notice", name, cause=cause)
 
-    def fire(self, trigger: Trigger, **cause: Any) -> bool:
-        """Fire a trigger directly (tools and tests); the audit log records it like any other.
-        Returns False when the table has no row for it here or no guard holds."""
+    def fire(self, trigger: Trigger, **cause: Any) -> list[Action]:
+        """Fire a trigger directly (tools and tests); the audit log records it like any other,
+        as rejected when the table has no row for it here or no guard holds. Returns the
+        actions to perform, like `feed`."""
         self._actions = []
-        ok = self._fire(trigger, cause)
+        self._fire(trigger, cause)
         self._drain_followups()
-        return ok
+        self._persist()
+        return self._actions
 
     def snapshot(self) -> dict[str, Any]:
         """A plain view of the bookkeeping, for tests, debugging and the application."""
         return {
             "session": self.session_id,
             "state": self.state.value,
-            "generation": self.generation,
-            "connection_open": self.connection_open,
-            "handle_fp": fingerprint(self.handle),
-            "compressed": self.compressed,
+            "generation": self.conn.generation,
+            "connection_open": self.conn.open,
+            "handle_fp": fingerprint(self.resumption.handle),
+            "compressed": self.span.compressed,
             "journal": len(self.journal),
-            "drop_attempts": self.drop_attempts,
+            "drop_attempts": self.budget.drop_attempts,
             "session_attempts": self.session_attempts,
+            "store_degraded": self.durable.degraded,
             "counters": attrs.asdict(self.counters),
         }
 
     # -- events --------------------------------------------------------------------------------
 
     def _on_input(self, event: ClientInput) -> None:
-        if self.state is State.IDLE:
+        if self.state is table.INITIAL:
             raise LocalMisuse("cannot send before connect(): open the session first")
-        if self.state is State.TERMINATED:
+        if self.state in table.FINAL:
             reason = self.end.reason if self.end else "terminated"
             raise SessionClosed(f"cannot send: the session has ended ({reason})")
         self._next_seq += 1
@@ -270,78 +388,80 @@ class Lifecycle:
         self._count(inputs=1)
         self.journal.append(entry)
         if event.kind is InputKind.TOOL_RESPONSE:
-            self.pending_tool_calls.difference_update(event.tool_ids)
-        if event.kind is InputKind.VIDEO and not self.video_sent:
-            self.video_sent = True
+            self.turn.tool_calls.difference_update(event.tool_ids)
+        if event.kind is InputKind.VIDEO and not self.span.video_sent:
+            self.span.video_sent = True
             self._arm_session_cap()
         if self.live and not self._held(entry):
             self._send(entry, replay=False, as_history=False)
 
     def _held(self, entry: Entry) -> bool:
-        """While draining, a new turn would start on a connection about to end and be cut by the
-        rotation: hold it (journaled) for the next connection. Tool responses still go out: the
-        turn in flight needs them to finish."""
+        """In a state that holds turns (draining), a new turn would start on a connection about
+        to end and be cut by the rotation: hold it (journaled) for the next connection. Tool
+        responses still go out: the turn in flight needs them to finish."""
         return (
-            self.state is State.DRAINING
+            self.state in table.HOLDS_TURNS
             and entry.trigger
             and entry.kind is not InputKind.TOOL_RESPONSE
         )
 
     def _on_connection_event(self, event: Event) -> None:
-        state = self.state
         if isinstance(event, SetupComplete):
-            if state in (State.CONNECTING, State.RESUMING) and self.connection_open:
+            if self.conn.open and self._can(Trigger.SETUP_COMPLETE):
                 self._fire(Trigger.SETUP_COMPLETE, {"session_id": event.session_id})
         elif isinstance(event, ConnectionLost):
             self._on_lost(event)
         elif isinstance(event, GoAway):
-            self.go_away_deadline = event.at + event.time_left
-            if state in (State.STREAMING, State.COMPRESSED):
+            left = event.time_left
+            if left is None:  # no usable timeLeft: the shortest notice the policy plans for
+                left = self.policy.limits.go_away_lead
+            deadline = event.at + left
+            current = self.conn.go_away_deadline
+            self.conn.go_away_deadline = deadline if current is None else min(current, deadline)
+            if self._can(Trigger.GO_AWAY):
                 self._fire(Trigger.GO_AWAY, {"time_left": event.time_left})
         elif isinstance(event, ResumptionUpdate):
             self._on_update(event)
         elif isinstance(event, ModelOutput):
-            self.turn_in_flight = True
+            self.turn.in_flight = True
             if event.text:
-                self._turn_text.append(event.text)
+                self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
-            self.turn_in_flight = True
-            self.pending_tool_calls.update(event.ids)
+            self.turn.in_flight = True
+            self.turn.tool_calls.update(event.ids)
         elif isinstance(event, ToolCallCancellation):
-            self.pending_tool_calls.difference_update(event.ids)
+            self.turn.tool_calls.difference_update(event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
-            self.turn_in_flight = False
-            reply = event.reply_text if event.reply_text is not None else "".join(self._turn_text)
+            reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
             self.journal.mark_answered(reply)
-            self._turn_text = []
+            self.turn = Turn(tool_calls=self.turn.tool_calls)
             self._check_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
         elif isinstance(event, Latency):
-            self.rtt = event.rtt
+            self.conn.rtt = event.rtt
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
     def _on_update(self, event: ResumptionUpdate) -> None:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
-        self.handle = event.handle
-        self.handle_at = event.at
+        self.resumption = Resumption(handle=event.handle, at=event.at)
         if self.transparent and event.last_consumed_index is not None:
-            covered = self.journal.prune_by_index(self.generation, event.last_consumed_index)
+            covered = self.journal.prune_by_index(self.conn.generation, event.last_consumed_index)
         else:
             replay = self.policy.replay
-            window = (self.rtt if self.rtt is not None else replay.crossing_default)
+            window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
             covered = self.journal.prune_covered(
-                self.generation, sent_before=event.at - window - replay.crossing_slack
+                self.conn.generation, sent_before=event.at - window - replay.crossing_slack
             )
         self._count(confirmed=len(covered))
         self._check_safe_point()
 
     def _on_usage(self, event: Usage) -> None:
-        previous = self.last_prompt_tokens
-        self.last_prompt_tokens = event.prompt_tokens
+        previous = self.span.prompt_tokens
+        self.span.prompt_tokens = event.prompt_tokens
         # The context only ever grows, except when the sliding window trims it; the server
         # trims before it reports, so the count is seen falling, never reaching the trigger.
         trimmed = (
@@ -349,45 +469,43 @@ class Lifecycle:
             and previous > self.policy.compression_target_tokens
             and event.prompt_tokens < previous
         )
-        if trimmed and not self.compressed:
-            self.compressed = True
-            if self.state is State.STREAMING:
+        if trimmed and not self.span.compressed:
+            self.span.compressed = True
+            if self._can(Trigger.COMPRESSION_DETECTED):
                 self._fire(
                     Trigger.COMPRESSION_DETECTED,
                     {"prompt_tokens": event.prompt_tokens, "previous": previous},
                 )
 
     def _on_lost(self, event: ConnectionLost) -> None:
-        if not self.connection_open:
+        if not self.conn.open:
             return
-        phase = Phase.SETUP if (event.during_setup or not self.setup_done) else Phase.LIVE
-        if event.http_status is not None:
-            disposition, why = classify_http(event.http_status)
-        else:
-            disposition, why = classify_close(event.code, event.reason, phase)
-        if disposition is Disposition.REJECTED and self.state is not State.RESUMING:
-            disposition, why = Disposition.FATAL, "setup refused as invalid on a new session"
-        self.loss = Loss(
-            disposition=disposition,
-            why=why,
-            code=event.code,
-            reason=event.reason,
-            http_status=event.http_status,
+        during_setup = event.during_setup or not self.conn.setup_done
+        disposition, why = classify_failure(
+            event.failure, code=event.code, reason=event.reason, http_status=event.http_status,
+            during_setup=during_setup,
         )
-        self.connection_open = False
-        self.setup_done = False
+        self._lose(Loss(disposition=disposition, why=why, code=event.code, reason=event.reason,
+                        http_status=event.http_status, failure=event.failure), {})
+
+    def _lose(self, loss: Loss, cause: dict[str, Any]) -> None:
+        """The current connection is gone: record why, then let the table decide what follows."""
+        self.loss = loss
+        self.conn.open = False
+        self.conn.setup_done = False
         self._cancel(Timer.SETUP)
         cause = {
-            "code": event.code,
-            "reason": event.reason,
-            "http_status": event.http_status,
-            "disposition": disposition.value,
-            "why": why,
+            **cause,
+            "code": loss.code,
+            "reason": loss.reason,
+            "http_status": loss.http_status,
+            "failure": loss.failure.value,
+            "disposition": loss.disposition.value,
+            "why": loss.why,
         }
-        if disposition is Disposition.REJECTED:
-            self._fire(Trigger.RESUME_REJECTED, cause)
-        else:
-            self._fire(Trigger.CONNECTION_LOST, cause)
+        trigger = (Trigger.SETUP_REFUSED if loss.disposition is Disposition.REJECTED
+                   else Trigger.CONNECTION_LOST)
+        self._fire(trigger, cause)
 
     def _on_timer(self, event: TimerFired) -> None:
         if self._timers.get(event.timer) != event.token:
@@ -396,29 +514,126 @@ class Lifecycle:
         cause = {"timer": event.timer.value}
         if event.timer is Timer.SETUP:
             self._actions.append(
-                CloseConnection(generation=self.generation, code=1000, reason="setup timeout")
+                CloseConnection(generation=self.conn.generation, code=1000, reason="setup timeout")
             )
-            self.loss = Loss(
-                disposition=Disposition.BACKOFF,
-                why=f"no setupComplete within {self.policy.limits.setup_timeout:g}s",
-            )
-            self.connection_open = False
-            self._fire(Trigger.CONNECTION_LOST, {**cause, "why": self.loss.why})
+            why = f"no setupComplete within {self.policy.limits.setup_timeout:g}s"
+            self._lose(Loss(disposition=Disposition.BACKOFF, why=why,
+                            failure=Failure.SETUP_TIMEOUT), cause)
         elif event.timer is Timer.ROTATE:
             self._fire(Trigger.ROTATION_DEADLINE, cause)
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
         elif event.timer is Timer.BACKOFF:
-            if self.state is State.RESUMING and not self._check(Guard.HANDLE_VALID):
-                self._fire(Trigger.HANDLE_EXPIRED, cause)
-            elif self.state in (State.CONNECTING, State.RESUMING):
-                self._open()
+            self._fire(Trigger.RETRY, cause)
+        elif event.timer is Timer.LEASE:
+            self._renew_lease()
+        elif event.timer is Timer.STORE_RETRY:
+            self._retry_store()
+
+    # -- persistence: what the store must hold, decided here, performed by the shell ------------
+
+    def _persist(self) -> None:
+        """After each event: hand the store the latest resumable handle (or its removal)."""
+        if self.persistence is None or self.state in table.FINAL:
+            return
+        self._queue_latest()
+        self._store_next()
+
+    def _queue_latest(self) -> None:
+        """Make the latest handle (or its removal) the store's next write, if it changed; it
+        replaces a waiting one: only the latest matters."""
+        p, d = self.persistence, self.durable
+        handle, at = self.resumption.handle, self.resumption.at
+        if p is None or handle == d.saved:
+            return
+        d.saved = handle
+        if handle is None or at is None:
+            d.pending = ForgetHandle(key=p.key)
+            return
+        issued = self._wall() - (self._now - at)
+        d.pending = SaveHandle(key=p.key, record=StoredHandle(
+            handle=handle, issued_at=issued,
+            expires_at=issued + self._validity(),
+            generation=self.conn.generation, compressed=self.span.compressed))
+
+    def _store_next(self, *, probing: bool = False) -> None:
+        """Send the waiting write, one at a time; while the store is down only the retry timer
+        sends (`probing`)."""
+        d = self.durable
+        if d.pending is None or d.in_flight is not None or (d.degraded and not probing):
+            return
+        d.in_flight, d.pending = d.pending, None
+        self._actions.append(d.in_flight)
+
+    def _renew_lease(self) -> None:
+        p = self.persistence
+        if p is None or self.state in table.FINAL:
+            return
+        self._arm(Timer.LEASE, p.lease_ttl / 3)
+        if not self.durable.degraded and not self.durable.renewing:
+            self.durable.renewing = True
+            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
+
+    def _retry_store(self) -> None:
+        """While the store is down: try the waiting write again, or renew the lease as a
+        probe when nothing waits."""
+        p, d = self.persistence, self.durable
+        if p is None or self.state in table.FINAL:
+            return
+        if d.pending is not None:
+            self._store_next(probing=True)
+        elif d.in_flight is None and not d.renewing:
+            d.renewing = True
+            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
+
+    def _on_store(self, event: StoreDone | StoreFailed | LeaseLost) -> None:
+        d, p = self.durable, self.persistence
+        if isinstance(event, LeaseLost):
+            d.renewing = False
+            if self._can(Trigger.FATAL_ERROR):
+                key = p.key if p is not None else "?"
+                self._fire(Trigger.FATAL_ERROR, {
+                    "reason": f"lease on session {key!r} lost: another worker holds it (this "
+                              "worker was cut off from the store for longer than the lease); "
+                              "the session goes on there"})
+            return
+        failed = None
+        if event.op is StoreOp.RENEW:
+            d.renewing = False
+        elif d.in_flight is not None and d.in_flight.op is event.op:
+            failed, d.in_flight = d.in_flight, None
+        if isinstance(event, StoreFailed):
+            if failed is not None and d.pending is None:
+                d.pending = failed  # tried again by the retry timer
+            d.failures += 1
+            if not d.degraded:
+                d.degraded = True
+                self._notify(StoreDegraded(error=event.error[:200]))
+            if p is not None and self.state not in table.FINAL:
+                self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
+            return
+        d.failures = 0
+        if d.degraded:
+            d.degraded = False
+            self._cancel(Timer.STORE_RETRY)
+            self._notify(StoreRecovered())
+        self._store_next()
 
     # -- the machine -----------------------------------------------------------------------------
 
+    def _validity(self) -> float:
+        """How long a handle stays valid (`for_backend` filled it in)."""
+        validity = self.policy.limits.handle_validity
+        assert validity is not None
+        return validity
+
+    def _can(self, trigger: Trigger) -> bool:
+        """Whether the table has a row for `trigger` from the current state."""
+        return bool(table.rows_for(trigger, self.state))
+
     def _fire(self, trigger: Trigger, cause: dict[str, Any]) -> bool:
         self._cause = cause
-        if not table.rows_for(trigger, self.state):
+        if not self._can(trigger):
             self._audit_trigger(trigger, None)
             return False
         result: bool = self._model.trigger(trigger.value)
@@ -435,17 +650,18 @@ class Lifecycle:
             return self.loss is not None and self.loss.disposition is Disposition.FATAL
         if guard is Guard.RETRY_BUDGET_LEFT:
             return (
-                self.drop_attempts < retry.per_drop_attempts
+                self.budget.drop_attempts < retry.per_drop_attempts
                 and self.session_attempts < retry.per_session_attempts
             )
         if guard is Guard.HANDLE_VALID:
+            at = self.resumption.at
             return (
-                self.handle is not None
-                and self.handle_at is not None
-                and self._now - self.handle_at < self.policy.limits.handle_validity
+                self.resumption.handle is not None
+                and at is not None
+                and self._now - at < self._validity()
             )
         if guard is Guard.WAS_COMPRESSED:
-            return self.compressed
+            return self.span.compressed
         if guard is Guard.FRESH_ALLOWED:
             return (
                 self.policy.on_expired is OnExpired.FRESH
@@ -454,77 +670,46 @@ class Lifecycle:
         raise AssertionError(f"guard {guard!r} has no implementation")
 
     def _entered(self, source: State, trigger: Trigger) -> None:
-        """Entry actions of the destination state: the one place transitions become I/O."""
-        state = self.state
-        if state is State.CONNECTING:
-            self._enter_connecting(trigger)
-        elif state is State.RESUMING:
-            self._enter_resuming(source, trigger)
-        elif state in (State.STREAMING, State.COMPRESSED) and trigger is Trigger.SETUP_COMPLETE:
-            self._enter_live(source)
-        elif state is State.DRAINING:
-            self._enter_draining()
-        elif state is State.EXPIRED:
-            self._leave_connection("session expired")
-            for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP):
-                self._cancel(timer)
-            cause = {"reason": self._expiry_reason(trigger)}
-            if self._check(Guard.FRESH_ALLOWED):
-                self._followups.append((Trigger.RESTART_FRESH, cause))
-            else:
-                self._followups.append((Trigger.GIVE_UP, cause))
-        elif state is State.TERMINATED:
-            self._enter_terminated(trigger)
+        """Entry actions of the destination state (`table.ENTRY_ACTIONS`): the one place
+        transitions become I/O."""
+        getattr(self, f"_enter_{self.state.value}")(source, trigger)
 
-    def _enter_connecting(self, trigger: Trigger) -> None:
-        if trigger is Trigger.RESTART_FRESH:
+    def _enter_idle(self, source: State, trigger: Trigger) -> None:
+        pass  # the initial state has no entering row
+
+    def _enter_connecting(self, source: State, trigger: Trigger) -> None:
+        if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            self._attempts.append(self._now)
-            self.drop_attempts = 0
+            self.budget.started.append(self._now)
+            self.budget.drop_attempts = 0
             unsent = self.journal.take_all()
             for entry in unsent:
                 self._drop(entry, "context lost: the session expired before it was confirmed")
             self._notify(ContextLost(reason=str(self._cause["reason"]), unsent=tuple(unsent)))
-            self.handle = self.handle_at = None
-            self.compressed = False
-            self.last_prompt_tokens = 0
-            self.session_started_at = None
-            self.video_sent = False
-            self.turn_in_flight = False
-            self.pending_tool_calls.clear()
-            self._turn_text = []
+            self.resumption = Resumption()
+            self.span = Span()
+            self.turn = Turn()
             self._open()
         elif trigger is Trigger.CONNECTION_LOST:
-            self._retry(first_immediate=False)
+            self._retry_later()
         else:
             self._open()
 
-    def _enter_resuming(self, source: State, trigger: Trigger) -> None:
-        self._cancel(Timer.ROTATE)
-        self._leave_connection("rotating to a new connection")
-        if self.turn_in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.generation, reason=trigger.value))
-        self.turn_in_flight = False
-        self.pending_tool_calls.clear()
-        self._turn_text = []
-        if trigger in table.ROTATIONS:
-            self._count(rotations=1)
-            self.drop_attempts = 0
-            self._open()
-        elif trigger is Trigger.CONNECT:  # a handle restored from a store
-            self._open()
-        else:
-            first = source is not State.RESUMING
-            self._retry(first_immediate=first and self.loss is not None
-                        and self.loss.disposition is Disposition.RESUME)
+    def _enter_streaming(self, source: State, trigger: Trigger) -> None:
+        if trigger is Trigger.SETUP_COMPLETE:
+            self._enter_live(source)
+
+    def _enter_compressed(self, source: State, trigger: Trigger) -> None:
+        if trigger is Trigger.SETUP_COMPLETE:
+            self._enter_live(source)
 
     def _enter_live(self, source: State) -> None:
         self._cancel(Timer.SETUP)
-        self.setup_done = True
-        self.drop_attempts = 0
-        self.go_away_deadline = None
-        if self.session_started_at is None:
-            self.session_started_at = self._now
+        self.conn.setup_done = True
+        self.conn.go_away_deadline = None
+        self.budget.drop_attempts = 0
+        if self.span.started_at is None:
+            self.span.started_at = self._now
             self._arm_session_cap()
         if source is State.RESUMING:
             self._count(resumes=1)
@@ -544,7 +729,7 @@ class Lifecycle:
         if source is State.RESUMING:
             self._notify(
                 Resumed(
-                    generation=self.generation,
+                    generation=self.conn.generation,
                     replayed=sum(1 for i in plan.items if i.entry.sends > 1),
                     as_history=history,
                     repeated=repeated,
@@ -552,53 +737,97 @@ class Lifecycle:
                 )
             )
 
-    def _enter_draining(self) -> None:
-        deadline = self.go_away_deadline if self.go_away_deadline is not None else self._now
+    def _enter_draining(self, source: State, trigger: Trigger) -> None:
+        deadline = self.conn.go_away_deadline
+        if deadline is None:
+            deadline = self._now
         rotate_at = deadline - self.policy.limits.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
         self._check_safe_point()
 
-    def _enter_terminated(self, trigger: Trigger) -> None:
+    def _enter_resuming(self, source: State, trigger: Trigger) -> None:
+        self._cancel(Timer.ROTATE)
+        self._leave_connection("rotating to a new connection")
+        if self.turn.in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
+        self.turn = Turn()
+        if trigger in table.ROTATIONS:
+            self._count(rotations=1)
+            self.budget.drop_attempts = 0
+            self._open()
+        elif trigger in (Trigger.CONNECT, Trigger.RETRY):
+            self._open()
+        elif (source is not State.RESUMING and self.loss is not None
+              and self.loss.disposition is Disposition.RESUME):
+            self.budget.drop_attempts += 1
+            self.budget.started.append(self._now)
+            self._open()  # the first attempt after a resumable close: at once
+        else:
+            self._retry_later()
+
+    def _enter_expired(self, source: State, trigger: Trigger) -> None:
+        self._leave_connection("session expired")
+        for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP):
+            self._cancel(timer)
+        self._followups.append(
+            (Trigger.RESTART_OR_GIVE_UP, {"reason": self._expiry_reason(trigger)}))
+
+    def _enter_terminated(self, source: State, trigger: Trigger) -> None:
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
-        loss = self.loss
+        self._final_store_actions()
         by_app = trigger is Trigger.CLOSE
-        if by_app:
-            reason = str(self._cause.get("reason", "closed by the application"))
-        elif trigger is Trigger.GIVE_UP:
-            reason = (f"{self._cause['reason']}; policy does not start a fresh session: open a "
-                      "new one and re-seed the conversation (OnExpired.FRESH does this itself)")
-        elif loss is not None and trigger is Trigger.CONNECTION_LOST:
-            if loss.disposition is Disposition.FATAL:
-                todo = hint(loss.code, loss.http_status)
-                reason = f"fatal close: {loss.why}" + (f"; {todo}" if todo else "")
-            else:
-                reason = (f"retry budget exhausted after: {loss.why}; the service kept failing: "
-                          "try again later, or raise the RetryPolicy budgets")
-        else:
-            reason = str(self._cause.get("reason") or trigger.value)
         self.end = Ended(
-            reason=reason,
-            code=loss.code if (loss and not by_app) else None,
+            reason=self._end_reason(trigger),
+            code=self.loss.code if (self.loss and not by_app) else None,
             by_application=by_app,
         )
         self._notify(self.end)
         self._release()
 
+    def _final_store_actions(self) -> None:
+        """At the end: the latest handle to the store (a later process may resume it), then the
+        lease back. Tried once even while the store is down."""
+        p, d = self.persistence, self.durable
+        if p is None:
+            return
+        self._queue_latest()
+        if d.pending is not None:
+            self._actions.append(d.pending)
+            d.pending = None
+        self._actions.append(ReleaseLease(key=p.key))
+
+    def _end_reason(self, trigger: Trigger) -> str:
+        loss = self.loss
+        if trigger is Trigger.CLOSE:
+            return str(self._cause.get("reason", "closed by the application"))
+        if trigger is Trigger.RESTART_OR_GIVE_UP:
+            return (f"{self._cause['reason']}; policy does not start a fresh session: open a new "
+                    "one and re-seed the conversation (OnExpired.FRESH does this itself)")
+        if loss is not None and trigger in (Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED):
+            if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
+                what = f"close {loss.code}: {loss.reason}" if loss.code is not None else loss.why
+                todo = hint(loss.code, loss.http_status, loss.failure)
+                return (f"fatal: {loss.why} ({what})" if loss.code is not None
+                        else f"fatal: {what}") + (f"; {todo}" if todo else "")
+            return (f"retry budget exhausted after: {loss.why}; the service kept failing: "
+                    "try again later, or raise the RetryPolicy budgets")
+        return str(self._cause.get("reason") or trigger.value)
+
     def _expiry_reason(self, trigger: Trigger) -> str:
         limits = self.policy.limits
         loss = self.loss
         if trigger is Trigger.SESSION_CAP:
-            cap = limits.session_cap_video if self.video_sent else limits.session_cap_audio
+            cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
             return f"session duration cap ({cap:g}s) reached without context compression"
-        if trigger is Trigger.RESUME_REJECTED and loss is not None:
+        if trigger is Trigger.SETUP_REFUSED and loss is not None:
             return f"the server refused the resumption handle (close {loss.code}: {loss.reason})"
-        if trigger is Trigger.HANDLE_EXPIRED:
-            return f"the resumption handle outlived its validity ({limits.handle_validity:g}s)"
+        if trigger is Trigger.RETRY:
+            return f"the resumption handle outlived its validity ({self._validity():g}s)"
         if trigger is Trigger.ROTATION_DEADLINE:
             return "goAway deadline reached without a valid resumable handle"
         if loss is not None:
@@ -612,51 +841,47 @@ class Lifecycle:
 
     def _check_safe_point(self) -> None:
         if (
-            self.state is State.DRAINING
-            and not self.turn_in_flight
-            and not self.pending_tool_calls
+            self._can(Trigger.SAFE_POINT)
+            and not self.turn.in_flight
+            and not self.turn.tool_calls
             and not self.journal.has_turn_input()
             and self._check(Guard.HANDLE_VALID)
             and not any(t is Trigger.SAFE_POINT for t, _ in self._followups)
         ):
             self._followups.append((Trigger.SAFE_POINT, {"journal": len(self.journal)}))
 
-    def _retry(self, *, first_immediate: bool) -> None:
-        self.drop_attempts += 1
-        self._attempts.append(self._now)
-        if first_immediate and self.drop_attempts == 1:
-            self._open()
-            return
-        delay = self.policy.retry.delay(self.drop_attempts, self._rng.random())
+    def _retry_later(self) -> None:
+        """Count a failure retry and arm the backoff; `retry` fires when it elapses."""
+        self.budget.drop_attempts += 1
+        self.budget.started.append(self._now)
+        delay = self.policy.retry.delay(self.budget.drop_attempts, self._rng.random())
         self._arm(Timer.BACKOFF, delay)
 
     def _open(self) -> None:
-        self.generation += 1
-        self.rtt = None
-        self._next_index = 1
-        self.connection_open = True
-        self.setup_done = False
+        self.conn = Connection(generation=self.conn.generation + 1, open=True)
         self._count(connections=1)
-        handle = self.handle if self.state is State.RESUMING else None
+        handle = self.resumption.handle if self.state is State.RESUMING else None
         self._actions.append(
-            OpenConnection(generation=self.generation, handle=handle, transparent=self.transparent)
+            OpenConnection(generation=self.conn.generation, handle=handle,
+                           transparent=self.transparent)
         )
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
     def _leave_connection(self, reason: str) -> None:
-        if self.connection_open:
+        if self.conn.open:
             self._actions.append(
-                CloseConnection(generation=self.generation, code=1000, reason=reason[:120])
+                CloseConnection(generation=self.conn.generation, code=1000, reason=reason[:120])
             )
-            self.connection_open = False
-        self.setup_done = False
+            self.conn.open = False
+        self.conn.setup_done = False
 
     def _send(self, entry: Entry, *, replay: bool, as_history: bool) -> None:
-        self.journal.mark_sent(entry, self.generation, self._next_index, self._now)
-        self._next_index += 1
+        conn = self.conn
+        self.journal.mark_sent(entry, conn.generation, conn.next_index, self._now)
+        conn.next_index += 1
         self._count(sent=1, replayed=1 if replay else 0)
         self._actions.append(
-            Send(generation=self.generation, entry=entry, replay=replay, as_history=as_history)
+            Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history)
         )
 
     def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:
@@ -666,11 +891,12 @@ class Lifecycle:
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason))
 
     def _arm_session_cap(self) -> None:
-        if self.policy.compression or self.session_started_at is None:
+        started = self.span.started_at
+        if self.policy.compression or started is None:
             return
         limits = self.policy.limits
-        cap = limits.session_cap_video if self.video_sent else limits.session_cap_audio
-        self._arm(Timer.SESSION_CAP, max(0.0, self.session_started_at + cap - self._now))
+        cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
+        self._arm(Timer.SESSION_CAP, max(0.0, started + cap - self._now))
 
     def _arm(self, timer: Timer, delay: float) -> None:
         self._token += 1
@@ -707,8 +933,9 @@ class Lifecycle:
             )
 
     def _handle_fp(self) -> str | None:
-        if self._fp_of != self.handle:
-            self._fp_of, self._fp = self.handle, fingerprint(self.handle)
+        handle = self.resumption.handle
+        if self._fp_of != handle:
+            self._fp_of, self._fp = handle, fingerprint(handle)
         return self._fp
 
     def _record(self, kind: str, name: str, *, cause: dict[str, Any], **extra: Any) -> None:
@@ -722,9 +949,9 @@ class Lifecycle:
             "name": name,
             "state": self._model.state,
             "cause": cause,
-            "gen": self.generation,
+            "gen": self.conn.generation,
             "handle_fp": self._handle_fp(),
-            "attempt": self.drop_attempts,
+            "attempt": self.budget.drop_attempts,
             "journal": len(self.journal),
         }
         record.update(extra)

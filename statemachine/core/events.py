@@ -39,6 +39,8 @@ class Timer(enum.StrEnum):
     ROTATE = "rotate"  # goAway deadline minus margin
     SESSION_CAP = "session_cap"  # session duration cap without compression
     BACKOFF = "backoff"  # wait before the next connection attempt
+    LEASE = "lease"  # renew the store lease
+    STORE_RETRY = "store_retry"  # try the store again after it failed
 
 
 @attrs.frozen(kw_only=True)
@@ -63,7 +65,10 @@ class SetupComplete(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class GoAway(ConnectionEvent):
-    time_left: float
+    """`time_left`: seconds until the server ends the connection; None when the server sent no
+    usable value."""
+
+    time_left: float | None
 
 
 @attrs.frozen(kw_only=True)
@@ -121,14 +126,28 @@ class Usage(ConnectionEvent):
     total_tokens: int | None = None
 
 
+class Failure(enum.StrEnum):
+    """What kind of failure ended a connection, as the shell observed it (the core decides what
+    it calls for: `closecodes.FAILURE_RULES`)."""
+
+    CLOSED = "closed"  # a WebSocket close: `code` and `reason`
+    REFUSED = "refused"  # the handshake was answered with an HTTP status
+    NETWORK = "network"  # connect failed or the socket broke without a close code
+    TLS = "tls"  # the server's certificate was not trusted
+    MALFORMED = "malformed"  # the server sent a frame the protocol does not allow
+    LOCAL = "local"  # the client library refused the request before it was sent
+    SETUP_TIMEOUT = "setup_timeout"  # no setupComplete in time (the core's own timer)
+
+
 @attrs.frozen(kw_only=True)
 class ConnectionLost(ConnectionEvent):
-    """The connection of `generation` is gone: a close code, a refused handshake or a timeout."""
+    """The connection of `generation` is gone: a close code, a refused handshake, a failure."""
 
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
     during_setup: bool = False
+    failure: Failure = Failure.CLOSED
 
 
 @attrs.frozen(kw_only=True)
@@ -157,6 +176,35 @@ class Close(Event):
 @attrs.frozen(kw_only=True)
 class FatalError(Event):
     reason: str
+
+
+class StoreOp(enum.StrEnum):
+    """The store operations the core asks for."""
+
+    SAVE = "save"
+    FORGET = "forget"
+    RENEW = "renew"
+    RELEASE = "release"
+
+
+@attrs.frozen(kw_only=True)
+class StoreDone(Event):
+    """A store action succeeded."""
+
+    op: StoreOp
+
+
+@attrs.frozen(kw_only=True)
+class StoreFailed(Event):
+    """A store action raised `StoreError` (unreachable or failing): `error` says how."""
+
+    op: StoreOp
+    error: str
+
+
+@attrs.frozen(kw_only=True)
+class LeaseLost(Event):
+    """The store answered that another worker holds this session's lease."""
 
 
 def is_turn_trigger(event: ClientInput) -> bool:

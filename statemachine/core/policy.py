@@ -58,10 +58,13 @@ class Limits:
     go_away_margin: float = attrs.field(default=2.0, validator=_non_negative)
     session_cap_audio: float = attrs.field(default=900.0, validator=_positive)
     session_cap_video: float = attrs.field(default=120.0, validator=_positive)
-    handle_validity: float = attrs.field(
-        default=HANDLE_VALIDITY[Backend.GEMINI], validator=_positive
+    #: None: the backend's (2 h on the Gemini API, 24 h on Vertex)
+    handle_validity: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
     )
     setup_timeout: float = attrs.field(default=15.0, validator=_positive)
+    #: the factor `scaled()` applied: a backend default filled in later is scaled by it too
+    time_scale: float = attrs.field(default=1.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.go_away_margin >= self.go_away_lead:
@@ -77,7 +80,10 @@ class Limits:
         """The same limits with every duration multiplied by `factor`."""
         if factor <= 0:
             raise SettingsError(f"time scale must be > 0, got {factor!r}")
-        return Limits(**{f.name: getattr(self, f.name) * factor for f in attrs.fields(Limits)})
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in attrs.fields(Limits)}
+        scaled: dict[str, Any] = {name: None if value is None else value * factor
+                                  for name, value in values.items()}
+        return Limits(**scaled)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,10 +183,20 @@ class Policy:
         )
 
     def for_backend(self, backend: Backend) -> Policy:
-        """Adjust the handle validity to the backend's, unless the caller changed it."""
-        default = Limits().handle_validity
-        if self.limits.handle_validity != default:
+        """The policy with every backend-dependent setting left unset filled in: the handle
+        validity (2 h on the Gemini API, 24 h on Vertex). What the caller set stays."""
+        if self.limits.handle_validity is not None:
             return self
         return attrs.evolve(
-            self, limits=attrs.evolve(self.limits, handle_validity=HANDLE_VALIDITY[backend])
+            self, limits=attrs.evolve(
+                self.limits, handle_validity=HANDLE_VALIDITY[backend] * self.limits.time_scale)
         )
+
+    def adopt_compression(self, trigger_tokens: int | None, target_tokens: int | None) -> Policy:
+        """The policy for a session whose config already asks for context compression at
+        `trigger_tokens` (sliding to `target_tokens`, default half of it); unchanged when the
+        config asks for none (the policy's own compression then applies)."""
+        if not trigger_tokens:
+            return self
+        return attrs.evolve(self, compression=True, compression_trigger_tokens=trigger_tokens,
+                            compression_target_tokens=target_tokens or trigger_tokens // 2)

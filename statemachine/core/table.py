@@ -8,17 +8,21 @@ Theory of operation
 -------------------
 A session starts `idle`. `connect` opens a connection without a handle (`connecting`), or, when a
 valid handle was restored from a store, resumes it (`resuming`); the server's `setupComplete`
-makes it `streaming`. A `goAway` moves it to `draining`: the turn in flight finishes
-while input is still sent and journaled, and at the first safe point (or at the deadline minus
-a margin) the session moves to `resuming`: the old socket is closed first, a new one is opened
-with the latest resumable handle, and the journal is replayed after `setupComplete`. An unexpected
-close is classified by its close code: fatal closes terminate, others resume when a valid
-handle exists.
-A session that cannot continue is `expired`; policy then starts a fresh one (`restart_fresh`, the
-application is told its context was lost) or gives up. `terminated` is final.
+makes it `streaming`. A `goAway` moves it to `draining` (a later, shorter `goAway` moves the
+deadline earlier): the turn in flight finishes while input is still sent and journaled, and at the
+first safe point (or at the deadline minus a margin) the session moves to `resuming`: the old
+socket is closed first, a new one is opened with the latest resumable handle, and the journal is
+replayed after `setupComplete`. An unexpected close is classified by its close code (data in
+`closecodes.py`): fatal closes terminate, others resume when a valid handle exists, after a
+backoff (`retry`) when the close calls for one. A setup the server refuses (`setup_refused`)
+expires a resumed session (its handle was refused) and ends a new one.
+A session that cannot continue is `expired`; policy then starts a fresh one (the application is
+told its context was lost) or gives up (`restart_or_give_up`). `terminated` is final.
 
 Where a trigger has several rows for one source, the rows are tried in table order and the first
-whose guards all hold wins; a row without guards is the fallback and must come last.
+whose guards all hold wins; a row without guards is the fallback and must come last. The engine
+fires a trigger the table has no row for only to record it as rejected; it asks the table (never a
+list of its own) whether a trigger applies in the current state.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ FINAL = frozenset({State.TERMINATED})
 #: States in which a connection has completed setup and carries traffic.
 LIVE = frozenset({State.STREAMING, State.COMPRESSED, State.DRAINING})
 
+#: States that hold new turns back for the next connection (a turn started now would be cut by
+#: the rotation to come); other input still goes out.
+HOLDS_TURNS = frozenset({State.DRAINING})
+
 STATE_DOCS: Mapping[State, str] = {
     State.IDLE: "created, not yet connected",
     State.CONNECTING: "opening a new session (no handle): connect + setup, until setupComplete",
@@ -74,11 +82,10 @@ class Trigger(enum.StrEnum):
     SAFE_POINT = "safe_point"
     ROTATION_DEADLINE = "rotation_deadline"
     CONNECTION_LOST = "connection_lost"
-    RESUME_REJECTED = "resume_rejected"
-    HANDLE_EXPIRED = "handle_expired"
+    SETUP_REFUSED = "setup_refused"
+    RETRY = "retry"
     SESSION_CAP = "session_cap"
-    RESTART_FRESH = "restart_fresh"
-    GIVE_UP = "give_up"
+    RESTART_OR_GIVE_UP = "restart_or_give_up"
     CLOSE = "close"
     FATAL_ERROR = "fatal_error"
 
@@ -91,13 +98,14 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     Trigger.SAFE_POINT: "turn complete and a resumable handle newer than the last turn input",
     Trigger.ROTATION_DEADLINE: "goAway deadline minus margin reached before a safe point",
     Trigger.CONNECTION_LOST: "the connection closed or setup failed/timed out",
-    Trigger.RESUME_REJECTED: "the server refused the resumption handle",
-    Trigger.HANDLE_EXPIRED: "the handle outlived its validity before it could be used",
+    Trigger.SETUP_REFUSED: "the server refused the setup (1007/1008): on a resume, the handle",
+    Trigger.RETRY: "the backoff after a failure elapsed: connect again (the handle may have "
+    "expired meanwhile)",
     Trigger.SESSION_CAP: "session duration cap reached without compression",
-    Trigger.RESTART_FRESH: "policy starts a new session; the application must re-seed context",
-    Trigger.GIVE_UP: "policy or retry budget says stop",
+    Trigger.RESTART_OR_GIVE_UP: "policy's answer to an expired session: a fresh session "
+    "(the application must re-seed context), or the end",
     Trigger.CLOSE: "the application closed the session",
-    Trigger.FATAL_ERROR: "an error no retry can fix",
+    Trigger.FATAL_ERROR: "an error no retry can fix (a lost lease, a local error)",
 }
 
 
@@ -122,6 +130,27 @@ GUARD_DOCS: Mapping[Guard, str] = {
     Guard.HANDLE_VALID: "a resumable handle exists and is within its validity",
     Guard.WAS_COMPRESSED: "the context was compressed before this connection",
     Guard.FRESH_ALLOWED: "policy restarts expired sessions and the session budget allows it",
+}
+
+
+#: What the engine does on entering each state (`Lifecycle._enter_<state>`): the only place where
+#: transitions become I/O. A test checks that every state has both this line and its method.
+ENTRY_ACTIONS: Mapping[State, str] = {
+    State.IDLE: "nothing (the initial state is never re-entered)",
+    State.CONNECTING: "open a new connection without a handle; after a failure (connection_lost) "
+    "arm the backoff timer instead; from restart_or_give_up first report the unconfirmed input "
+    "dropped and tell the application its context was lost (ContextLost)",
+    State.STREAMING: "from setup_complete: cancel the setup timer, start the session clock, "
+    "replay the journal (Resumed after a resume)",
+    State.COMPRESSED: "as streaming when entered from setup_complete; nothing on detection",
+    State.DRAINING: "arm the rotation timer at the goAway deadline minus the margin (a later "
+    "goAway may only move it earlier); rotate at once if this is already a safe point",
+    State.RESUMING: "close the old socket (cutting a reply in flight is announced in-band), then "
+    "open a connection with the latest resumable handle: at once for a rotation, a restored "
+    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise",
+    State.EXPIRED: "close the connection, cancel every timer, then restart_or_give_up",
+    State.TERMINATED: "close the connection, cancel every timer, report unsent input dropped, "
+    "save the latest handle and release the lease, tell the application why it ended (Ended)",
 }
 
 
@@ -157,7 +186,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.COMPRESSED, Guard.WAS_COMPRESSED),
     _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.STREAMING),
     _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
-    _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED], S.DRAINING),
+    _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
     _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),
@@ -173,12 +202,15 @@ TRANSITIONS: tuple[Transition, ...] = (
         Guard.RETRY_BUDGET_LEFT,
     ),
     _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.EXPIRED),
-    _t(Trigger.RESUME_REJECTED, [S.RESUMING], S.EXPIRED),
-    _t(Trigger.HANDLE_EXPIRED, [S.RESUMING], S.EXPIRED),
+    _t(Trigger.SETUP_REFUSED, [S.RESUMING], S.EXPIRED),  # the handle was refused
+    _t(Trigger.SETUP_REFUSED, [S.CONNECTING], S.TERMINATED),  # the setup itself is wrong
+    _t(Trigger.RETRY, [S.CONNECTING], S.CONNECTING),
+    _t(Trigger.RETRY, [S.RESUMING], S.RESUMING, Guard.HANDLE_VALID),
+    _t(Trigger.RETRY, [S.RESUMING], S.EXPIRED),  # the handle expired during the backoff
     # not from `compressed`: compression is what lifts the cap
     _t(Trigger.SESSION_CAP, [S.STREAMING, S.DRAINING, S.RESUMING], S.EXPIRED),
-    _t(Trigger.RESTART_FRESH, [S.EXPIRED], S.CONNECTING, Guard.FRESH_ALLOWED),
-    _t(Trigger.GIVE_UP, [S.EXPIRED], S.TERMINATED),
+    _t(Trigger.RESTART_OR_GIVE_UP, [S.EXPIRED], S.CONNECTING, Guard.FRESH_ALLOWED),
+    _t(Trigger.RESTART_OR_GIVE_UP, [S.EXPIRED], S.TERMINATED),
     _t(Trigger.CLOSE, _NOT_FINAL, S.TERMINATED),
     _t(Trigger.FATAL_ERROR, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED], S.TERMINATED),
 )

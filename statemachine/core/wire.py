@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 
 def duration(seconds: float) -> str:
     """A protobuf Duration as JSON: "50s", "0.500s"."""
@@ -16,3 +18,15 @@ def parse_duration(text: str) -> float:
     if not text.endswith("s"):
         raise ValueError(f"not a protobuf Duration: {text!r}")
     return float(text[:-1])
+
+
+def parse_time_left(text: str | None) -> float | None:
+    """A `goAway.timeLeft` in seconds; None when it is missing or not a Duration a client can
+    use (unparseable, negative, infinite): the engine then plans with its own notice."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None

@@ -1,8 +1,9 @@
 """Durable resumption handles and leases: memory (default), SQLite (one machine), Redis (many
 workers; needs the `redis` extra, imported only when a `RedisStore` is made)."""
 
+from ..core.persistence import StoredHandle
 from ..errors import LeaseHeld, StoreError
-from .base import Clock, HandleStore, StoredHandle
+from .base import Clock, HandleStore
 from .memory import MemoryStore
 from .redis import RedisStore
 from .sqlite import SQLiteStore

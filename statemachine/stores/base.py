@@ -16,21 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-import attrs
-
-
-@attrs.frozen(kw_only=True)
-class StoredHandle:
-    """What a store keeps for one session key. Times are Unix seconds."""
-
-    handle: str = attrs.field(repr=False)
-    issued_at: float
-    expires_at: float
-    generation: int = 0
-    compressed: bool = False
-
-    def valid(self, now: float) -> bool:
-        return now < self.expires_at
+from ..core.persistence import StoredHandle
 
 
 @runtime_checkable
@@ -50,7 +36,8 @@ class HandleStore(Protocol):
         """Take the lease for `ttl` seconds, or raise `LeaseHeld` naming the holder."""
 
     async def renew(self, key: str, holder: str, ttl: float) -> bool:
-        """Extend our lease; False if it is no longer ours (it expired and was taken)."""
+        """Extend our lease, taking it again if it ran out and nobody took it; False only when
+        another holder has it."""
 
     async def release(self, key: str, holder: str) -> None:
         """Give up our lease (no-op if it is not ours)."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from ..core.persistence import StoredHandle
 from ..errors import LeaseHeld
-from .base import Clock, StoredHandle
+from .base import Clock
 
 
 class MemoryStore:
@@ -39,10 +40,11 @@ class MemoryStore:
         self._leases[key] = (holder, now + ttl)
 
     async def renew(self, key: str, holder: str, ttl: float) -> bool:
+        now = self._clock()
         current = self._leases.get(key)
-        if current is None or current[0] != holder:
+        if current is not None and current[0] != holder and current[1] > now:
             return False
-        self._leases[key] = (holder, self._clock() + ttl)
+        self._leases[key] = (holder, now + ttl)
         return True
 
     async def release(self, key: str, holder: str) -> None:

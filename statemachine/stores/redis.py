@@ -12,8 +12,9 @@ import json
 import time
 from typing import Any
 
+from ..core.persistence import StoredHandle
 from ..errors import LeaseHeld, StoreError
-from .base import Clock, StoredHandle
+from .base import Clock
 
 # Atomic "update only if newer": a generation never goes backwards.
 _SAVE = """
@@ -25,9 +26,12 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return 1
 """
+# Renew our lease, or take it again when it ran out and nobody took it meanwhile.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local current = redis.call('GET', KEYS[1])
+if current == ARGV[1] or not current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
 end
 return 0
 """

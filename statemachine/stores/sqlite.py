@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core.persistence import StoredHandle
 from ..errors import LeaseHeld, StoreError
-from .base import Clock, StoredHandle
+from .base import Clock
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS handles (
@@ -136,8 +137,11 @@ class SQLiteStore:
     async def renew(self, key: str, holder: str, ttl: float) -> bool:
         now = self._clock()
         cursor = await self._run(lambda conn: conn.execute(
-            "UPDATE leases SET expires_at = ? WHERE key = ? AND holder = ?",
-            (now + ttl, key, holder)))
+            "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, "
+            "expires_at = excluded.expires_at "
+            "WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
+            (key, holder, now + ttl, now)))
         assert isinstance(cursor, sqlite3.Cursor)
         return cursor.rowcount == 1
 

@@ -1,0 +1,115 @@
+"""The store side of a session, as performed work: take the lease and load the handle before the
+first connection, then perform the core's store actions in order, in a task of their own so a
+slow or unreachable store never holds the session up, and feed back what the store answered.
+
+It decides nothing: what to save, when to renew, when the store counts as down and when the lease
+is lost are the core's (`core/engine.py`, "persistence").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from ..core.actions import ForgetHandle, ReleaseLease, RenewLease, SaveHandle, StoreAction
+from ..core.events import Event, LeaseLost, StoreDone, StoreFailed
+from ..core.persistence import Persistence, StoredHandle
+from ..errors import LeaseHeld, StoreError
+from ..stores import HandleStore
+
+
+class StoreWorker:
+    """One session's store: the lease holder id, the start, and a serial queue of actions."""
+
+    def __init__(self, store: HandleStore, persistence: Persistence, lease_wait: float,
+                 feed: Callable[[Event], Awaitable[None]], now: Callable[[], float]) -> None:
+        self.store = store
+        self.persistence = persistence
+        self.wait = lease_wait
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._feed = feed
+        self._now = now
+        self._queue: asyncio.Queue[StoreAction] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._leased = False
+
+    async def start(self) -> StoredHandle | None:
+        """Take the lease (waiting up to `lease_wait` for another holder's to run out), then
+        load the stored handle. Raises `LeaseHeld`, or `StoreError`: without the lease two
+        workers could run the same session, so a store that cannot be reached fails the start."""
+        key = self.persistence.key
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                await self.store.acquire(key, self.holder, self.persistence.lease_ttl)
+                self._leased = True
+                break
+            except LeaseHeld as held:
+                if time.monotonic() + min(held.expires_in, 0.05) > deadline:
+                    raise
+                await asyncio.sleep(min(max(held.expires_in, 0.01), 0.25))
+            except StoreError as exc:
+                raise StoreError(
+                    f"session {key!r} not started: its lease could not be taken ({exc}); "
+                    "without it two workers could run the same session. Check the store, or "
+                    "start without store/session_key"
+                ) from exc
+        try:
+            record = await self.store.load(key)
+        except StoreError as exc:
+            with contextlib.suppress(StoreError):
+                await self.store.release(key, self.holder)
+            self._leased = False
+            raise StoreError(f"session {key!r} not started: {exc}") from exc
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return record if record is not None and record.valid(time.time()) else None
+
+    def perform(self, action: StoreAction) -> None:
+        """Queue one of the core's store actions."""
+        self._queue.put_nowait(action)
+
+    async def _run(self) -> None:
+        while True:
+            action = await self._queue.get()
+            event = await self._do(action)
+            if event is not None:
+                await self._feed(event)
+
+    async def _do(self, action: StoreAction) -> Event | None:
+        key = action.key
+        try:
+            if isinstance(action, SaveHandle):
+                await self.store.save(key, action.record)
+            elif isinstance(action, ForgetHandle):
+                await self.store.delete(key)
+            elif isinstance(action, RenewLease):
+                if not await self.store.renew(key, self.holder, action.ttl):
+                    self._leased = False
+                    return LeaseLost(at=self._now())
+            elif isinstance(action, ReleaseLease):
+                self._leased = False
+                await self.store.release(key, self.holder)
+                return None
+        except StoreError as exc:
+            return StoreFailed(at=self._now(), op=action.op, error=str(exc))
+        return StoreDone(at=self._now(), op=action.op)
+
+    async def stop(self, within: float) -> None:
+        """Perform what is still queued (the final save, the lease release) within `within` seconds,
+        then stop. A store that does not answer in time keeps the lease until it runs out."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        with contextlib.suppress(StoreError, TimeoutError):
+            async with asyncio.timeout(within):
+                while not self._queue.empty():
+                    await self._do(self._queue.get_nowait())
+                if self._leased:
+                    self._leased = False
+                    await self.store.release(self.persistence.key, self.holder)

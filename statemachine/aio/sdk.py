@@ -1,0 +1,128 @@
+"""Everything this library needs from google-genai beyond its public API, in one place.
+
+The SDK offers no way to read one message without the per-turn `receive()` generator, to ping,
+or to abort a socket whose server does not answer the close: those go through the private
+members named in `PRIVATE_MEMBERS`. `tests/test_sdk_adapter.py` checks each of them against the
+installed release and fails naming the member when a release changes it; CI runs it against the
+oldest and the newest google-genai that `pyproject.toml` allows.
+
+It also says how an exception raised by the SDK or websockets maps to a `Failure` (data, like the
+close-code table the core reads), and what the close code and reason of a close were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import traceback
+from typing import Any
+
+import attrs
+from google import genai
+from google.genai import _transformers as sdk_transformers
+from google.genai import errors as genai_errors
+from google.genai import types
+from google.genai.live import AsyncSession
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ..core.events import Failure
+from ..errors import SettingsError
+
+Message = types.LiveServerMessage
+
+#: The private members used, and what for.
+PRIVATE_MEMBERS: dict[str, str] = {
+    "AsyncSession._receive": "read exactly one server message (receive() stops at turnComplete)",
+    "AsyncSession._ws": "the websockets connection: ping for the round trip, abort on close",
+    "google.genai._transformers.t_model": "check the model name when the session is made",
+}
+
+
+async def receive_one(sdk: AsyncSession) -> Message:
+    """The next server message; raises as the SDK does (APIError on a close)."""
+    return await sdk._receive()
+
+
+async def ping(sdk: AsyncSession, within: float) -> float:
+    """One WebSocket ping: the round trip in seconds."""
+    async with asyncio.timeout(within):
+        waiter = await sdk._ws.ping()
+        return float(await waiter)
+
+
+async def close(sdk: AsyncSession, within: float) -> None:
+    """Close within `within` seconds; when the server does not answer the close frame in time, abort
+    the transport (the SDK's close has no bound)."""
+    ws = sdk._ws
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(within):
+            await sdk.close()
+    transport = getattr(ws, "transport", None)
+    if transport is not None and not transport.is_closing():
+        transport.abort()
+
+
+#: What a send on a connection that has closed raises (the receiving side reports the close).
+SEND_AFTER_CLOSE = (ConnectionClosed,)
+
+
+def session_id(sdk: AsyncSession) -> str | None:
+    done = getattr(sdk, "setup_complete", None)
+    return getattr(done, "session_id", None) if done is not None else None
+
+
+def check_model(client: genai.Client, model: str) -> None:
+    """Refuse a model name the SDK would refuse at every connect, now, with its reason."""
+    try:
+        sdk_transformers.t_model(client._api_client, model)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"model={model!r} is refused by google-genai: {exc}") from exc
+
+
+@attrs.frozen(kw_only=True)
+class Observed:
+    """What the shell saw end a connection, for `ConnectionLost`."""
+
+    failure: Failure
+    code: int | None = None
+    reason: str = ""
+    http_status: int | None = None
+
+
+#: Modules whose exceptions mean the SDK refused the request locally, before sending it.
+LOCAL_SOURCES = ("google/genai/_transformers.py",)
+
+
+def observe(exc: BaseException) -> Observed:
+    """Map an exception from connecting or reading to what happened (the core decides what it
+    calls for). The order is the lookup order: the first matching row wins."""
+    if isinstance(exc, genai_errors.APIError):
+        return Observed(failure=Failure.CLOSED, code=exc.code,
+                        reason=str(exc.details or exc.message or ""))
+    if isinstance(exc, ConnectionClosed):
+        code = exc.rcvd.code if exc.rcvd else 1006
+        return Observed(failure=Failure.CLOSED, code=code,
+                        reason=exc.rcvd.reason if exc.rcvd else "")
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return Observed(failure=Failure.REFUSED, http_status=status,
+                        reason=f"handshake refused: HTTP {status}")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Observed(failure=Failure.TLS, reason=f"{exc.verify_message}")
+    if isinstance(exc, OSError | InvalidHandshake | TimeoutError):
+        return Observed(failure=Failure.NETWORK, reason=_describe(exc))
+    if isinstance(exc, ValueError | TypeError | AttributeError | KeyError):
+        local = _raised_in(exc, LOCAL_SOURCES)
+        return Observed(failure=Failure.LOCAL if local else Failure.MALFORMED,
+                        reason=_describe(exc))
+    return Observed(failure=Failure.LOCAL, reason=f"unexpected {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _raised_in(exc: BaseException, sources: tuple[str, ...]) -> bool:
+    frames: Any = traceback.extract_tb(exc.__traceback__)
+    return any(any(s in frame.filename for s in sources) for frame in frames)

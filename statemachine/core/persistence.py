@@ -1,0 +1,58 @@
+"""What the core knows of handle persistence: the record a store keeps, and the settings.
+
+The decisions (what to save or forget, when to renew the lease, when the store counts as down or
+back, when the lease is lost) are the engine's; the shell performs the store actions and feeds
+back `StoreDone`, `StoreFailed` and `LeaseLost`. Times in a `StoredHandle` are Unix seconds:
+stores are shared between processes and machines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+
+from ..errors import SettingsError
+
+
+@attrs.frozen(kw_only=True)
+class StoredHandle:
+    """What a store keeps for one session key."""
+
+    handle: str = attrs.field(repr=False)
+    issued_at: float
+    expires_at: float
+    generation: int = 0
+    compressed: bool = False
+
+    def valid(self, now: float) -> bool:
+        return now < self.expires_at
+
+
+def _duration(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise SettingsError(f"{attribute.name} must be a finite number of seconds > 0, "
+                            f"got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Persistence:
+    """Where a session's handle is kept (`key` in the store) and how its lease is held."""
+
+    key: str = attrs.field()
+    #: the lease runs out this long after the last renewal; it is renewed every third of it
+    lease_ttl: float = attrs.field(default=30.0, validator=_duration)
+    #: backoff between attempts while the store is down: base, doubling up to the maximum
+    retry_base: float = attrs.field(default=0.25, validator=_duration)
+    retry_max: float = attrs.field(default=5.0, validator=_duration)
+
+    @key.validator
+    def _check_key(self, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, str) or not value:
+            raise SettingsError(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+    def retry_delay(self, attempt: int) -> float:
+        """Delay before store retry number `attempt` (1-based)."""
+        return float(min(self.retry_max, self.retry_base * 2 ** max(0, attempt - 1)))
