@@ -3,11 +3,24 @@
 `statemachine.connect(...)` gives a session that rotates connections at `goAway` without cutting a
 reply, resumes after drops without losing input, and tells the application when context is lost.
 The lifecycle itself is one table (`statemachine.core.table`) driving a sans-I/O core
-(`statemachine.core.Lifecycle`).
+(`statemachine.core.Lifecycle`); the asyncio shell (`statemachine.aio`) performs its actions with
+google-genai.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from . import testing
+from .core.actions import (
+    ContextLost,
+    Ended,
+    InputDropped,
+    Notice,
+    RepeatedReply,
+    ReplyInterrupted,
+    Resumed,
+    StoreDegraded,
+    StoreRecovered,
+)
 from .core.closecodes import Disposition, classify_close, classify_http
 from .core.engine import Lifecycle
 from .core.policy import (
@@ -24,12 +37,14 @@ from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
     InvalidTransition,
+    LeaseHeld,
     LifecycleError,
     LocalMisuse,
     RemoteProtocolError,
     SessionClosed,
     SessionTerminated,
     SettingsError,
+    StoreError,
     TableError,
 )
 
@@ -48,32 +63,45 @@ def __getattr__(name: str) -> Any:
         return getattr(session, name)
     raise AttributeError(f"module 'statemachine' has no attribute {name!r}")
 
+
 __all__ = [
     "SCHEMA_VERSION",
     "AnsweredTurnReplay",
     "Backend",
+    "ContextLost",
     "Disposition",
+    "Ended",
+    "InputDropped",
     "InvalidTransition",
     "Keepalive",
+    "LeaseHeld",
     "Lifecycle",
     "LifecycleError",
     "Limits",
     "LiveSession",
     "LocalMisuse",
+    "Notice",
     "OnExpired",
     "Policy",
     "RemoteProtocolError",
+    "RepeatedReply",
     "ReplayPolicy",
+    "ReplyInterrupted",
+    "Resumed",
     "RetryPolicy",
     "SessionClosed",
     "SessionTerminated",
     "SettingsError",
     "State",
+    "StoreDegraded",
+    "StoreError",
+    "StoreRecovered",
     "TableError",
     "Trigger",
     "classify_close",
     "classify_http",
     "connect",
     "fingerprint",
+    "testing",
     "websocket_args",
 ]

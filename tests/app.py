@@ -12,8 +12,8 @@ from google.genai import types
 
 import statemachine
 from statemachine import Limits, Policy, ReplayPolicy, RetryPolicy
-from statemachine.core.actions import Notice
 from statemachine.emulator import EmulatorSettings, LiveEmulator
+from statemachine.testing import Trace
 
 from .sdk import MODEL, user
 
@@ -40,12 +40,13 @@ def fast_policy(**limits: Any) -> Policy:
 class App:
     """Collects replies per turn and every record and notice; `ask` waits for the next reply."""
 
-    def __init__(self, session: statemachine.LiveSession) -> None:
+    def __init__(self, session: statemachine.LiveSession, trace: Trace | None = None) -> None:
         self.session = session
+        self.trace = trace or Trace()
         self.messages: list[types.LiveServerMessage] = []
         self.replies: list[str] = []
-        self.records: list[dict[str, Any]] = []
-        self.notices: list[Notice] = []
+        self.records = self.trace.records
+        self.notices = self.trace.notices
         self.error: BaseException | None = None
         self._text = ""
         self._reply = asyncio.Condition()
@@ -100,36 +101,18 @@ class App:
         await asyncio.wait_for(self._task, 5)
 
     def transitions(self) -> list[tuple[str, str, str]]:
-        return [(r["name"], r["source"], r["dest"]) for r in self.records
-                if r["kind"] == "transition"]
+        return self.trace.transitions()
 
     def states(self) -> list[str]:
-        return [r["dest"] for r in self.records if r["kind"] == "transition"]
-
-
-class _Recorder:
-    """Audit records and notices of one session, with a hook to wake a waiting test."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.notices: list[Notice] = []
-        self.wake: Callable[[], None] = lambda: None
-
-    def record(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-        self.wake()
-
-    def notice(self, notice: Notice) -> None:
-        self.notices.append(notice)
-        self.wake()
+        return self.trace.states()
 
 
 def open_session(emu: LiveEmulator, policy: Policy | None = None, *, vertex: bool = False,
                  config: types.LiveConnectConfig | None = None, model: str = MODEL,
-                 recorder: _Recorder | None = None,
+                 recorder: Trace | None = None,
                  **session_kwargs: Any) -> statemachine.LiveSession:
     """statemachine.connect(...) against the emulator, with a client set up as users should."""
-    recorder = recorder or _Recorder()
+    recorder = recorder or Trace()
     return statemachine.connect(
         emu.client(vertexai=vertex, **statemachine.websocket_args()),
         model=model,
@@ -142,12 +125,10 @@ def open_session(emu: LiveEmulator, policy: Policy | None = None, *, vertex: boo
 
 
 async def start(emu: LiveEmulator, policy: Policy | None = None, **kw: Any) -> App:
-    recorder = _Recorder()
+    recorder = Trace()
     session = await open_session(emu, policy, recorder=recorder, **kw).__aenter__()
-    app = App(session)
-    app.records = recorder.records
-    app.notices = recorder.notices
-    recorder.wake = app.changed
+    app = App(session, recorder)
+    recorder.on_change = app.changed
     return app
 
 

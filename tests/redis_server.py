@@ -23,10 +23,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def redis_server(workdir: Path, *extra: str) -> Iterator[int]:
-    """Start redis-server; yield its port once it says it is ready; stop it."""
+def redis_server(workdir: Path, *extra: str, port: int | None = None) -> Iterator[int]:
+    """Start redis-server (on `port`, or a free one); yield its port once it says it is ready;
+    stop it."""
     assert REDIS is not None
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", str(workdir), "--daemonize", "no", *extra],

@@ -46,6 +46,7 @@ from statemachine.core.events import (
 )
 from statemachine.core.policy import Backend, Limits, ReplayPolicy, RetryPolicy
 from statemachine.core.table import Guard, State, Trigger
+from statemachine.testing import Trace
 
 from .drivers import Driver
 
@@ -81,7 +82,7 @@ def drive_live_to(state: State, policy: Policy) -> tuple[Lifecycle, Driver, list
 
 
 def transitions(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    return [(r["name"], r["source"], r["dest"]) for r in records if r["kind"] == "transition"]
+    return Trace.of(records).transitions()
 
 
 def notices(d: Driver, kind: type) -> list[Any]:

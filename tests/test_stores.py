@@ -127,6 +127,17 @@ async def test_leases_of_dead_workers_expire(make_store: Factory) -> None:
     assert await b.renew("k", "live-worker", ttl=30) is True
 
 
+async def test_a_lapsed_lease_nobody_took_is_renewed(make_store: Factory) -> None:
+    """A worker cut off from the store past its lease keeps the session when nobody else took
+    it: renewing takes the lease again (False means only: another worker holds it)."""
+    a, b = make_store(), make_store()
+    await a.acquire("k", "slow-worker", ttl=0.2)
+    await asyncio.sleep(0.3)
+    assert await a.renew("k", "slow-worker", ttl=30) is True
+    with pytest.raises(LeaseHeld, match="slow-worker"):
+        await b.acquire("k", "other-worker", ttl=30)
+
+
 async def test_release_only_by_the_holder(make_store: Factory) -> None:
     a, b = make_store(), make_store()
     await a.acquire("k", "worker-a", ttl=30)
