@@ -35,10 +35,6 @@ class SessionClosed(LocalMisuse):
     """The session has ended; the message says why. Open a new session to continue."""
 
 
-class RemoteProtocolError(LifecycleError, ConnectionError):
-    """The server sent something the Live API protocol does not allow."""
-
-
 class SessionTerminated(LifecycleError, ConnectionError):
     """The session ended for a reason other than the application closing it."""
 
@@ -46,6 +42,11 @@ class SessionTerminated(LifecycleError, ConnectionError):
         self.reason = reason
         self.code = code
         super().__init__(reason)
+
+
+class RemoteProtocolError(SessionTerminated):
+    """The session ended because the server kept sending what the Live API protocol does not
+    allow (frames that are not JSON objects, or too large): the cause is chained."""
 
 
 class StoreError(LifecycleError, ConnectionError):

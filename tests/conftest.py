@@ -16,3 +16,10 @@ FAST = 0.01
 async def emu() -> AsyncIterator[LiveEmulator]:
     async with LiveEmulator(EmulatorSettings(time_scale=FAST)) as emulator:
         yield emulator
+
+
+@pytest.fixture
+async def slow_emu() -> AsyncIterator[LiveEmulator]:
+    """Connections that last long enough (60 s) not to rotate during a test."""
+    async with LiveEmulator(EmulatorSettings(time_scale=0.01, chunk_interval=1.0)) as emulator:
+        yield emulator

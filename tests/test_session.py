@@ -42,13 +42,6 @@ async def emu() -> AsyncIterator[LiveEmulator]:
         yield emulator
 
 
-@pytest.fixture
-async def slow_emu() -> AsyncIterator[LiveEmulator]:
-    """Connections that last long enough (60 s) not to rotate during a test."""
-    async with LiveEmulator(EmulatorSettings(time_scale=SCALE, chunk_interval=1.0)) as emulator:
-        yield emulator
-
-
 def no_leftovers(emu: LiveEmulator, app: App) -> None:
     """Every emulator-side socket is closed and the session's tasks are gone."""
     assert all(c.done.is_set() for c in emu.connections)

@@ -42,6 +42,7 @@ from ..core.events import (
     Connect,
     ConnectionLost,
     Event,
+    Failure,
     GenerationComplete,
     GoAway,
     InputKind,
@@ -63,7 +64,7 @@ from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, structlog_sink
 from ..core.table import FINAL
 from ..core.wire import parse_time_left
-from ..errors import LocalMisuse, SessionTerminated, SettingsError
+from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
 from . import sdk as adapter
 from .persistence import StoreWorker
@@ -445,8 +446,9 @@ class LiveSession:
         """The exception for a session that ended other than by `close()`, chained to the last
         connection failure that led there."""
         end = self._core.end
-        error = SessionTerminated(end.reason if end else "session ended",
-                                  code=end.code if end else None)
+        kind = RemoteProtocolError if end and end.failure == Failure.MALFORMED else \
+            SessionTerminated
+        error = kind(end.reason if end else "session ended", code=end.code if end else None)
         error.__cause__ = self._last_error
         return error
 

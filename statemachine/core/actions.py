@@ -170,9 +170,13 @@ class StoreRecovered(Notice):
 
 @attrs.frozen(kw_only=True)
 class Ended(Notice):
+    """The session is over: `reason` says why and what to do; `failure` names the kind of
+    connection failure that ended it (`events.Failure`), if one did."""
+
     reason: str
     code: int | None = None
     by_application: bool = False
+    failure: str | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -135,6 +135,8 @@ class Connection:
     rtt: float | None = None  # measured round trip (bounds the crossing window)
     next_index: int = 1  # index of the next client message (transparent mode)
     go_away_deadline: float | None = None
+    live_at: float | None = None  # when setup completed
+    answered: bool = False  # a turn completed on it: it stayed up long enough to work
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -168,8 +170,9 @@ class Turn:
 
 @attrs.define(kw_only=True, slots=True)
 class Budget:
-    """Failure retries: the count in the current drop, and when each retry (or fresh restart)
-    began, for the per-session budget over a sliding window."""
+    """Connection attempts since the last connection that stayed up (`RetryPolicy.stable_after`)
+    or rotated; and when each retry (or fresh restart) began, for the per-session budget over a
+    sliding window."""
 
     drop_attempts: int = 0
     started: deque[float] = attrs.Factory(deque)
@@ -433,6 +436,7 @@ class Lifecycle:
             self.turn.tool_calls.difference_update(event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
+            self.conn.answered = True
             reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
             self.journal.mark_answered(reply)
             self.turn = Turn(tool_calls=self.turn.tool_calls)
@@ -489,7 +493,10 @@ class Lifecycle:
                         http_status=event.http_status, failure=event.failure), {})
 
     def _lose(self, loss: Loss, cause: dict[str, Any]) -> None:
-        """The current connection is gone: record why, then let the table decide what follows."""
+        """The current connection is gone: record why, then let the table decide what follows.
+        A connection that stayed up ends the drop; one that did not counts against it."""
+        if self._stayed_up():
+            self.budget.drop_attempts = 0
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -680,8 +687,6 @@ class Lifecycle:
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            self.budget.started.append(self._now)
-            self.budget.drop_attempts = 0
             unsent = self.journal.take_all()
             for entry in unsent:
                 self._drop(entry, "context lost: the session expired before it was confirmed")
@@ -689,7 +694,14 @@ class Lifecycle:
             self.resumption = Resumption()
             self.span = Span()
             self.turn = Turn()
-            self._open()
+            if self.loss is None or self._stayed_up():
+                self.budget.drop_attempts = 0  # not a failure streak (a cap, a good connection)
+            if self.budget.drop_attempts == 0:
+                self.budget.drop_attempts += 1
+                self.budget.started.append(self._now)
+                self._open()
+            else:  # the connections before kept failing: no fresh one at once either
+                self._retry_later()
         elif trigger is Trigger.CONNECTION_LOST:
             self._retry_later()
         else:
@@ -706,8 +718,9 @@ class Lifecycle:
     def _enter_live(self, source: State) -> None:
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
+        self.conn.live_at = self._now
         self.conn.go_away_deadline = None
-        self.budget.drop_attempts = 0
+        self.loss = None  # whatever ended the last connection is over
         if self.span.started_at is None:
             self.span.started_at = self._now
             self._arm_session_cap()
@@ -757,11 +770,11 @@ class Lifecycle:
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
-        elif (source is not State.RESUMING and self.loss is not None
+        elif (self.budget.drop_attempts == 0 and self.loss is not None
               and self.loss.disposition is Disposition.RESUME):
             self.budget.drop_attempts += 1
             self.budget.started.append(self._now)
-            self._open()  # the first attempt after a resumable close: at once
+            self._open()  # the first attempt after a resumable close of a good connection
         else:
             self._retry_later()
 
@@ -781,10 +794,13 @@ class Lifecycle:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
         self._final_store_actions()
         by_app = trigger is Trigger.CLOSE
+        lost = self.loss is not None and not by_app and trigger in (
+            Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
         self.end = Ended(
             reason=self._end_reason(trigger),
             code=self.loss.code if (self.loss and not by_app) else None,
             by_application=by_app,
+            failure=self.loss.failure.value if lost and self.loss else None,
         )
         self._notify(self.end)
         self._release()
@@ -806,15 +822,22 @@ class Lifecycle:
         if trigger is Trigger.CLOSE:
             return str(self._cause.get("reason", "closed by the application"))
         if trigger is Trigger.RESTART_OR_GIVE_UP:
+            if self.policy.on_expired is OnExpired.FRESH:
+                retry = self.policy.retry
+                return (f"{self._cause['reason']}; no fresh session either: the retry budget "
+                        f"({retry.per_session_attempts} attempts within "
+                        f"{retry.session_window:g}s) is spent: try again later, or raise "
+                        "RetryPolicy.per_session_attempts")
             return (f"{self._cause['reason']}; policy does not start a fresh session: open a new "
                     "one and re-seed the conversation (OnExpired.FRESH does this itself)")
         if loss is not None and trigger in (Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED):
+            seen = (f"close {loss.code}" + (f": {loss.reason}" if loss.reason else "")
+                    if loss.code is not None else loss.reason)
+            what = f"{loss.why} ({seen})" if seen else loss.why
             if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
-                what = f"close {loss.code}: {loss.reason}" if loss.code is not None else loss.why
                 todo = hint(loss.code, loss.http_status, loss.failure)
-                return (f"fatal: {loss.why} ({what})" if loss.code is not None
-                        else f"fatal: {what}") + (f"; {todo}" if todo else "")
-            return (f"retry budget exhausted after: {loss.why}; the service kept failing: "
+                return f"fatal: {what}" + (f"; {todo}" if todo else "")
+            return (f"retry budget exhausted after: {what}; the service kept failing: "
                     "try again later, or raise the RetryPolicy budgets")
         return str(self._cause.get("reason") or trigger.value)
 
@@ -849,6 +872,13 @@ class Lifecycle:
             and not any(t is Trigger.SAFE_POINT for t, _ in self._followups)
         ):
             self._followups.append((Trigger.SAFE_POINT, {"journal": len(self.journal)}))
+
+    def _stayed_up(self) -> bool:
+        """Whether the current connection worked: it answered a turn, or stayed up for
+        `RetryPolicy.stable_after` after setup."""
+        live_at = self.conn.live_at
+        return live_at is not None and (
+            self.conn.answered or self._now - live_at >= self.policy.retry.stable_after)
 
     def _retry_later(self) -> None:
         """Count a failure retry and arm the backoff; `retry` fires when it elapses."""

@@ -99,6 +99,10 @@ class RetryPolicy:
     max_delay: float = attrs.field(default=15.0, validator=_non_negative)
     multiplier: float = attrs.field(default=2.0)
     jitter: float = attrs.field(default=0.5)
+    #: a connection that stays up this long after setup, or answers a turn, ends the drop: the
+    #: next failure counts from one again and its first reconnect is immediate. One that does
+    #: not (a server accepting setup and closing at once) keeps counting, so the backoff grows
+    stable_after: float = attrs.field(default=10.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.per_drop_attempts < 0 or self.per_session_attempts < 0:
@@ -118,7 +122,7 @@ class RetryPolicy:
     def scaled(self, factor: float) -> RetryPolicy:
         return attrs.evolve(
             self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor,
-            session_window=self.session_window * factor,
+            session_window=self.session_window * factor, stable_after=self.stable_after * factor,
         )
 
 
