@@ -25,7 +25,7 @@ from collections import deque
 from http import HTTPStatus
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from google import genai
 from google.genai import types
@@ -248,7 +248,7 @@ class LiveEmulator:
         """(API key, ephemeral token) as the SDKs send them: Python in headers
         (`x-goog-api-key`, `Authorization: Token ...`), JavaScript in the query (`?key=`,
         `?access_token=`)."""
-        query = parse_qs(urlsplit(request.path).query)
+        query = parse_qs(request.path.partition("?")[2])
         auth = request.headers.get("Authorization", "")
         keys = [request.headers.get("x-goog-api-key"), *query.get("key", [])]
         tokens = [
@@ -261,7 +261,7 @@ class LiveEmulator:
         return key, token
 
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        path = request.path.partition("?")[0]  # not urlsplit: it reads //ws as a host
         if not _PATH.match(path):
             self.refused_handshakes.append((request.path, 404))
             return connection.respond(HTTPStatus.NOT_FOUND, "Not found.\n")
@@ -289,7 +289,7 @@ class LiveEmulator:
     async def _handle(self, ws: ServerConnection) -> None:
         plan = self._plans.popleft() if self._plans else ConnectionPlan()
         token = None
-        if ws.request is not None and urlsplit(ws.request.path).path.endswith("Constrained"):
+        if ws.request is not None and ws.request.path.partition("?")[0].endswith("Constrained"):
             token = self.tokens.get(self._credentials(ws.request)[1] or "")
         conn = Connection(self, ws, len(self.connections) + 1, plan, token)
         self.connections.append(conn)
