@@ -126,6 +126,8 @@ class Connection:
         self.opened_at = emu.now()
         self.closed_at: float | None = None
         self.last_input_at = self.opened_at
+        #: the connection ended while the model was streaming a reply (the reply was cut)
+        self.cut_reply = False
         self.setup_sent = asyncio.Event()
         self.done = asyncio.Event()
         self.turns = TurnEngine(self)
@@ -429,15 +431,16 @@ class Connection:
 
     async def _finish(self) -> None:
         self.closed_at = self.emu.now()
+        self.cut_reply = self.turns.generating()
+        if self.closed_code is None:
+            self.closed_code = self.ws.close_code
+            self.closed_reason = self.ws.close_reason
         self.done.set()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.closed_code is None:
-            self.closed_code = self.ws.close_code
-            self.closed_reason = self.ws.close_reason
         if self.session is not None and self.session.active is self:
             self.session.active = None
             self.session.last_closed_at = self.emu.now()

@@ -251,7 +251,8 @@ class TurnEngine:
         if conn.resumption and not conn.profile.mid_turn_handles:
             await conn.send({"sessionResumptionUpdate": {"newHandle": "", "resumable": False}})
         if self._leftover:  # 3.x after a resume: blocked until the old calls are answered
-            results += await self._wait_for(set(self._leftover))
+            leftover, self._leftover = set(self._leftover), set()
+            results += await self._wait_for(leftover)
         firehose = _FIREHOSE_RE.match(text or "")
         if firehose:
             await self._firehose(int(firehose.group(1)))
@@ -371,8 +372,8 @@ class TurnEngine:
             ctx.add(Turn(role="user", tool={"responses": [response]}))
             if call_id is None or call is None:
                 continue  # an unknown id: the model takes it in, nothing waits for it
-            self._leftover.discard(call_id)
-            if call_id in self._awaiting:
+            if call_id in self._awaiting or call_id in self._leftover:
+                # a reply waits for it (the next one, for a call the old connection left open)
                 self._results[call_id] = response
                 self._answered.set()
                 continue
