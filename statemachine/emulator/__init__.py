@@ -217,6 +217,15 @@ class LiveEmulator:
         assert self._loop is not None
         return self._loop.time()
 
+    async def expire_token(self, name: str) -> None:
+        """End an ephemeral token now: its live connections close as at its expiry time."""
+        from .wire import CLOSE_TOKEN_EXPIRED
+
+        self.tokens[name].expire_at = self.now()
+        for conn in self.connections:
+            if conn.token is self.tokens[name] and not conn.done.is_set():
+                await conn.close(1008, CLOSE_TOKEN_EXPIRED)
+
     def knows_model(self, name: str) -> bool:
         return name not in self.unknown_models and (
             profile_for(name, self.settings.extra_models) is not None

@@ -84,6 +84,8 @@ class EmulatedSession:
     active: Connection | None = None
     last_closed_at: float | None = None
     connections: int = 0
+    #: when the hard-close clock started: the session's start, then each hard close
+    hard_close_clock: float | None = None
 
 
 @attrs.define(kw_only=True)
@@ -289,7 +291,8 @@ class Connection:
         if session.compression is None:
             self._spawn(self._session_cap)
         if settings.hard_close_after is not None:
-            at = session.started_at + settings.hard_close_after * scale
+            clock = session.hard_close_clock or session.started_at
+            at = clock + settings.hard_close_after * scale
             self._spawn(functools.partial(self._at, at, self._hard_close))
         if settings.idle_timeout is not None:
             self._spawn(self._idle_watch)
@@ -343,8 +346,9 @@ class Connection:
         await self.close(1011, "Session duration limit reached.")
 
     async def _hard_close(self) -> None:
-        if self.emu.settings.hard_close_ends_session and self.session is not None:
-            self.session.capped = True
+        if self.session is not None:
+            self.session.hard_close_clock = self.emu.now()
+            self.session.capped = self.session.capped or self.emu.settings.hard_close_ends_session
         await self.close(1011, CLOSE_HARD_LIMIT)
 
     async def _idle_watch(self) -> None:
