@@ -10,6 +10,10 @@ replies quote the conversation it remembers, issues and honours resumption handl
 connection and session limits (scaled by `time_scale`), and injects faults on demand: per
 connection through `plan(ConnectionPlan(...))`, or on a live connection through
 `emu.connections[i]` (`drop()`, `close()`, `go_away()`, `silence()`, `send_garbage()`).
+
+Its durations are scaled by `time_scale`, so a client must plan with the same scale: open
+sessions with `emu.connect(...)` (or pass `policy=emu.policy()` to `statemachine.connect`);
+the default `Policy()` against a scaled emulator forces every rotation at the deadline.
 """
 
 from __future__ import annotations
@@ -20,22 +24,34 @@ import secrets
 from collections import deque
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
 
 from google import genai
 from google.genai import types
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from ..core.policy import Policy
 from .model import Context
+from .profiles import LIVE_MODELS, Profile, profile_for
 from .server import Connection, ConnectionPlan, EmulatedSession, Frame, HandleEntry
 from .settings import EmulatorSettings
 from .tls import LocalTLS
+from .tokens import PREFIX as TOKEN_PREFIX
+from .tokens import EphemeralToken, new_token_name
 
-__all__ = ["Connection", "ConnectionPlan", "EmulatorSettings", "Frame", "LiveEmulator"]
+if TYPE_CHECKING:
+    from ..aio.session import LiveSession
 
+__all__ = [
+    "LIVE_MODELS", "Connection", "ConnectionPlan", "EmulatorSettings", "EphemeralToken", "Frame",
+    "LiveEmulator", "Profile",
+]
+
+#: the JavaScript SDK joins a base URL ending in "/" with "/ws/...": a double slash
 _PATH = re.compile(
-    r"^/ws/(?:"
+    r"^//?ws/(?:"
     r"google\.ai\.generativelanguage\.(?:v1|v1beta|v1alpha)\.GenerativeService\."
     r"BidiGenerateContent(?:Constrained)?"
     r"|google\.cloud\.aiplatform\.(?:v1|v1beta1)\.LlmBidiService/BidiGenerateContent"
@@ -65,6 +81,7 @@ class LiveEmulator:
         self.refused_handshakes: list[tuple[str, int]] = []
         self.refuse_resumes = False
         self.unknown_models: set[str] = set()
+        self.tokens: dict[str, EphemeralToken] = {}
         self._plans: deque[ConnectionPlan] = deque()
         self._accepted = asyncio.Condition()
         self._tls: LocalTLS | None = None
@@ -137,13 +154,58 @@ class LiveEmulator:
         args.update(async_client_args)
         return types.HttpOptions(base_url=self.base_url, async_client_args=args)
 
-    def client(self, *, vertexai: bool = False, **async_client_args: Any) -> genai.Client:
-        """A real `genai.Client` pointed at this emulator (Gemini API, or Vertex with vertexai)."""
+    def client(
+        self, *, vertexai: bool = False, api_key: str | None = None, **async_client_args: Any
+    ) -> genai.Client:
+        """A real `genai.Client` pointed at this emulator (Gemini API, or Vertex with vertexai).
+        `api_key` may be an ephemeral token from `mint_token` (the SDK then dials the
+        constrained endpoint, which wants `api_version="v1alpha"`)."""
+        options = self.http_options(**async_client_args)
+        if api_key is not None and api_key.startswith(TOKEN_PREFIX):
+            options.api_version = "v1alpha"
         return genai.Client(
-            api_key=self.api_key,
-            vertexai=vertexai or None,
-            http_options=self.http_options(**async_client_args),
+            api_key=api_key or self.api_key, vertexai=vertexai or None, http_options=options
         )
+
+    def policy(self, base: Policy | None = None) -> Policy:
+        """`base` (default `Policy()`) on this emulator's clock: every duration times
+        `time_scale`. Without it a scaled emulator's goAway notices are shorter than the
+        policy's margin, so every rotation is forced at the deadline and cuts the reply."""
+        return (base or Policy()).scaled(self.settings.time_scale)
+
+    def connect(
+        self,
+        *,
+        model: str = "gemini-live-2.5-flash-preview",
+        config: Any = None,
+        policy: Policy | None = None,
+        vertexai: bool = False,
+        **kwargs: Any,
+    ) -> LiveSession:
+        """`statemachine.connect` against this emulator, with a policy on its clock
+        (`policy` is scaled here: give it in real-service seconds, or leave the default)."""
+        from ..aio.session import connect, websocket_args
+
+        scaled = self.policy(policy)
+        client = self.client(vertexai=vertexai, **websocket_args(scaled))
+        return connect(client, model=model, config=config, policy=scaled, **kwargs)
+
+    def mint_token(
+        self, *, expire_in: float = 1800.0, uses: int = 1, new_session_expire_in: float = 60.0
+    ) -> str:
+        """An ephemeral token (`auth_tokens/...`), like the service's `auth_tokens.create`:
+        valid for `expire_in` emulated seconds, able to start `uses` new sessions within
+        `new_session_expire_in`. Resumes do not spend a use; expiry ends its connections."""
+        if uses < 1 or expire_in <= 0 or new_session_expire_in <= 0:
+            raise ValueError("a token needs uses >= 1 and positive expiry times")
+        scale, now = self.settings.time_scale, self.now()
+        name = new_token_name()
+        self.tokens[name] = EphemeralToken(
+            name=name, expire_at=now + expire_in * scale,
+            new_session_until=now + min(new_session_expire_in, expire_in) * scale,
+            uses_left=uses,
+        )
+        return name
 
     # -- scripting --------------------------------------------------------------------------------
 
@@ -155,8 +217,19 @@ class LiveEmulator:
         assert self._loop is not None
         return self._loop.time()
 
+    async def expire_token(self, name: str) -> None:
+        """End an ephemeral token now: its live connections close as at its expiry time."""
+        from .wire import CLOSE_TOKEN_EXPIRED
+
+        self.tokens[name].expire_at = self.now()
+        for conn in self.connections:
+            if conn.token is self.tokens[name] and not conn.done.is_set():
+                await conn.close(1008, CLOSE_TOKEN_EXPIRED)
+
     def knows_model(self, name: str) -> bool:
-        return name not in self.unknown_models and name.startswith("gemini-")
+        return name not in self.unknown_models and (
+            profile_for(name, self.settings.extra_models) is not None
+        )
 
     def handle_expired(self, entry: HandleEntry) -> bool:
         issued = entry.issued_at
@@ -180,16 +253,38 @@ class LiveEmulator:
 
     # -- server -----------------------------------------------------------------------------------
 
+    def _credentials(self, request: Request) -> tuple[str | None, str | None]:
+        """(API key, ephemeral token) as the SDKs send them: Python in headers
+        (`x-goog-api-key`, `Authorization: Token ...`), JavaScript in the query (`?key=`,
+        `?access_token=`)."""
+        query = parse_qs(request.path.partition("?")[2])
+        auth = request.headers.get("Authorization", "")
+        keys = [request.headers.get("x-goog-api-key"), *query.get("key", [])]
+        tokens = [
+            auth[len("Token "):] if auth.startswith("Token ") else None,
+            *query.get("access_token", []),
+            *keys,
+        ]
+        token = next((t for t in tokens if t and t.startswith(TOKEN_PREFIX)), None)
+        key = next((k for k in keys if k and not k.startswith(TOKEN_PREFIX)), None)
+        return key, token
+
     def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not _PATH.match(request.path.split("?")[0]):
+        path = request.path.partition("?")[0]  # not urlsplit: it reads //ws as a host
+        if not _PATH.match(path):
             self.refused_handshakes.append((request.path, 404))
             return connection.respond(HTTPStatus.NOT_FOUND, "Not found.\n")
-        key = request.headers.get("x-goog-api-key")
-        auth = request.headers.get("Authorization", "")
-        if not key and auth.startswith("Token "):
-            key = auth[len("Token "):]
-        if key != self.settings.api_key:
-            self.refused_handshakes.append((request.path, 401))
+        key, token = self._credentials(request)
+        if token is not None and path.endswith("Constrained"):
+            entry = self.tokens.get(token)
+            if entry is not None and not entry.expired(self.now()):
+                return None
+            self.refused_handshakes.append((path, 401))
+            return connection.respond(
+                HTTPStatus.UNAUTHORIZED, "The ephemeral token is invalid or expired.\n"
+            )
+        if key != self.settings.api_key or path.endswith("Constrained"):
+            self.refused_handshakes.append((path, 401))
             return connection.respond(
                 HTTPStatus.UNAUTHORIZED, "API key not valid. Please pass a valid API key.\n"
             )
@@ -202,7 +297,10 @@ class LiveEmulator:
 
     async def _handle(self, ws: ServerConnection) -> None:
         plan = self._plans.popleft() if self._plans else ConnectionPlan()
-        conn = Connection(self, ws, len(self.connections) + 1, plan)
+        token = None
+        if ws.request is not None and ws.request.path.partition("?")[0].endswith("Constrained"):
+            token = self.tokens.get(self._credentials(ws.request)[1] or "")
+        conn = Connection(self, ws, len(self.connections) + 1, plan, token)
         self.connections.append(conn)
         async with self._accepted:
             self._accepted.notify_all()

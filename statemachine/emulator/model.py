@@ -39,6 +39,28 @@ class Turn:
             total += text_tokens(repr(self.tool))
         return max(total, 1)
 
+    def by_modality(self) -> dict[str, int]:
+        """Tokens per modality, as `usageMetadata.promptTokensDetails` reports them."""
+        text = text_tokens(self.text) if self.text else 0
+        if self.tool is not None:
+            text += text_tokens(repr(self.tool))
+        counts = {
+            "TEXT": text,
+            "AUDIO": audio_tokens(self.audio_bytes) if self.audio_bytes else 0,
+            "VIDEO": self.video_frames * VIDEO_TOKENS_PER_FRAME,
+        }
+        if not any(counts.values()):
+            counts["TEXT"] = 1
+        return counts
+
+
+@attrs.frozen(kw_only=True)
+class OpenCall:
+    """A function call the model issued and no response has answered yet."""
+
+    name: str
+    blocking: bool
+
 
 @attrs.define(kw_only=True)
 class Context:
@@ -52,6 +74,8 @@ class Context:
     pending_video: int = 0
     #: input identities, in the order the model took them in (only with `track_inputs`)
     consumed: list[str] = attrs.field(factory=list)
+    #: function calls issued and not answered, by id (part of what a handle restores)
+    open_calls: dict[str, OpenCall] = attrs.field(factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -60,7 +84,17 @@ class Context:
     def snapshot(self) -> Context:
         """A copy a handle can restore. Turns are never changed once added, so the lists are
         copied and the turns shared (a deep copy cost 1.5 ms per handle in the benchmark)."""
-        return attrs.evolve(self, turns=list(self.turns), consumed=list(self.consumed))
+        return attrs.evolve(
+            self, turns=list(self.turns), consumed=list(self.consumed),
+            open_calls=dict(self.open_calls),
+        )
+
+    def tokens_by_modality(self) -> dict[str, int]:
+        counts = {"TEXT": text_tokens(self.system) if self.system else 0, "AUDIO": 0, "VIDEO": 0}
+        for turn in self.turns:
+            for modality, n in turn.by_modality().items():
+                counts[modality] += n
+        return counts
 
     def add(self, turn: Turn) -> None:
         self.turns.append(turn)

@@ -1,11 +1,12 @@
 """One emulated Live API connection: handshake, the scripted model's turns, resumption handles,
-connection and session limits, and faults on demand. Everything it sends or receives is recorded."""
+connection and session limits, and faults on demand. Everything it sends or receives is recorded.
+
+The model's behaviour in a turn (streaming, tools, interruptions, voice activity) is in turns.py;
+this module owns the socket, the setup and the timers."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import functools
 import json
@@ -18,10 +19,19 @@ import attrs
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from .model import Context, Turn, reply_audio, split
+from .model import Context, Turn
+from .profiles import GEMINI_25, Profile, api_version, profile_for
+from .tokens import EphemeralToken
+from .turns import TurnEngine
 from .wire import (
     CLOSE_DEADLINE,
+    CLOSE_HARD_LIMIT,
+    CLOSE_IDLE,
     CLOSE_INVALID,
+    CLOSE_INVALID_REASON,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_TOKEN_USED,
+    EXHAUSTION_REASONS,
     close_reason,
     duration,
     normalize,
@@ -31,9 +41,6 @@ if TYPE_CHECKING:
     from . import LiveEmulator
 
 _MODEL_RE = re.compile(r"(?:^|/)models/([^/]+)$")
-_TOOL_RE = re.compile(r"\bcall (\w+)")
-#: "firehose N": N one-character chunks with no pause (for throughput measurements)
-_FIREHOSE_RE = re.compile(r"^firehose (\d+)$")
 _MAX_FRAME = 1 << 20
 
 
@@ -77,6 +84,8 @@ class EmulatedSession:
     active: Connection | None = None
     last_closed_at: float | None = None
     connections: int = 0
+    #: when the hard-close clock started: the session's start, then each hard close
+    hard_close_clock: float | None = None
 
 
 @attrs.define(kw_only=True)
@@ -90,34 +99,41 @@ class Connection:
     """Server side of one WebSocket. Tests reach it as `emu.connections[i]` to inject faults."""
 
     def __init__(
-        self, emu: LiveEmulator, ws: ServerConnection, number: int, plan: ConnectionPlan
+        self,
+        emu: LiveEmulator,
+        ws: ServerConnection,
+        number: int,
+        plan: ConnectionPlan,
+        token: EphemeralToken | None = None,
     ) -> None:
         self.emu = emu
         self.ws = ws
         self.number = number
         self.plan = plan
+        self.token = token
         self.path = ws.request.path if ws.request else ""
         self.vertex = "aiplatform" in self.path
+        self.api_version = api_version(self.path)
+        self.profile: Profile = GEMINI_25
+        self.model = ""
         self.frames: list[Frame] = []
         self.session: EmulatedSession | None = None
         self.resumed = False
         self.transparent = False
         self.resumption = False
-        self.audio_out = False
-        self.tools: set[str] = set()
         self.consumed = 0  # client messages consumed on this connection (setup is 0)
         self.silent = False
         self.closed_code: int | None = None
         self.closed_reason: str | None = None
         self.opened_at = emu.now()
         self.closed_at: float | None = None
+        self.last_input_at = self.opened_at
+        #: the connection ended while the model was streaming a reply (the reply was cut)
+        self.cut_reply = False
         self.setup_sent = asyncio.Event()
         self.done = asyncio.Event()
+        self.turns = TurnEngine(self)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._generation: asyncio.Task[None] | None = None
-        self._tool_wait: asyncio.Future[dict[str, Any]] | None = None
-        self._call_ids = 0
-        self._turn_handles = 0
 
     # -- faults and controls, for tests -----------------------------------------------------------
 
@@ -134,6 +150,11 @@ class Connection:
         """Send `goAway` now; `time_left` in emulated seconds (scaled)."""
         scaled = time_left * self.emu.settings.time_scale
         await self.send({"goAway": {"timeLeft": duration(scaled)}})
+
+    async def exhaust(self, kind: str) -> None:
+        """Close now as the service does when the quota ("quota") or credits ("credits") ran
+        out: 1011 with a reason that tells it from a deadline."""
+        await self.close(1011, EXHAUSTION_REASONS[kind])
 
     def silence(self) -> None:
         """Stop sending anything; keep the socket open."""
@@ -163,22 +184,30 @@ class Connection:
         finally:
             await self._finish()
 
+    async def _refuse(self, code: int, reason: str) -> bool:
+        await self.close(code, reason)
+        return False
+
     async def _handshake(self) -> bool:
         setup_msg = await self._recv()
         if setup_msg is None or "setup" not in setup_msg:
-            await self.close(CLOSE_INVALID, "Request contains an invalid argument.")
-            return False
+            return await self._refuse(CLOSE_INVALID, CLOSE_INVALID_REASON)
         setup = setup_msg["setup"] or {}
         model = str(setup.get("model", ""))
         match = _MODEL_RE.search(model)
         name = match.group(1) if match else model
-        if not self.emu.knows_model(name):
-            await self.close(
+        profile = profile_for(name, self.emu.settings.extra_models)
+        if profile is None or name in self.emu.unknown_models:
+            return await self._refuse(
                 1008,
-                f"models/{name} is not found for API version v1beta, or is not supported "
-                "for bidiGenerateContent.",
+                f"models/{name} is not found for API version {self.api_version}, or is not "
+                "supported for bidiGenerateContent.",
             )
-            return False
+        self.profile, self.model = profile, name
+        if self.emu.settings.exhausted is not None:
+            return await self._refuse(1011, EXHAUSTION_REASONS[self.emu.settings.exhausted])
+        if not self._setup_allowed(setup):
+            return await self._refuse(CLOSE_INVALID, CLOSE_INVALID_REASON)
         resumption = setup.get("session_resumption")
         self.resumption = resumption is not None
         self.transparent = bool((resumption or {}).get("transparent"))
@@ -186,7 +215,7 @@ class Connection:
         session = await self._resolve_session(handle)
         if session is None:
             return False
-        self._configure(session, setup)
+        self.turns.configure(session, setup)
         if self.plan.no_setup:
             await self.ws.wait_closed()
             return False
@@ -195,14 +224,33 @@ class Connection:
         if delay:
             await asyncio.sleep(delay)
         await self.send({"setupComplete": {"sessionId": session.id} if self.vertex else {}})
+        self.last_input_at = self.emu.now()
         self.setup_sent.set()
         if self.resumption and self.emu.settings.handle_on_setup:
-            await self._issue_handle()
+            await self.issue_handle()
+        return True
+
+    def _setup_allowed(self, setup: dict[str, Any]) -> bool:
+        """3.x: proactive audio cannot be turned off, and extended thinking needs a level."""
+        if not self.profile.proactive_audio:
+            return True
+        proactivity = setup.get("proactivity") or {}
+        if proactivity.get("proactive_audio") is False:
+            return False
+        if self.emu.settings.extended_thinking:
+            generation = setup.get("generation_config") or {}
+            thinking = generation.get("thinking_config") or setup.get("thinking_config") or {}
+            return bool(thinking.get("thinking_level") or thinking.get("thinking_budget"))
         return True
 
     async def _resolve_session(self, handle: str | None) -> EmulatedSession | None:
         emu = self.emu
         if not handle:
+            if self.token is not None:
+                if emu.now() >= self.token.new_session_until or self.token.uses_left <= 0:
+                    await self.close(1008, CLOSE_TOKEN_USED)
+                    return None
+                self.token.uses_left -= 1
             session = emu.new_session()
         else:
             entry = emu.handles.get(handle)
@@ -211,7 +259,7 @@ class Connection:
             )
             code = refuse or emu.settings.reject_resume_code
             if refuse or entry is None or emu.handle_expired(entry) or entry.session.capped:
-                await self.close(code, "Request contains an invalid argument.")
+                await self.close(code, CLOSE_INVALID_REASON)
                 return None
             session = entry.session
             if session.active is not None and not session.active.done.is_set():
@@ -224,39 +272,35 @@ class Connection:
         self.session = session
         return session
 
-    def _configure(self, session: EmulatedSession, setup: dict[str, Any]) -> None:
-        generation = setup.get("generation_config") or {}
-        modalities = generation.get("response_modalities") or setup.get("response_modalities")
-        self.audio_out = [str(m).upper() for m in (modalities or ["AUDIO"])] == ["AUDIO"]
-        for tool in setup.get("tools") or []:
-            for decl in tool.get("function_declarations") or []:
-                self.tools.add(decl.get("name", ""))
-        system = setup.get("system_instruction")
-        if system and not self.resumed:
-            session.context.system = " ".join(
-                p.get("text", "") for p in (system.get("parts") or [])
-            )
-        cwc = setup.get("context_window_compression")
-        if cwc is not None:
-            trigger = int(cwc.get("trigger_tokens") or self.emu.settings.context_window * 0.8)
-            window = cwc.get("sliding_window") or {}
-            target = int(window.get("target_tokens") or trigger // 2)
-            session.compression = (trigger, target)
-        elif not self.resumed:
-            session.compression = None
-
     def _start_timers(self) -> None:
         emu = self.emu
-        scale = emu.settings.time_scale
+        settings = emu.settings
+        scale = settings.time_scale
         lifetime = (
             self.plan.lifetime * scale
             if self.plan.lifetime is not None
-            else emu.settings.seconds("connection_lifetime")
+            else settings.seconds("connection_lifetime")
         )
-        lead = min(emu.settings.seconds("go_away_lead"), lifetime)
+        lead = min(settings.seconds("go_away_lead"), lifetime)
+        if settings.go_away_on_connect is not None:
+            # the field's early goAway: right after connecting, with a long timeLeft
+            lifetime = lead = settings.go_away_on_connect * scale
         self._spawn(lambda: self._lifetime(lifetime, lead))
-        if self.session is not None and self.session.compression is None:
+        session = self.session
+        assert session is not None
+        if session.compression is None:
             self._spawn(self._session_cap)
+        if settings.hard_close_after is not None:
+            clock = session.hard_close_clock or session.started_at
+            at = clock + settings.hard_close_after * scale
+            self._spawn(functools.partial(self._at, at, self._hard_close))
+        if settings.idle_timeout is not None:
+            self._spawn(self._idle_watch)
+        if self.token is not None:
+            self._spawn(functools.partial(
+                self._at, self.token.expire_at,
+                lambda: self.close(1008, CLOSE_TOKEN_EXPIRED),
+            ))
         plan = self.plan
         faults: list[tuple[float | None, Callable[[], Awaitable[None]]]] = [
             (plan.drop_after, self._drop_now),
@@ -272,6 +316,10 @@ class Connection:
 
     async def _after(self, delay: float, action: Callable[[], Awaitable[None]]) -> None:
         await asyncio.sleep(delay)
+        await action()
+
+    async def _at(self, when: float, action: Callable[[], Awaitable[None]]) -> None:
+        await asyncio.sleep(max(0.0, when - self.emu.now()))
         await action()
 
     async def _lifetime(self, lifetime: float, lead: float) -> None:
@@ -297,173 +345,44 @@ class Connection:
         session.capped = True
         await self.close(1011, "Session duration limit reached.")
 
+    async def _hard_close(self) -> None:
+        if self.session is not None:
+            self.session.hard_close_clock = self.emu.now()
+            self.session.capped = self.session.capped or self.emu.settings.hard_close_ends_session
+        await self.close(1011, CLOSE_HARD_LIMIT)
+
+    async def _idle_watch(self) -> None:
+        limit = self.emu.settings.seconds("idle_timeout")
+        while True:  # input moves the deadline; look again when the last one would pass
+            left = self.last_input_at + limit - self.emu.now()
+            if left <= 0:
+                break
+            await asyncio.sleep(left)
+        await self.close(1011, CLOSE_IDLE)
+
     async def _read_loop(self) -> None:
         while True:
             msg = await self._recv()
             if msg is None:
-                await self.close(CLOSE_INVALID, "Request contains an invalid argument.")
+                await self.close(CLOSE_INVALID, CLOSE_INVALID_REASON)
                 return
             self.consumed += 1
-            await self._consume(msg)
+            self.last_input_at = self.emu.now()
+            if not await self.turns.consume(msg):
+                await self.close(CLOSE_INVALID, CLOSE_INVALID_REASON)
+                return
 
-    async def _consume(self, msg: dict[str, Any]) -> None:
+    async def issue_handle(self, partial_reply: str | None = None) -> None:
+        """A resumable handle for the session's state now; mid-turn (3.x) it also holds the
+        part of the reply streamed so far."""
         session = self.session
         assert session is not None
-        if "client_content" in msg:
-            content = msg["client_content"] or {}
-            turns = content.get("turns") or []
-            texts: list[str] = []
-            for turn in turns:
-                role = turn.get("role", "user")
-                text = "".join(p.get("text", "") for p in turn.get("parts") or [])
-                if content.get("turn_complete") and role == "user":
-                    texts.append(text)
-                else:
-                    session.context.add(Turn(role=role, text=text))
-            if content.get("turn_complete"):
-                if self.emu.settings.track_inputs:
-                    session.context.consumed.extend("t:" + t for t in texts)
-                await self._start_turn(" ".join(texts))
-        elif "realtime_input" in msg:
-            await self._realtime(msg["realtime_input"] or {})
-        elif "tool_response" in msg:
-            responses = (msg["tool_response"] or {}).get("function_responses") or []
-            if self._tool_wait is not None and not self._tool_wait.done():
-                self._tool_wait.set_result({"responses": responses})
-            else:
-                session.context.add(Turn(role="user", tool={"responses": responses}))
-        else:
-            await self.close(CLOSE_INVALID, "Request contains an invalid argument.")
-
-    async def _realtime(self, rt: dict[str, Any]) -> None:
-        session = self.session
-        assert session is not None
-        ctx = session.context
-        if rt.get("audio") is not None:
-            data = _b64(rt["audio"].get("data", ""))
-            ctx.pending_audio += len(data)
-            if self.emu.settings.track_inputs:
-                ctx.consumed.append("a:" + data[:8].hex())
-        if rt.get("media_chunks"):
-            for chunk in rt["media_chunks"]:
-                ctx.pending_audio += len(_b64(chunk.get("data", "")))
-        if rt.get("video") is not None:
-            ctx.pending_video += 1
-            if not session.video_sent:
-                session.video_sent = True
-        if rt.get("activity_start") is not None and self._generating():
-            await self._interrupt()
-        if rt.get("text"):
-            await self._start_turn(str(rt["text"]))
-        if (rt.get("audio_stream_end") or rt.get("activity_end") is not None) and (
-            ctx.pending_audio or ctx.pending_video
-        ):
-            await self._start_turn(None)
-
-    def _generating(self) -> bool:
-        return self._generation is not None and not self._generation.done()
-
-    async def _interrupt(self) -> None:
-        assert self._generation is not None
-        self._generation.cancel()
-        await asyncio.gather(self._generation, return_exceptions=True)
-        await self.send({"serverContent": {"interrupted": True}})
-        await self.send({"serverContent": {"turnComplete": True}})
-
-    async def _start_turn(self, text: str | None) -> None:
-        if self._generating():
-            await self._interrupt()
-        session = self.session
-        assert session is not None
-        ctx = session.context
-        if text is None:
-            n_bytes, frames = ctx.pending_audio, ctx.pending_video
-            ctx.add(Turn(role="user", audio_bytes=n_bytes, video_frames=frames))
-            reply = ctx.reply_to_audio(n_bytes)
-        else:
-            ctx.add(Turn(role="user", text=text, audio_bytes=ctx.pending_audio))
-            reply = ctx.reply_to(text)
-        ctx.pending_audio = ctx.pending_video = 0
-        task = asyncio.get_running_loop().create_task(self._generate(text, reply))
-        self._generation = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _generate(self, text: str | None, reply: str) -> None:
-        session = self.session
-        assert session is not None
-        ctx = session.context
-        emu = self.emu
-        if session.compression is not None:
-            ctx.compress(*session.compression)
-        prompt_tokens = ctx.tokens
-        if self.resumption:
-            await self.send({"sessionResumptionUpdate": {"newHandle": "", "resumable": False}})
-        firehose = _FIREHOSE_RE.match(text or "")
-        if firehose:
-            reply = "x" * int(firehose.group(1))
-            chunks = [reply[i:i + 1] for i in range(len(reply))]
-            for chunk in chunks:
-                await self.send({"serverContent": {"modelTurn": {"parts": [{"text": chunk}]}}})
-            ctx.add(Turn(role="model", text="firehose"))
-            await self.send({"serverContent": {"turnComplete": True}})
-            return
-        call = _TOOL_RE.search(text or "")
-        if call and call.group(1) in self.tools:
-            reply = await self._call_tool(call.group(1), reply)
-        sent = ""
-        try:
-            for chunk in split(reply, emu.settings.chunks_per_reply):
-                part: dict[str, Any]
-                if self.audio_out:
-                    data = base64.b64encode(reply_audio(chunk)).decode()
-                    part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
-                else:
-                    part = {"text": chunk}
-                await self.send({"serverContent": {"modelTurn": {"parts": [part]}}})
-                sent += chunk
-                await asyncio.sleep(emu.settings.seconds("chunk_interval"))
-        finally:
-            ctx.add(Turn(role="model", text=sent))
-        await self.send({"serverContent": {"generationComplete": True}})
-        await asyncio.sleep(emu.settings.seconds("playback_delay"))
-        usage = {
-            "promptTokenCount": prompt_tokens,
-            "responseTokenCount": max(1, len(reply) // 4),
-            "totalTokenCount": prompt_tokens + max(1, len(reply) // 4),
-        }
-        await self.send({"serverContent": {"turnComplete": True}, "usageMetadata": usage})
-        self._turn_handles += 1
-        if self.plan.drop_at_turn_handle == self._turn_handles:
-            self.drop()
-            return
-        if self.resumption:
-            await self._issue_handle()
-
-    async def _call_tool(self, name: str, reply: str) -> str:
-        session = self.session
-        assert session is not None
-        self._call_ids += 1
-        call_id = f"call-{self.number}-{self._call_ids}"
-        self._tool_wait = asyncio.get_running_loop().create_future()
-        await self.send(
-            {"toolCall": {"functionCalls": [{"id": call_id, "name": name, "args": {}}]}}
-        )
-        if self.resumption:
-            await self.send({"sessionResumptionUpdate": {"newHandle": "", "resumable": False}})
-        result = await self._tool_wait
-        self._tool_wait = None
-        session.context.add(Turn(role="user", tool=result))
-        responses = result.get("responses") or [{}]
-        result_text = json.dumps(responses[0].get("response"), sort_keys=True)
-        return f"{name} returned {result_text}. {reply}"
-
-    async def _issue_handle(self) -> None:
-        session = self.session
-        assert session is not None
+        state = session.context.snapshot()
+        if partial_reply is not None:
+            state.add(Turn(role="model", text=partial_reply))
         handle = "emu-" + secrets.token_urlsafe(18)
         self.emu.handles[handle] = HandleEntry(
-            session=session, context=session.context.snapshot(), issued_at=self.emu.now()
+            session=session, context=state, issued_at=self.emu.now()
         )
         self.emu.issued_handles.append(handle)
         update: dict[str, Any] = {"newHandle": handle, "resumable": True}
@@ -507,30 +426,25 @@ class Connection:
             with contextlib.suppress(ConnectionClosed):
                 await make()
 
-        task = asyncio.get_running_loop().create_task(guarded())
+        self.track(asyncio.get_running_loop().create_task(guarded()))
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Keep a task of this connection; it is cancelled when the connection ends."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _finish(self) -> None:
         self.closed_at = self.emu.now()
+        self.cut_reply = self.turns.generating()
+        if self.closed_code is None:
+            self.closed_code = self.ws.close_code
+            self.closed_reason = self.ws.close_reason
         self.done.set()
-        if self._tool_wait is not None and not self._tool_wait.done():
-            self._tool_wait.cancel()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if self.closed_code is None:
-            self.closed_code = self.ws.close_code
-            self.closed_reason = self.ws.close_reason
         if self.session is not None and self.session.active is self:
             self.session.active = None
             self.session.last_closed_at = self.emu.now()
-
-
-def _b64(data: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(data + "=" * (-len(data) % 4))
-    except (binascii.Error, ValueError):
-        return base64.b64decode(data + "=" * (-len(data) % 4))

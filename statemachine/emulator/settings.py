@@ -1,31 +1,50 @@
-"""The emulator's knobs. Every duration is a setting, and `time_scale` multiplies all of them, so a
-10-minute connection can last 0.6 s in a test (time_scale=0.001)."""
+"""The emulator's knobs. Every duration is a setting in emulated seconds, and `time_scale`
+multiplies all of them, so a 10-minute connection can last 0.6 s in a test (time_scale=0.001).
+
+The field behaviours of today's service (an idle hang-up, a hard close near one hour, an early
+`goAway`, quota and credit refusals) are off by default and switched on one by one."""
 
 from __future__ import annotations
+
+import math
+from typing import Any
 
 import attrs
 
 from ..errors import SettingsError
 
+#: what `exhausted` may name: the 1011 close reason differs for each (see wire.py)
+EXHAUSTION_KINDS = ("quota", "credits")
+
+
+def _duration(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value) or value < 0:
+        raise SettingsError(
+            f"EmulatorSettings.{attribute.name} must be a finite number of seconds >= 0, "
+            f"got {value!r}"
+        )
+
 
 @attrs.frozen(kw_only=True)
 class EmulatorSettings:
     time_scale: float = 1.0
-    connection_lifetime: float = 600.0
-    go_away_lead: float = 50.0
-    session_cap_audio: float = 900.0
-    session_cap_video: float = 120.0
-    handle_validity: float = 7200.0
-    setup_delay: float = 0.0
+    connection_lifetime: float = attrs.field(default=600.0, validator=_duration)
+    go_away_lead: float = attrs.field(default=50.0, validator=_duration)
+    session_cap_audio: float = attrs.field(default=900.0, validator=_duration)
+    session_cap_video: float = attrs.field(default=120.0, validator=_duration)
+    handle_validity: float = attrs.field(default=7200.0, validator=_duration)
+    setup_delay: float = attrs.field(default=0.0, validator=_duration)
     #: pause between two streamed `modelTurn` chunks, and before `turnComplete` (playback)
-    chunk_interval: float = 0.02
-    playback_delay: float = 0.0
+    chunk_interval: float = attrs.field(default=0.02, validator=_duration)
+    playback_delay: float = attrs.field(default=0.0, validator=_duration)
     chunks_per_reply: int = 3
     #: close code for an unknown or expired handle (undocumented; reports say 1007)
     reject_resume_code: int = 1007
     #: tokens of context; compression defaults derive from it like the service's
     context_window: int = 32_768
-    #: the API key clients must present (x-goog-api-key)
+    #: the API key clients must present (x-goog-api-key, or `?key=` as the JavaScript SDK does)
     api_key: str = "emulator-api-key"
     #: a resumable handle right after setupComplete (state before the first turn)
     handle_on_setup: bool = True
@@ -34,14 +53,53 @@ class EmulatorSettings:
     #: remember the identity of each consumed input in the context (benchmarks count lost and
     #: duplicated input in what the model knows): audio by its first 8 bytes, text by itself
     track_inputs: bool = False
+    #: model names accepted besides the Live models the emulator knows (2.5 profile)
+    extra_models: tuple[str, ...] = ()
+
+    # -- voice activity detection (automatic activity detection, on unless the setup disables it)
+    #: RMS of 16-bit PCM above which a 20 ms frame counts as speech (about -30 dBFS)
+    vad_threshold: float = 1000.0
+    #: silence that ends the user's turn, in audio milliseconds, unless the setup's
+    #: `silenceDurationMs` says otherwise (measured on the audio itself, not the clock)
+    vad_silence_ms: int = 500
+    #: speech needed before the start of activity is detected (`prefixPaddingMs` overrides)
+    vad_prefix_ms: int = 20
+
+    # -- model generations (profile chosen by model name; see profiles.py)
+    #: 3.x profile: background thinking after `turnComplete`, during which `interactionStatus`
+    #: stays IN_PROGRESS; the setup must then carry a thinking level (else 1007). 0 = off
+    extended_thinking: float = attrs.field(default=0.0, validator=_duration)
+
+    # -- field behaviours of today's service (None = off)
+    #: hang up a connection that received no client message for this long (field: ~150 s)
+    idle_timeout: float | None = attrs.field(default=None, validator=_duration)
+    #: close every connection of a session this long after the session started, compression or
+    #: not (field: 58 min = 3480 s), with 1011 and `wire.CLOSE_HARD_LIMIT`
+    hard_close_after: float | None = attrs.field(default=None, validator=_duration)
+    #: after the hard close, refuse to resume the session (1007), as was sometimes seen
+    hard_close_ends_session: bool = False
+    #: send a `goAway` right after setupComplete with this `timeLeft`, and close when it runs out
+    #: (field: 300 s, about 1 s after connecting)
+    go_away_on_connect: float | None = attrs.field(default=None, validator=_duration)
+    #: refuse new connections right after the setup with 1011 and the reason of "quota" (rate
+    #: limit) or "credits" (prepaid credits used up)
+    exhausted: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if self.time_scale <= 0:
-            raise SettingsError("time_scale must be > 0")
+        if not self.time_scale > 0 or math.isinf(self.time_scale):
+            raise SettingsError(f"time_scale must be a finite number > 0, got {self.time_scale!r}")
         if self.go_away_lead >= self.connection_lifetime:
             raise SettingsError("go_away_lead must be shorter than connection_lifetime")
         if self.chunks_per_reply < 1:
             raise SettingsError("chunks_per_reply must be >= 1")
+        if self.vad_threshold <= 0 or self.vad_silence_ms <= 0 or self.vad_prefix_ms < 0:
+            raise SettingsError(
+                "vad_threshold and vad_silence_ms must be > 0 and vad_prefix_ms >= 0"
+            )
+        if self.exhausted is not None and self.exhausted not in EXHAUSTION_KINDS:
+            raise SettingsError(
+                f"exhausted must be one of {EXHAUSTION_KINDS} or None, got {self.exhausted!r}"
+            )
 
     def seconds(self, name: str) -> float:
         """A duration setting in real seconds, after the time scale."""

@@ -40,3 +40,18 @@ def close_reason(reason: str) -> str:
     if len(data) <= 123:
         return reason
     return data[:123].decode(errors="ignore")
+
+
+# Close reasons of today's service. The deadline text is the one field reports quote; the others
+# are the emulator's stand-ins, worded so that a client can tell each cause from the others.
+CLOSE_INVALID_REASON = "Request contains an invalid argument."
+CLOSE_HARD_LIMIT = "Maximum session duration reached."
+CLOSE_IDLE = "Connection closed: no client input for too long (idle timeout)."
+CLOSE_QUOTA = "RESOURCE_EXHAUSTED: Quota exceeded for Live API sessions. Retry after a while."
+CLOSE_CREDITS = "RESOURCE_EXHAUSTED: Your prepayment credits are depleted. Add credits to continue."
+CLOSE_TOKEN_EXPIRED = "Ephemeral token expired."
+CLOSE_TOKEN_USED = "Ephemeral token has no uses left for a new session."
+CLOSE_ACTIVITY = (
+    "Explicit activityStart/activityEnd need automatic activity detection disabled."
+)
+EXHAUSTION_REASONS = {"quota": CLOSE_QUOTA, "credits": CLOSE_CREDITS}
