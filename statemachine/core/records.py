@@ -34,7 +34,8 @@ import structlog
 
 from .events import Event
 
-SCHEMA_VERSION = 1
+#: 2: full SHA-256 chain hashes and signed checkpoint lines (see audit/jsonl.py); 1 still reads.
+SCHEMA_VERSION = 2
 
 AuditRecord = dict[str, Any]
 AuditSink = Callable[[AuditRecord], None]
