@@ -20,6 +20,9 @@ A record is a flat dict with these keys (the JSON Lines schema of the audit log)
 | `stale` | events only: it came from a connection the session already left |
 
 Secrets never appear: handles only as `fingerprint()`, payloads never, API keys are never seen here.
+
+In the log file the writer adds `v`, `prev` and `hash` (the chain) to each record, and, with a
+signing key, checkpoint lines of their own (`kind` `checkpoint`; see `statemachine/audit/jsonl.py`).
 """
 
 from __future__ import annotations
