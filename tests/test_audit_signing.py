@@ -303,6 +303,10 @@ def test_a_bad_key_is_named_never_shown(tmp_path: Path) -> None:
         SigningKey.from_pem(pem.encode(), source="a test")
     assert "SECRET" not in str(caught.value) + str(caught.value.__cause__)
     assert not (tmp_path / "x.jsonl").exists()
+    missing = audit(V1_LOG, tmp_path / "nowhere.pub.pem")
+    assert missing.returncode == 2 and "cannot read the public key" in missing.stderr
+    not_public = audit(V1_LOG, bad)
+    assert not_public.returncode == 2 and "SECRET" not in not_public.stderr
 
 
 def test_a_key_from_the_environment_signs_like_the_file(keys: tuple[Path, Path],

@@ -8,8 +8,9 @@ read one at a time and each session keeps counters, not records.
 With public keys (`--public-key`), the signed checkpoints too: each one's signature, its count
 of the lines before it, and a seal right after each session's `ended` notice. Then any edit,
 insertion, deletion or reordering, even with the chain recomputed, is a violation; lines after the
-last signature are reported as unsealed (a crash and a cut tail look alike). Without a key the
-chain only shows accidental damage: whoever can write the file can recompute it.
+last signature are reported as unsealed (a crash and a cut tail look alike; a cut right after a
+writer's closing checkpoint cannot be seen in the file at all). Without a key the chain only
+shows accidental damage: whoever can write the file can recompute it.
 
 Exit status: 0 clean, 1 violations found (each with file:line and what is wrong) or, with a key,
 records no signature covers; 2 unreadable input (a file that cannot be opened, an empty file, a
