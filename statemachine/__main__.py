@@ -1,10 +1,12 @@
-"""Command line: `python -m statemachine {demo,emulator,audit,diagram,timeline,bench,table}`."""
+"""Command line: `python -m statemachine COMMAND`: demo, emulator, audit, keygen, diagram,
+timeline, bench, table."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -98,6 +100,33 @@ def run_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_keyed(args: argparse.Namespace) -> int:
+    """The commands that read or write audit keys."""
+    from .audit import signing
+
+    if args.command == "keygen":
+        private, public, key_id = signing.keygen(args.dir)
+        print(f"key id {key_id}\n  private (keep secret, mode 0600): {private}\n"
+              f"  public (give to auditors): {public}")
+        return 0
+    if args.command == "audit":
+        from .audit import check as auditcheck
+
+        report = auditcheck.check(args.logs, args.public_key)
+        print(auditcheck.as_json(report) if args.json else auditcheck.render(report))
+        return report.exit_code
+    from . import demo as demo_module
+
+    if args.signing_key:
+        signing_key: signing.SigningKey | None = signing.SigningKey.from_file(args.signing_key)
+    elif os.environ.get(signing.ENV_VAR):
+        signing_key = signing.SigningKey.from_env()
+    else:
+        signing_key = None
+    key = args.api_key or demo_module.api_key_from_env()
+    return demo_module.main(args.log, key, args.model, signing_key)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m statemachine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -110,9 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--log", help="where to write the JSON Lines audit log")
     demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
     demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
+    demo.add_argument("--signing-key", metavar="PATH",
+                      help="sign the audit log with this Ed25519 private key (default: the PEM "
+                           "in $STATEMACHINE_AUDIT_SIGNING_KEY, if set)")
     audit = sub.add_parser("audit", help="check audit logs and summarize each session")
     audit.add_argument("logs", nargs="+", metavar="LOG")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.add_argument("--public-key", action="append", metavar="PATH",
+                       help="verify the signed checkpoints with this public key (repeat for "
+                            "rotated keys)")
+    keygen = sub.add_parser("keygen", help="write a new audit signing key pair into DIR")
+    keygen.add_argument("dir", metavar="DIR")
     diagram = sub.add_parser("diagram", help="render the lifecycle diagrams from the table")
     diagram.add_argument("--check", action="store_true",
                          help="exit 1 if the committed diagrams differ from the table")
@@ -137,17 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_diagram(args)
     if args.command == "timeline":
         return run_timeline(args)
-    if args.command == "audit":
-        from .audit import check as auditcheck
+    if args.command in ("audit", "keygen", "demo"):
+        from .errors import SigningKeyError
 
-        report = auditcheck.check(args.logs)
-        print(auditcheck.as_json(report) if args.json else auditcheck.render(report))
-        return report.exit_code
-    if args.command == "demo":
-        from . import demo as demo_module
-
-        key = args.api_key or demo_module.api_key_from_env()
-        return demo_module.main(args.log, key, args.model)
+        try:
+            return run_keyed(args)
+        except SigningKeyError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     if args.command == "table":
         return print_table()
     if args.command == "emulator":

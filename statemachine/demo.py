@@ -25,6 +25,7 @@ from google.genai import types
 
 from .aio.session import LiveSession, connect, websocket_args
 from .audit import jsonl as auditlog
+from .audit.signing import SigningKey
 from .core.actions import ContextLost, Notice
 from .core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from .emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
@@ -192,11 +193,12 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None) ->
     return summary
 
 
-def main(log_path: str | None, api_key: str | None, model: str) -> int:
+def main(log_path: str | None, api_key: str | None, model: str,
+         signing_key: SigningKey | None = None) -> int:
     path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / "statemachine-demo.jsonl"
     if path.exists():
         path.unlink()
-    writer = auditlog.configure(path)
+    writer = auditlog.configure(path, signing_key=signing_key)
     try:
         script = run_real(api_key, model) if api_key else run_emulated()
         summary = asyncio.run(script)

@@ -64,3 +64,20 @@ class LeaseHeld(LifecycleError, RuntimeError):
             f"session {key!r} is connected by {holder!r} (lease expires in {expires_in:.1f}s "
             "unless renewed): close it there, or wait for that worker's lease to run out"
         )
+
+
+class SigningKeyError(LifecycleError, ValueError):
+    """An audit signing or public key cannot be read or is not an Ed25519 key. The message names
+    the file or variable, never the key material."""
+
+
+class AuditLogBusy(LocalMisuse):
+    """Another writer (in this process or another) has the audit log open: one writer per file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(
+            f"audit log {path!r} is already open for writing by another writer (this process or "
+            "another): give each process its own file (e.g. with the process id in its name), "
+            "and within a process share one writer, as configure() does for every session"
+        )

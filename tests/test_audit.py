@@ -59,7 +59,7 @@ def audit(*paths: Path, json_out: bool = False) -> subprocess.CompletedProcess[s
 
 def test_records_match_the_published_schema(log: Path) -> None:
     """Every line validates against the JSON Schema shipped in the package."""
-    schema_text = resources.files("statemachine").joinpath("schemas/audit-record.v1.json")
+    schema_text = resources.files("statemachine").joinpath("schemas/audit-record.v2.json")
     schema = json.loads(schema_text.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     validator = jsonschema.Draft202012Validator(schema)
@@ -112,8 +112,8 @@ def test_tampering_is_detected_with_file_and_line(log: Path, how: str) -> None:
         (b"this is not json\n", "not a JSON record"),
         (b'{"v": 1, "half": tr', "truncated last line"),
         ('{"v": 1, "caf\u00e9": 1}\n'.encode("latin-1"), "not UTF-8"),
-        (b'{"v": 2, "prev": "", "hash": "", "session": "s", "seq": 1, "mono": 0, '
-         b'"kind": "event", "name": "x", "state": "idle"}\n', "schema version 2"),
+        (b'{"v": 9, "prev": "", "hash": "", "session": "s", "seq": 1, "mono": 0, '
+         b'"kind": "event", "name": "x", "state": "idle"}\n', "schema version 9"),
         (b'{"some": "other log"}\n', "not an audit record"),
     ],
 )

@@ -5,25 +5,35 @@ sequence numbers contiguous, every transition a row of the table taken from the 
 was in, the session ending in a sane place. Memory stays constant in the log's size: lines are
 read one at a time and each session keeps counters, not records.
 
-Exit status: 0 clean, 1 violations found (each with file:line and what is wrong), 2 unreadable
-input (a file that cannot be opened).
+With public keys (`--public-key`), the signed checkpoints too: each one's signature, its count
+of the lines before it, and a seal right after each session's `ended` notice. Then any edit,
+insertion, deletion or reordering, even with the chain recomputed, is a violation; lines after the
+last signature are reported as unsealed (a crash and a cut tail look alike; a cut right after a
+writer's closing checkpoint cannot be seen in the file at all). Without a key the chain only
+shows accidental damage: whoever can write the file can recompute it.
+
+Exit status: 0 clean, 1 violations found (each with file:line and what is wrong) or, with a key,
+records no signature covers; 2 unreadable input (a file that cannot be opened, an empty file, a
+file that holds no audit record).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import attrs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..core import table
-from ..core.records import SCHEMA_VERSION
 from ..core.table import State, Trigger
-from .jsonl import GENESIS, line_hash, split_line
+from . import signing
+from .jsonl import CHECKPOINTS, GENESIS_BY_VERSION, HASH_HEX, line_hash, split_line, split_member
 
 #: States a log may end in without a violation: closed, or still live when the log was cut.
 SANE_ENDS = frozenset({State.TERMINATED, State.STREAMING, State.COMPRESSED})
@@ -67,6 +77,7 @@ class SessionSummary:
     dropped: int = 0
     rotation_outages: list[float] = attrs.field(factory=list)
     drop_outages: list[float] = attrs.field(factory=list)
+    sealed: bool = False
     _resuming_since: float | None = None
     _resuming_by_rotation: bool = False
 
@@ -128,6 +139,7 @@ class SessionSummary:
             "close_codes": dict(sorted(self.close_codes.items())),
             "replayed": self.replayed,
             "dropped": self.dropped,
+            "sealed": self.sealed,
         }
 
 
@@ -144,19 +156,57 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
 
 
 @attrs.define
+class Unsealed:
+    """Lines after the last signature of a file: not tampering that can be shown, but nothing
+    vouches for them (a writer that crashed, or a tail that was cut, look the same)."""
+
+    file: str
+    first: int
+    last: int
+    records: int
+    sessions: dict[str, int]
+    why: str
+
+    def __str__(self) -> str:
+        if not self.records:
+            return f"{self.file}:{self.last}: unsealed: {self.why}"
+        who = ", ".join(f"session {s}: {n}" for s, n in self.sessions.items())
+        return (f"{self.file}:{self.first}-{self.last}: unsealed: {self.records} records not "
+                f"covered by a signature ({who}); {self.why}")
+
+
+@attrs.define
 class Report:
     sessions: dict[str, SessionSummary] = attrs.field(factory=dict)
     violations: list[Violation] = attrs.field(factory=list)
     unreadable: list[str] = attrs.field(factory=list)
+    #: Public keys by key id; empty: the chain alone is checked.
+    keys: dict[str, Ed25519PublicKey] = attrs.field(factory=dict)
+    unsealed: list[Unsealed] = attrs.field(factory=list)
+    verified: Counter[str] = attrs.field(factory=Counter)  # checkpoints verified, per key id
+    signed_by: set[str] = attrs.field(factory=set)  # key ids seen in checkpoints
 
     @property
     def exit_code(self) -> int:
         if self.unreadable:
             return 2
-        return 1 if self.violations else 0
+        return 1 if self.violations or self.unsealed else 0
+
+    @property
+    def integrity(self) -> str:
+        if not self.keys:
+            return UNKEYED
+        ids = ", ".join(sorted(self.keys))
+        if not self.verified:
+            return f"signed, but no checkpoint verified with key id {ids}: nothing is vouched for"
+        return (f"signed: {self.verified.total()} checkpoint(s) verified with key id {ids}; "
+                "edits, insertions, deletions, reordering and a recomputed chain are detected")
 
 
+UNKEYED = "unkeyed chain: detects accidental damage only"
 _REQUIRED = ("v", "prev", "hash", "session", "seq", "mono", "kind", "name", "state")
+_CHECKPOINT_REQUIRED = ("v", "prev", "hash", "kind", "name", "count", "key_id", "sig")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
@@ -166,60 +216,214 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
             yield number, raw.rstrip(b"\r\n"), raw.endswith(b"\n")
 
 
+@attrs.define
+class _Coverage:
+    """Per file, with public keys: which lines a verified signature covers, and the seals."""
+
+    file: str
+    report: Report
+    first: int | None = None  # first line not yet covered by a signature
+    last: int = 0
+    records: int = 0
+    sessions: Counter[str] = attrs.field(factory=Counter)
+    segment: bool = False  # between a signing writer's open and close checkpoints
+    last_checkpoint: tuple[int, str] | None = None
+    awaiting_seal: tuple[str, int, Any] | None = None  # session, line of `ended`, its seq
+
+    def line(self, number: int) -> None:
+        self.first = number if self.first is None else self.first
+        self.last = number
+
+    def record(self, number: int, record: dict[str, Any], flag: Any) -> None:
+        self._seal_missing(flag)
+        sid = str(record["session"])
+        self.records += 1
+        self.sessions[sid] += 1
+        if self.segment and record["kind"] == "notice" and record["name"] == "ended":
+            self.awaiting_seal = (sid, number, record["seq"])
+
+    def _seal_missing(self, flag: Any) -> None:
+        if self.awaiting_seal is not None:
+            sid, line, _ = self.awaiting_seal
+            flag(f"session {sid} ended on line {line} but no seal follows it (the writer writes "
+                 "both at once): a line was removed or inserted", sid)
+            self.awaiting_seal = None
+
+    def checkpoint(self, number: int, record: dict[str, Any], body: str, flag: Any) -> bool:
+        """Check one checkpoint; True if its signature verified."""
+        name, key_id = record["name"], str(record["key_id"])
+        ok = True
+        if record["count"] != number - 1:
+            flag(f"checkpoint counts {record['count']} lines before it, but there are "
+                 f"{number - 1}: lines were removed or inserted")
+            ok = False
+        if name == "seal":
+            expected = self.awaiting_seal
+            if expected is None or (expected[0], expected[2]) != (record.get("session"),
+                                                                  record.get("seq")):
+                flag(f"seal of session {record.get('session')} does not follow that session's "
+                     "ended notice: lines were moved, removed or inserted")
+                ok = False
+            self.awaiting_seal = None
+        else:
+            self._seal_missing(flag)
+        public = self.report.keys.get(key_id)
+        if public is None:
+            flag(f"checkpoint signed with key id {key_id}, which is not among the public keys "
+                 "given: forged, or pass that key's --public-key")
+            ok = False
+        elif not signing.verify(public, body, str(record["sig"])):
+            flag("signature does not verify: this checkpoint, or lines before it, were rewritten "
+                 "(and the hash chain recomputed)")
+            ok = False
+        if ok:
+            self.report.verified[key_id] += 1
+        if name == "open":
+            self._uncovered("written before a signing writer opened the file (by a writer "
+                            "without a key, or one that stopped before signing them)", number - 1)
+            self.segment = True
+        elif name == "close":
+            self.segment = False
+        self.first, self.records, self.sessions = None, 0, Counter()
+        self.last_checkpoint = (number, name)
+        return ok
+
+    def _uncovered(self, why: str, last: int) -> None:
+        if self.records and self.first is not None:
+            self.report.unsealed.append(Unsealed(self.file, self.first, last, self.records,
+                                                 dict(self.sessions), why))
+
+    def finish(self, flag: Any) -> None:
+        self._seal_missing(flag)
+        if self.last_checkpoint is None:
+            self._uncovered("this log has no signed checkpoint: it was written without a signing "
+                            "key (schema v1 logs never have one), or its checkpoints were removed",
+                            self.last)
+        elif self.records:
+            self._uncovered("the writer stopped before signing them: a crash, or the tail was "
+                            "cut; the signed lines before them are intact", self.last)
+        elif self.segment:
+            line, name = self.last_checkpoint
+            self.report.unsealed.append(Unsealed(
+                self.file, line, line, 0, {},
+                f"the log ends at a {name} checkpoint, without the writer's closing one: a "
+                "crash, or the lines after it were removed"))
+
+
 def check_file(path: Path, report: Report) -> None:
     name = str(path)
-    prev = GENESIS
+    prev: str | None = None
     open_sessions: dict[str, SessionSummary] = {}
+    coverage = _Coverage(name, report) if report.keys else None
+    violations: list[Violation] = []
+    audit_lines = total = 0
     try:
-        lines = _lines(path)
-        for number, raw, complete in lines:
+        for number, raw, complete in _lines(path):
+            total = number
             if not raw.strip():
                 continue
+            if coverage is not None:
+                coverage.line(number)
 
             def flag(message: str, session: str | None = None, number: int = number) -> None:
-                report.violations.append(Violation(name, number, message, session))
+                violations.append(Violation(name, number, message, session))
 
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                flag(f"not UTF-8 (byte {exc.start}): wrong encoding or a corrupted line")
+            record = _parse(raw, complete, flag)
+            if record is None:
                 continue
-            try:
-                record = json.loads(text)
-            except ValueError:
-                flag("truncated last line (the writer was cut off)" if not complete
-                     else "not a JSON record")
-                continue
-            if not isinstance(record, dict) or any(k not in record for k in _REQUIRED):
-                missing = [k for k in _REQUIRED if not isinstance(record, dict) or k not in record]
-                flag(f"not an audit record: missing {', '.join(missing)}")
-                continue
-            if record["v"] != SCHEMA_VERSION:
-                flag(f"schema version {record['v']!r}; this tool reads version {SCHEMA_VERSION}")
-                continue
-            if record["prev"] != prev:
+            audit_lines += 1
+            version = record["v"]
+            expected = prev if prev is not None else GENESIS_BY_VERSION[version]
+            if record["prev"] != expected:
                 flag("hash chain broken: a line before this one was removed, inserted, "
                      "reordered or edited")
-            parts = split_line(text.rstrip())
-            if parts is None or line_hash(parts[0]) != record["hash"]:
+            parts = split_line(raw.decode("utf-8").rstrip())
+            if parts is None or line_hash(parts[0], version) != record["hash"]:
                 flag("hash mismatch: this line was edited after it was written")
             prev = record["hash"]
+            if record["kind"] == "checkpoint":
+                report.signed_by.add(str(record["key_id"]))
+                signed = split_member(parts[0], "sig") if parts is not None else None
+                if signed is None:
+                    flag("checkpoint without a signature at its end: edited")
+                elif (coverage is not None and coverage.checkpoint(number, record, signed[0], flag)
+                      and record["name"] == "seal" and record.get("session") in report.sessions):
+                    report.sessions[str(record["session"])].sealed = True
+                continue
             sid = str(record["session"])
             summary = report.sessions.get(sid)
             if summary is None:
                 summary = SessionSummary(session=sid, file=name, first_line=number)
                 report.sessions[sid] = summary
             open_sessions[sid] = summary
+            if coverage is not None:
+                coverage.record(number, record, flag)
             _check_record(record, summary, flag)
     except OSError as exc:
         report.unreadable.append(f"{name}: {exc.strerror or exc}")
         return
+    if not audit_lines:
+        report.unreadable.append(
+            f"{name}: empty file: no audit records" if not total else
+            f"{name}: not an audit log: none of its {total} lines is an audit record")
+        return
+    report.violations += violations
+    if coverage is not None:
+        coverage.finish(lambda message, session=None: report.violations.append(
+            Violation(name, total, message, session)))
     for summary in open_sessions.values():
         summary.finish()
         if State(summary.state) not in SANE_ENDS:
             report.violations.append(Violation(
                 name, summary.first_line,
                 f"session ends in {summary.state!r}: neither closed nor live", summary.session))
+
+
+def _parse(raw: bytes, complete: bool, flag: Any) -> dict[str, Any] | None:
+    """The line as an audit record or checkpoint, or None (and a violation saying why)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        flag(f"not UTF-8 (byte {exc.start}): wrong encoding or a corrupted line")
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        flag("truncated last line (the writer was cut off)" if not complete
+             else "not a JSON record")
+        return None
+    if not isinstance(record, dict):
+        flag("not an audit record: not a JSON object")
+        return None
+    if record.get("v") not in GENESIS_BY_VERSION:
+        if "v" in record and "prev" in record:
+            flag(f"schema version {record['v']!r}; this tool reads versions "
+                 f"{', '.join(map(str, GENESIS_BY_VERSION))}")
+        else:
+            flag("not an audit record: missing " + ", ".join(
+                k for k in ("v", "prev", "hash") if k not in record))
+        return None
+    checkpoint = record.get("kind") == "checkpoint"
+    required = _CHECKPOINT_REQUIRED if checkpoint else _REQUIRED
+    missing = [k for k in required if k not in record]
+    if missing:
+        flag(f"not an audit record: missing {', '.join(missing)}")
+        return None
+    hex_len = HASH_HEX[record["v"]]
+    for key in ("prev", "hash"):
+        value = record[key]
+        if not (isinstance(value, str) and _HEX.fullmatch(value)
+                and len(value) in HASH_HEX.values()):
+            flag(f"not an audit record: {key} is not a hash")
+            return None
+    if len(record["hash"]) != hex_len:
+        flag(f"not an audit record: a version {record['v']} hash has {hex_len} hex digits")
+        return None
+    if checkpoint and (record["v"] < 2 or record["name"] not in CHECKPOINTS
+                       or not isinstance(record["count"], int)):
+        flag("not a valid checkpoint (version, name or count)")
+        return None
+    return record
 
 
 def _check_record(record: dict[str, Any], summary: SessionSummary, flag: Any) -> None:
@@ -250,8 +454,10 @@ def _check_record(record: dict[str, Any], summary: SessionSummary, flag: Any) ->
     summary.advance(record)
 
 
-def check(paths: list[str]) -> Report:
-    report = Report()
+def check(paths: list[str], public_keys: list[str] | None = None) -> Report:
+    """Check the logs; with public key files, the signed checkpoints too.
+    Raises SigningKeyError if a public key cannot be read."""
+    report = Report(keys=dict(signing.load_public_key(p) for p in public_keys or []))
     for path in paths:
         check_file(Path(path), report)
     return report
@@ -261,8 +467,9 @@ def render(report: Report) -> str:
     out: list[str] = []
     for s in report.sessions.values():
         d = s.as_dict()
+        sealed = ", sealed" if d["sealed"] else ""
         out.append(f"session {d['session']} ({d['file']}): {d['records']} records, "
-                   f"{d['duration_s']:.3f} s, ends {d['final_state']}")
+                   f"{d['duration_s']:.3f} s, ends {d['final_state']}{sealed}")
         times = ", ".join(f"{k} {v:.3f}s" for k, v in d["time_in_state_s"].items())
         out.append(f"  time in state: {times}")
         r = d["rotation_outage_ms"]
@@ -273,9 +480,19 @@ def render(report: Report) -> str:
         out.append(f"  close codes {codes}; replayed {d['replayed']}, dropped {d['dropped']}")
     for v in report.violations:
         out.append(f"VIOLATION {v}")
+    for w in report.unsealed:
+        out.append(f"UNSEALED {w}")
     for u in report.unreadable:
         out.append(f"UNREADABLE {u}")
-    verdict = {0: "clean", 1: f"{len(report.violations)} violation(s)", 2: "unreadable input"}
+    integrity = report.integrity
+    if not report.keys and report.signed_by:
+        integrity += (f" (the log has checkpoints signed by key id "
+                      f"{', '.join(sorted(report.signed_by))}: pass --public-key to verify them)")
+    out.append(f"integrity: {integrity}")
+    problems = [f"{len(report.violations)} violation(s)"] if report.violations else []
+    if report.unsealed:
+        problems.append(f"{sum(u.records for u in report.unsealed)} record(s) unsealed")
+    verdict = {0: "clean", 1: ", ".join(problems), 2: "unreadable input"}
     out.append(f"{len(report.sessions)} session(s): {verdict[report.exit_code]}")
     return "\n".join(out)
 
@@ -284,6 +501,9 @@ def as_json(report: Report) -> str:
     return json.dumps({
         "sessions": [s.as_dict() for s in report.sessions.values()],
         "violations": [attrs.asdict(v) for v in report.violations],
+        "unsealed": [attrs.asdict(u) for u in report.unsealed],
         "unreadable": report.unreadable,
+        "integrity": "signed" if report.keys else "unkeyed",
+        "verified_checkpoints": dict(report.verified),
         "exit_code": report.exit_code,
     }, indent=2)

@@ -20,6 +20,9 @@ A record is a flat dict with these keys (the JSON Lines schema of the audit log)
 | `stale` | events only: it came from a connection the session already left |
 
 Secrets never appear: handles only as `fingerprint()`, payloads never, API keys are never seen here.
+
+In the log file the writer adds `v`, `prev` and `hash` (the chain) to each record, and, with a
+signing key, checkpoint lines of their own (`kind` `checkpoint`; see `statemachine/audit/jsonl.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import structlog
 
 from .events import Event
 
-SCHEMA_VERSION = 1
+#: 2: full SHA-256 chain hashes and signed checkpoint lines (see audit/jsonl.py); 1 still reads.
+SCHEMA_VERSION = 2
 
 AuditRecord = dict[str, Any]
 AuditSink = Callable[[AuditRecord], None]
