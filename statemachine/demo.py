@@ -2,7 +2,8 @@
 
 Without a key it runs against the embedded emulator with time scaled (a 5-minute connection lasts
 3 s): text and audio turns, a tool call, goAway -> drain -> resume with input held and replayed,
-an unexpected drop -> resume, compression, an expired handle -> fresh session, close.
+an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, close.
+It prints the session as a story (see `story.py`); the audit log keeps every field.
 
 With `--api-key` or GEMINI_API_KEY (needs a real key and network) it runs the same turns against
 the real service; the faults only the emulator can inject are skipped, and the service decides
