@@ -102,6 +102,11 @@ def _meaning(close: dict[str, Any]) -> tuple[str, str, str]:
     return shown + (" (setup)" if close.get("during_setup") else ""), disposition.value, why
 
 
+_WAY_BACK = {"setup_complete": "live again", "resume_rejected": "handle refused",
+             "restart_fresh": "fresh session", "handle_expired": "handle expired",
+             "session_cap": "session cap", "give_up": "gave up"}
+
+
 def _fmt_ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f}"
 
@@ -182,7 +187,8 @@ def render(log_path: Path, session: str | None = None, *, whole_table: bool = Fa
         closes = "<br>".join(
             f"<b>{escape(code)}</b> {escape(disp)}: {escape(why)}"
             for code, disp, why in map(_meaning, o.closes)) or "— (closed by the client)"
-        route = " → ".join(o.route) + (f" (+{o.retries} retries)" if o.retries else "")
+        route = " → ".join(_WAY_BACK.get(step, step.replace("_", " ")) for step in o.route)
+        route += f" (+{o.retries} retries)" if o.retries else ""
         rows.append([str(i), f"{o.start:.3f}", escape(o.cause), closes, escape(route),
                      _fmt_ms(o.outage_ms), "—" if o.replayed is None else str(o.replayed)])
     parts.append(_table(["#", "at (s)", "why", "close code: what it means", "way back",
