@@ -1,5 +1,5 @@
-"""Command line: `python -m statemachine COMMAND`: demo, emulator, audit, keygen, diagram,
-timeline, bench, table."""
+"""Command line: `python -m statemachine COMMAND`: demo, emulator, audit, keygen, report,
+diagram, timeline, bench, table."""
 
 from __future__ import annotations
 
@@ -53,13 +53,17 @@ def run_diagram(args: argparse.Namespace) -> int:
             return 2
         prefix = Path(args.output or f"diagrams/session-{path.session}")
         has_dot = shutil.which("dot") is not None
-        files = diagram.outputs(prefix.parent, path, stem=prefix.name, with_svg=has_dot)
+        if args.path_only:
+            files = diagram.path_outputs(prefix.parent, path, stem=prefix.name)
+        else:
+            files = diagram.outputs(prefix.parent, path, stem=prefix.name, with_svg=has_dot)
         for target, content in files.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
             print(f"wrote {target}")
-        if not has_dot:
-            print("no SVG: Graphviz 'dot' is not installed (apt-get install graphviz)")
+        if not has_dot and not args.path_only:
+            print("no SVG: Graphviz 'dot' is not installed (apt-get install graphviz); "
+                  "--path-only draws its SVG without it")
         return 0
     if args.check:
         stale = diagram.check(root)
@@ -90,11 +94,21 @@ def run_timeline(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"cannot read the session from {args.log}: {exc}", file=sys.stderr)
         return 2
+    timeline.render(data, Path(args.output))
+    print(f"wrote {args.output}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .audit import report
+
     try:
-        timeline.render(data, Path(args.output))
-    except ImportError:
-        print('timeline needs matplotlib: pip install "gemini-live-statemachine[plot]"',
-              file=sys.stderr)
+        report.write(Path(args.log), Path(args.output), args.session,
+                     whole_table=args.whole_table)
+    except (OSError, ValueError) as exc:
+        print(f"cannot report on {args.log}: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}")
     return 0
@@ -155,10 +169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                          help="exit 1 if the committed diagrams differ from the table")
     diagram.add_argument("--from-log", metavar="LOG", help="highlight one session's path")
     diagram.add_argument("--session", help="the session to show (default: the first)")
+    diagram.add_argument("--path-only", action="store_true",
+                         help="with --from-log: only the states and edges the session took")
     diagram.add_argument("-o", "--output", metavar="PREFIX",
                          help="with --from-log: write PREFIX.mmd/.dot/.svg "
                               "(default diagrams/session-ID)")
-    timeline = sub.add_parser("timeline", help="draw one session over time (needs matplotlib)")
+    page = sub.add_parser("report", help="one session on one self-contained HTML page")
+    page.add_argument("log", metavar="LOG")
+    page.add_argument("--session", help="the session to show (default: the first)")
+    page.add_argument("--whole-table", action="store_true",
+                      help="draw the whole transition table with the path on it")
+    page.add_argument("-o", "--output", required=True, metavar="FILE.html")
+    timeline = sub.add_parser("timeline", help="draw one session over time (SVG)")
     timeline.add_argument("log", metavar="LOG")
     timeline.add_argument("--session", help="the session to draw (default: the first)")
     timeline.add_argument("-o", "--output", required=True, metavar="FILE.svg")
@@ -174,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_diagram(args)
     if args.command == "timeline":
         return run_timeline(args)
+    if args.command == "report":
+        return run_report(args)
     if args.command in ("audit", "keygen", "demo"):
         from .errors import SigningKeyError
 

@@ -2,7 +2,8 @@
 
 Without a key it runs against the embedded emulator with time scaled (a 5-minute connection lasts
 3 s): text and audio turns, a tool call, goAway -> drain -> resume with input held and replayed,
-an unexpected drop -> resume, compression, an expired handle -> fresh session, close.
+an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, close.
+It prints the session as a story (see `story.py`); the audit log keeps every field.
 
 With `--api-key` or GEMINI_API_KEY (needs a real key and network) it runs the same turns against
 the real service; the faults only the emulator can inject are skipped, and the service decides
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import structlog
 from google import genai
 from google.genai import types
 
@@ -28,9 +28,9 @@ from .audit import jsonl as auditlog
 from .audit.signing import SigningKey
 from .core.actions import ContextLost, Notice
 from .core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
+from .core.records import AuditRecord
 from .emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
-
-log = structlog.get_logger("statemachine.demo")
+from .story import Story
 
 SCALE = 0.01
 EMULATOR = EmulatorSettings(
@@ -48,10 +48,11 @@ TOOLS: list[types.ToolUnion] = [types.Tool(function_declarations=[types.Function
 
 
 class Conversation:
-    """The demo's application: prints replies, answers tool calls, re-seeds lost context."""
+    """The demo's application: tells the story, answers tool calls, re-seeds lost context."""
 
-    def __init__(self, session: LiveSession) -> None:
+    def __init__(self, session: LiveSession, story: Story) -> None:
         self.session = session
+        self.story = story
         self.replies: list[str] = []
         self.lost: list[ContextLost] = []
         self._text = ""
@@ -63,17 +64,17 @@ class Conversation:
     def notice(self, notice: Notice) -> None:
         if isinstance(notice, ContextLost):
             self.lost.append(notice)
-        log.info("notice", notice=type(notice).__name__, **_fields(notice))
+        self.story.notice(notice)
 
     async def _receive(self) -> None:
         async for message in self.session.receive():
             content = message.server_content
             if message.tool_call:
                 for call in message.tool_call.function_calls or []:
-                    log.info("tool call", name=call.name)
+                    answer = {"forecast": "sunny, 21 C"}
+                    self.story.tool(call.name or "?", answer)
                     await self.session.send_tool_response(function_responses=[
-                        types.FunctionResponse(id=call.id, name=call.name,
-                                               response={"forecast": "sunny, 21 C"})])
+                        types.FunctionResponse(id=call.id, name=call.name, response=answer)])
             if content and content.model_turn:
                 for part in content.model_turn.parts or []:
                     self._text += part.text or ""
@@ -81,17 +82,22 @@ class Conversation:
                         self._audio += len(part.inline_data.data)
             if content and content.turn_complete:
                 if not content.interrupted:
-                    reply = self._text or f"<{self._audio} bytes of audio>"
+                    reply = self._text or f"({self._audio} bytes of audio)"
                     self.replies.append(reply)
-                    log.info("reply", text=reply)
+                    self.story.model(reply)
                 self._text, self._audio = "", 0
                 self._turn.set()
 
-    async def ask(self, text: str, *, within: float = 30.0) -> str:
-        log.info("user", text=text)
-        count = len(self.replies)
+    async def say(self, text: str, *, turn_complete: bool = True) -> None:
+        """Send one text input (echoed first, so every reply has its question)."""
+        self.story.user(text if turn_complete else f"{text}   (context only, no reply wanted)")
         await self.session.send_client_content(
-            turns=types.Content(role="user", parts=[types.Part(text=text)]), turn_complete=True)
+            turns=types.Content(role="user", parts=[types.Part(text=text)]),
+            turn_complete=turn_complete)
+
+    async def ask(self, text: str, *, within: float = 30.0) -> str:
+        count = len(self.replies)
+        await self.say(text)
         return await self.next_reply(count, within)
 
     async def next_reply(self, count: int, within: float = 30.0) -> str:
@@ -103,7 +109,7 @@ class Conversation:
 
     async def speak(self, seconds: float) -> str:
         """Stream `seconds` of 16 kHz audio in 20 ms chunks, then end the audio stream."""
-        log.info("user", audio_seconds=seconds)
+        self.story.user(f"({seconds:g} s of audio, in 20 ms chunks)")
         count = len(self.replies)
         chunk = bytes(640)
         for _ in range(int(seconds / 0.02)):
@@ -124,24 +130,25 @@ class Conversation:
             await asyncio.wait_for(self._task, 5)
 
 
-def _fields(notice: Notice) -> dict[str, Any]:
-    return {k: v for k, v in attrs.asdict(notice, recurse=False).items() if k != "unsent"}
-
-
-async def run_emulated() -> dict[str, Any]:
+async def run_emulated(story: Story) -> dict[str, Any]:
     async with LiveEmulator(EMULATOR) as emu:
-        log.info("emulator", base_url=emu.base_url, note="time scaled: 1 emulated s = 10 ms")
-        return await _script(emu.client(**websocket_args(POLICY)), DEFAULT_MODEL, emu)
+        story.line(f"The Live API emulator on {emu.base_url}, time scaled by {SCALE:g}: "
+                   f"a {EMULATOR.connection_lifetime / 60:g} min connection lasts "
+                   f"{EMULATOR.connection_lifetime * SCALE:g} s.")
+        return await _script(emu.client(**websocket_args(POLICY)), DEFAULT_MODEL, emu, story)
 
 
-async def run_real(api_key: str, model: str) -> dict[str, Any]:
+async def run_real(api_key: str, model: str, story: Story) -> dict[str, Any]:
     """Needs a real Gemini API key and network access."""
+    story.line(f"The real Live API, model {model}: the faults only the emulator can inject "
+               "are skipped.")
     client = genai.Client(api_key=api_key, http_options=types.HttpOptions(
         async_client_args=websocket_args()))
-    return await _script(client, model, None)
+    return await _script(client, model, None, story)
 
 
-async def _script(client: genai.Client, model: str, emu: LiveEmulator | None) -> dict[str, Any]:
+async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
+                  story: Story) -> dict[str, Any]:
     config = types.LiveConnectConfig(
         response_modalities=[types.Modality.TEXT], tools=TOOLS,
         system_instruction="You are a concise assistant.")
@@ -151,43 +158,50 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None) ->
         if conversation is not None:
             conversation.notice(notice)
 
+    def on_event(record: AuditRecord) -> None:
+        story.record(record)
+
     policy = POLICY if emu is not None else Policy()
+    story.headline("Open the session")
     async with connect(client, model=model, config=config, policy=policy,
-                       on_notice=on_notice) as session:
-        conversation = c = Conversation(session)
-        log.info("step", step="1. text turn")
+                       on_notice=on_notice, on_event=on_event) as session:
+        conversation = c = Conversation(session, story)
+        story.headline("A text turn")
         await c.ask("Hello, my name is Ada.")
-        log.info("step", step="2. audio turn")
+        story.headline("An audio turn")
         await c.speak(0.5)
-        log.info("step", step="3. tool call")
+        story.headline("A tool call: the model asks, the application answers")
         await c.ask("What is the weather? Please call get_weather.")
         if emu is not None:
-            log.info("step", step="4. goAway: drain, rotate at the safe point, input held")
+            story.headline("goAway: the session drains, rotates at a safe point, and holds "
+                           "what is sent meanwhile")
             await c.wait_state("draining")
             reply = await c.ask("Sent while draining: do you still know my name?")
             assert "Ada" in reply, reply
-            log.info("step", step="5. an unexpected drop mid-reply: resume and replay")
+            story.headline("The connection drops mid-turn: resume, and replay the unanswered "
+                           "input")
             count = len(c.replies)
-            await session.send_client_content(
-                turns=types.Content(role="user", parts=[types.Part(text="Tell me a story.")]))
+            await c.say("Tell me a story.")
             await asyncio.sleep(0.01)
+            story.line("(the emulator cuts the connection without a close frame)")
             emu.connections[-1].drop()
             await c.next_reply(count)
-            log.info("step", step="6. a long conversation: the server compresses the context")
+            story.headline("A long conversation: the server compresses the context")
             for i in range(12):
                 if session.state == "compressed":
                     break
                 await c.ask(f"Here is a long remark number {i} to fill the context window.")
-            log.info("step", step="7. the handle expires: a fresh session, context re-seeded")
+            story.headline("The server refuses the old handle (close 1007 on resume): a fresh "
+                           "session, context re-seeded")
+            story.line("(the emulator now treats every handle as expired, then cuts the "
+                       "connection)")
             emu.settings = attrs.evolve(emu.settings, handle_validity=0.0)
             emu.connections[-1].drop()
             await c.wait_state("connecting")
             assert c.lost, "the application must be told that context was lost"
-            await session.send_client_content(turns=types.Content(
-                role="user", parts=[types.Part(text="Context: my name is Ada.")]),
-                turn_complete=False)
+            await c.say("Context: my name is Ada.", turn_complete=False)
             await c.ask("Do you know my name?")
-        log.info("step", step="8. close")
+        story.headline("Close")
         summary = session.core.snapshot()
         await c.stop()
     return summary
@@ -198,16 +212,15 @@ def main(log_path: str | None, api_key: str | None, model: str,
     path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / "statemachine-demo.jsonl"
     if path.exists():
         path.unlink()
-    writer = auditlog.configure(path, signing_key=signing_key)
+    writer = auditlog.configure(path, console=False, signing_key=signing_key)
+    story = Story()
     try:
-        script = run_real(api_key, model) if api_key else run_emulated()
+        script = run_real(api_key, model, story) if api_key else run_emulated(story)
         summary = asyncio.run(script)
     finally:
         if writer is not None:
             writer.close()
-    counters = summary["counters"]
-    print(f"\nsession {summary['session']} ended; audit log (JSON Lines): {path}")
-    print("  " + ", ".join(f"{k}={v}" for k, v in counters.items()))
+    story.ending(summary, path)
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,5 +30,33 @@ def test_demo_runs_every_step_and_writes_a_clean_audit_log(tmp_path: Path) -> No
     assert EmulatorSettings().api_key not in text + done.stderr
     assert "emu-" not in text + done.stderr  # the emulator's handles all start with "emu-"
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
-    for shown in ("name=go_away", "notice=ContextLost", "notice=Resumed", "step='8. close'"):
-        assert shown in done.stderr, shown
+    story = done.stdout
+    for shown in ("streaming → draining       goAway, 0.5 s left", "told   ContextLost",
+                  "told   Resumed: 1 input(s) replayed", "9. Close",
+                  f"python -m statemachine audit {log}",
+                  f"python -m statemachine report {log} -o session.html"):
+        assert shown in story, shown
+
+
+def test_demo_reads_as_a_story(tmp_path: Path) -> None:
+    """Short lines, no key=value dumps, and every reply follows the input it answers, echoed."""
+    log = tmp_path / "demo.jsonl"
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "statemachine", "demo", "--log", str(log)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert done.stderr == ""
+    assert max(len(line) for line in lines) <= 110 + len(str(log))
+    assert not any(re.search(r"\w+=\S+ \w+=\S+", line) for line in lines)
+    said: list[str] = []
+    for line in lines:
+        if line.startswith("   you    "):
+            said.append(line[len("   you    "):])
+        answered = re.search(r'^   model  (?:Reply \d+ to )"([^"]+)"', line)
+        if answered:
+            assert any(s.startswith(answered.group(1)) for s in said), line
+    headlines = [line for line in lines if re.match(r"^\d+\. ", line)]
+    assert len(headlines) == 9 and "refuses the old handle (close 1007" in headlines[7]

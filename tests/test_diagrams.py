@@ -114,8 +114,8 @@ def test_timeline_svg(demo_log: Path, tmp_path: Path) -> None:
     data = timeline.read(demo_log)
     assert {band[0] for band in data.bands} >= {"connecting", "streaming", "resuming",
                                                 "expired", "terminated"}
-    assert {m for m, _ in data.marks} >= {"event:go_away", "transition:safe_point",
-                                          "event:connection_lost"}
+    assert {m.kind for m in data.marks} >= {"goaway", "rotation", "drop", "compression",
+                                            "fresh", "end"}
     first, second = tmp_path / "a.svg", tmp_path / "b.svg"
     for out in (first, second):
         done = subprocess.run([sys.executable, "-m", "statemachine", "timeline",
