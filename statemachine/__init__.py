@@ -34,9 +34,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .aio.instrument import instrument, uninstrument, wrap_client
     from .aio.session import LiveSession, connect, websocket_args
 
 _LAZY = {"LiveSession", "connect", "websocket_args"}
+_LAZY_INSTRUMENT = {"instrument", "uninstrument", "wrap_client"}
 
 
 def __getattr__(name: str) -> Any:
@@ -46,6 +48,10 @@ def __getattr__(name: str) -> Any:
         from .aio import session
 
         return getattr(session, name)
+    if name in _LAZY_INSTRUMENT:
+        from .aio import instrument
+
+        return getattr(instrument, name)
     raise AttributeError(f"module 'statemachine' has no attribute {name!r}")
 
 __all__ = [
@@ -75,5 +81,8 @@ __all__ = [
     "classify_http",
     "connect",
     "fingerprint",
+    "instrument",
+    "uninstrument",
     "websocket_args",
+    "wrap_client",
 ]

@@ -354,6 +354,8 @@ class Connection:
         if rt.get("activity_start") is not None and self._generating():
             await self._interrupt()
         if rt.get("text"):
+            if self.emu.settings.track_inputs:
+                ctx.consumed.append("t:" + str(rt["text"]))
             await self._start_turn(str(rt["text"]))
         if (rt.get("audio_stream_end") or rt.get("activity_end") is not None) and (
             ctx.pending_audio or ctx.pending_video
