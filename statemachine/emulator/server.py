@@ -346,7 +346,10 @@ class Connection:
                 ctx.consumed.append("a:" + data[:8].hex())
         if rt.get("media_chunks"):
             for chunk in rt["media_chunks"]:
-                ctx.pending_audio += len(_b64(chunk.get("data", "")))
+                data = _b64(chunk.get("data", ""))
+                ctx.pending_audio += len(data)
+                if self.emu.settings.track_inputs:
+                    ctx.consumed.append("a:" + data[:8].hex())
         if rt.get("video") is not None:
             ctx.pending_video += 1
             if not session.video_sent:

@@ -45,7 +45,7 @@ async def run(name: str, instrumented: bool, load: Load) -> dict[str, Any]:
         driver = module.Driver(load)
         await driver.start()
         async with asyncio.timeout(30):
-            await driver.ready()  # input before the framework can take it is not the test
+            await driver.ready(emu)  # input before the framework can take it is not the test
         loop = asyncio.get_running_loop()
         sender = loop.create_task(traffic.run(driver.send_audio, driver.send_text))
         waiter = loop.create_task(emu.wait_connections(load.rotations + 1))

@@ -13,6 +13,7 @@ from google.genai import types
 from livekit import rtc
 from livekit.plugins.google.realtime import RealtimeModel
 
+from ...emulator import LiveEmulator
 from ..peers import SAMPLE_RATE, Load
 
 DIST = "livekit-agents"
@@ -30,7 +31,7 @@ class Driver:
     async def start(self) -> None:
         self.session = self.model.session()
 
-    async def ready(self) -> None:
+    async def ready(self, emu: LiveEmulator) -> None:
         while self.session._active_session is None:  # noqa: ASYNC110 (no event offered)
             await asyncio.sleep(0.01)
 

@@ -15,6 +15,7 @@ from pipecat.services.google.gemini_live import llm as gemini_live
 from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService, GeminiModalities
 from pipecat.workers.runner import WorkerRunner
 
+from ...emulator import LiveEmulator
 from ..peers import Load
 from . import MODEL
 
@@ -42,7 +43,7 @@ class Driver:
         # an empty context makes the service ready for realtime input once connected
         await self.task.queue_frame(LLMContextFrame(context=LLMContext()))
 
-    async def ready(self) -> None:
+    async def ready(self, emu: LiveEmulator) -> None:
         while not (self.llm._session is not None and self.llm._ready_for_realtime_input):  # noqa: ASYNC110
             await asyncio.sleep(0.01)  # the service offers no event for it
 
