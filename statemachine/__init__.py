@@ -49,9 +49,11 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
+    from .aio.instrument import instrument, uninstrument, wrap_client
     from .aio.session import LiveSession, connect, websocket_args
 
 _LAZY = {"LiveSession", "connect", "websocket_args"}
+_LAZY_INSTRUMENT = {"instrument", "uninstrument", "wrap_client"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,6 +63,10 @@ def __getattr__(name: str) -> Any:
         from .aio import session
 
         return getattr(session, name)
+    if name in _LAZY_INSTRUMENT:
+        from .aio import instrument
+
+        return getattr(instrument, name)
     raise AttributeError(f"module 'statemachine' has no attribute {name!r}")
 
 
@@ -102,6 +108,9 @@ __all__ = [
     "classify_http",
     "connect",
     "fingerprint",
+    "instrument",
     "testing",
+    "uninstrument",
     "websocket_args",
+    "wrap_client",
 ]

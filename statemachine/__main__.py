@@ -187,7 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run the benchmarks (not part of the tests)")
     bench.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--peers", action="store_true",
+                       help="the voice frameworks with and without instrument() (needs .venv-fw)")
     args = parser.parse_args(argv)
+    if args.command == "bench" and args.peers:
+        from .bench import peers
+
+        return peers.main(args.quick, args.json)
     if args.command == "bench":
         from . import bench as bench_module
 

@@ -173,6 +173,8 @@ class TurnEngine:
         if rt.get("activity_start") is not None:
             await self._activity_start()
         if rt.get("text"):
+            if self.conn.emu.settings.track_inputs:
+                ctx.consumed.append("t:" + str(rt["text"]))
             await self.start_turn(str(rt["text"]))
         if rt.get("audio_stream_end") or rt.get("activity_end") is not None:
             if self.detector is not None:
