@@ -144,6 +144,7 @@ class _Direct:
 
     def __init__(self, live: AsyncLive) -> None:
         self.vertexai = bool(live._api_client.vertexai)
+        self._api_client = live._api_client  # the model name is checked against it
         self.aio = self
         self.live = self
         self._live = live
