@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from statemachine import core
 from statemachine.core import events
-from statemachine.core.actions import Action, ArmTimer
+from statemachine.core.actions import Action, ArmTimer, Send
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
 
@@ -32,6 +32,8 @@ class Driver:
         for action in out:
             if isinstance(action, ArmTimer):
                 self.tokens[action.timer] = action.token
+            elif isinstance(action, Send):  # written at once, as a shell would report
+                self.engine.written(action.entry, action.generation, self.now)
         self.actions.extend(out)
         return out
 

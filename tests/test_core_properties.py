@@ -87,7 +87,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if action.handle is not None:
                 issued = self.handles.get(action.handle)
                 assert issued is not None, "resumed with a handle that was never resumable"
-                limit = self.engine.policy.limits.handle_validity
+                limit = self.engine._validity()
                 assert self.now - issued < limit, "resumed with an expired handle"
             self.open.add(action.generation)
         elif isinstance(action, CloseConnection):
@@ -101,6 +101,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             key = (action.entry.seq, action.generation)
             self.sends[key] = self.sends.get(key, 0) + 1
             assert action.entry.seq not in self.dropped, "sent an input after reporting it dropped"
+            self.engine.written(action.entry, action.generation, self.now)
         elif isinstance(action, Notify) and isinstance(action.notice, InputDropped):
             assert action.notice.seq not in self.dropped, "dropped twice"
             self.dropped.add(action.notice.seq)

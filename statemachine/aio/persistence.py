@@ -34,7 +34,7 @@ class StoreWorker:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._feed = feed
         self._now = now
-        self._queue: asyncio.Queue[StoreAction] = asyncio.Queue()
+        self._queue: asyncio.Queue[StoreAction | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
         self._leased = False
 
@@ -74,8 +74,7 @@ class StoreWorker:
         self._queue.put_nowait(action)
 
     async def _run(self) -> None:
-        while True:
-            action = await self._queue.get()
+        while (action := await self._queue.get()) is not None:
             event = await self._do(action)
             if event is not None:
                 await self._feed(event)
@@ -100,16 +99,19 @@ class StoreWorker:
         return StoreDone(at=self._now(), op=action.op)
 
     async def stop(self, within: float) -> None:
-        """Perform what is still queued (the final save, the lease release) within `within` seconds,
-        then stop. A store that does not answer in time keeps the lease until it runs out."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-        with contextlib.suppress(StoreError, TimeoutError):
-            async with asyncio.timeout(within):
-                while not self._queue.empty():
-                    await self._do(self._queue.get_nowait())
-                if self._leased:
-                    self._leased = False
+        """Perform what is still queued (the final save, the lease release) within `within`
+        seconds, then stop. A store that does not answer in time keeps the lease until it runs
+        out. The worker is asked to stop rather than cancelled mid-operation: some clients
+        (redis-py) turn a cancellation into a connection error and go on."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._queue.put_nowait(None)
+            done, _ = await asyncio.wait({task}, timeout=within)
+            if not done:
+                task.cancel()
+                return
+        if self._leased:
+            self._leased = False
+            with contextlib.suppress(StoreError, TimeoutError):
+                async with asyncio.timeout(within):
                     await self.store.release(self.persistence.key, self.holder)

@@ -55,12 +55,23 @@ async def close(sdk: AsyncSession, within: float) -> None:
     """Close within `within` seconds; when the server does not answer the close frame in time, abort
     the transport (the SDK's close has no bound)."""
     ws = sdk._ws
+    transport = getattr(ws, "transport", None)
+    if transport is not None and _backed_up(transport):
+        transport.abort()  # the server stopped reading: a close frame would only queue
+        return
     with contextlib.suppress(Exception):
         async with asyncio.timeout(within):
             await sdk.close()
-    transport = getattr(ws, "transport", None)
     if transport is not None and not transport.is_closing():
         transport.abort()
+
+
+def _backed_up(transport: Any) -> bool:
+    """Whether the socket's write buffer is at its high-water mark (writing is paused)."""
+    try:
+        return bool(transport.get_write_buffer_size() >= transport.get_write_buffer_limits()[1])
+    except (AttributeError, NotImplementedError):
+        return False
 
 
 #: What a send on a connection that has closed raises (the receiving side reports the close).

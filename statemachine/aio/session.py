@@ -1,10 +1,14 @@
 """LiveSession: the asyncio shell that performs the lifecycle core's actions with google-genai.
 
-Every event (a server message, a close, a timer, an application send) goes through `_feed`, which
-holds one lock while the core decides and while the returned actions are performed, in order:
-that is the driver contract of `actions.py`. Connections run in their own tasks (connect, wait for
-setupComplete, then one continuous receive loop); timers are `loop.call_later` callbacks, so a
-silent server cannot stop the goAway deadline from firing.
+Every event (a server message, a close, a timer, an application send, a store answer) goes
+through `_feed`, which is synchronous: the core decides and the returned actions are performed
+(or handed to a task) before anything else runs, in order, as `actions.py`'s driver contract
+asks. Nothing in it awaits, so there is no lock to hold and nothing an application can cancel
+half-way (an `asyncio.timeout` around `receive()` cannot leave actions unperformed). Sends go to a
+writer task per connection, so a server that stops reading blocks only that writer, never the
+lifecycle; a connection's close runs in a task that the next connection waits for (the old socket
+is closed first). Timers are `loop.call_later` callbacks, so a silent server cannot stop the
+goAway deadline from firing.
 """
 
 from __future__ import annotations
@@ -117,6 +121,9 @@ class _Conn:
     task: asyncio.Task[None] | None = None
     sdk: AsyncSession | None = None
     closing: bool = False
+    #: the sends for this connection, in order, written by `writer`
+    outbox: asyncio.Queue[Send] = attrs.field(factory=asyncio.Queue)
+    writer: asyncio.Task[None] | None = None
     #: the background's pending read, cancelled when the application takes over reading
     bg_read: asyncio.Task[Message] | None = None
     takeover: bool = False
@@ -181,8 +188,9 @@ class LiveSession:
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence,
         )
-        self._lock = asyncio.Lock()
         self._conns: dict[int, _Conn] = {}
+        #: closes in progress: the next connection opens once they are done
+        self._closing: set[asyncio.Task[None]] = set()
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._messages: asyncio.Queue[Any] = asyncio.Queue()
@@ -192,6 +200,9 @@ class LiveSession:
         self._store_settled = asyncio.Event()
         self._store_settled.set()
         self._app_reading = False
+        #: the task iterating receive() and whether it is waiting inside it right now
+        self._receiver: asyncio.Task[Any] | None = None
+        self._receiver_waiting = False
         self._app_wake = asyncio.Event()
         self._bg_allowed = asyncio.Event()
         self._bg_allowed.set()
@@ -239,7 +250,7 @@ class LiveSession:
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
-        await self._feed(Connect(at=self._now()))
+        self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
             return_when=asyncio.FIRST_COMPLETED,
@@ -306,7 +317,8 @@ class LiveSession:
         code) when the session ended any other way. While the application waits here, its own
         task reads from the connection (no hand-off between tasks per message); when it stays
         away longer than `_BACKGROUND_AFTER`, a background reader keeps processing the server's
-        messages (handles, goAway) and queues them."""
+        messages (handles, goAway) and queues them. One task at a time: a second task waiting
+        here while another does gets `LocalMisuse`, and the first goes on undisturbed."""
         while True:
             if not self._messages.empty():
                 item = self._messages.get_nowait()
@@ -318,14 +330,29 @@ class LiveSession:
                     return
                 yield item
                 continue
-            conn = self._live
-            if conn is None or conn.sdk is None or conn.closing or conn.failed.is_set():
-                self._app_wake.clear()
-                await self._app_wake.wait()
-                continue
-            message = await self._read_as_application(conn)
+            self._claim_receive()
+            try:
+                conn = self._live
+                if conn is None or conn.sdk is None or conn.closing or conn.failed.is_set():
+                    self._app_wake.clear()
+                    await self._app_wake.wait()
+                    continue
+                message = await self._read_as_application(conn)
+            finally:
+                self._receiver_waiting = False
             if message is not None:
                 yield message
+
+    def _claim_receive(self) -> None:
+        me = asyncio.current_task()
+        other = self._receiver
+        if self._receiver_waiting and other is not None and other is not me \
+                and not other.done():
+            raise LocalMisuse(
+                "receive() is already being iterated by another task: only one task may read "
+                "a session (the SDK's rule too); share its messages, e.g. through a queue")
+        self._receiver = me
+        self._receiver_waiting = True
 
     async def _read_as_application(self, conn: _Conn) -> Message | None:
         """One message read in the application's task (None: look again, something changed)."""
@@ -347,9 +374,9 @@ class LiveSession:
             except Exception as exc:
                 if not conn.failed.is_set():
                     conn.failed.set()
-                    await self._read_failed(conn, exc, live=True)
+                    self._read_failed(conn, exc, live=True)
                 return None
-            await self._on_message(conn.generation, message, deliver=False)
+            self._on_message(conn.generation, message, deliver=False)
             return message
         finally:
             self._app_reading = False
@@ -401,7 +428,7 @@ class LiveSession:
     async def close(self) -> None:
         """Close the session: the socket is closed, every task stops, nothing reconnects."""
         if self._core.state not in FINAL:
-            await self._feed(Close(at=self._now()))
+            self._feed(Close(at=self._now()))
         await self._shutdown()
 
     async def __aenter__(self) -> LiveSession:
@@ -423,24 +450,24 @@ class LiveSession:
 
     async def _input(self, kind: InputKind, payload: dict[str, Any], *, turn_complete: bool = False,
                      tool_ids: tuple[str, ...] = ()) -> None:
-        await self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
+        self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
                                      turn_complete=turn_complete, tool_ids=tool_ids))
 
-    async def _feed(self, *events: Event) -> None:
-        """Feed events in order and perform the actions each returns, under one lock."""
-        async with self._lock:
-            core = self._core
-            for event in events:
-                actions = core.feed(event)
-                if actions:
-                    await self._perform(actions)
-            if core.store_settled:
-                self._store_settled.set()
-            else:
-                self._store_settled.clear()
+    def _feed(self, *events: Event) -> None:
+        """Feed events in order and perform the actions each returns (synchronously: see the
+        module's docstring)."""
+        core = self._core
+        for event in events:
+            actions = core.feed(event)
+            if actions:
+                self._perform(actions)
+        if core.store_settled:
+            self._store_settled.set()
+        else:
+            self._store_settled.clear()
 
     async def _feed_one(self, event: Event) -> None:
-        await self._feed(event)
+        self._feed(event)
 
     def _terminated(self) -> SessionTerminated:
         """The exception for a session that ended other than by `close()`, chained to the last
@@ -452,16 +479,18 @@ class LiveSession:
         error.__cause__ = self._last_error
         return error
 
-    async def _perform(self, actions: list[Action]) -> None:
+    def _perform(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Send):
-                await self._send(action)
+                conn = self._conns.get(action.generation)
+                if conn is not None and not conn.closing:
+                    conn.outbox.put_nowait(action)  # else still journaled: replayed later
             elif isinstance(action, OpenConnection):
                 conn = _Conn(generation=action.generation)
                 self._conns[action.generation] = conn
                 conn.task = self._spawn(self._run_connection(conn, action))
             elif isinstance(action, CloseConnection):
-                await self._close_connection(action.generation)
+                self._close_connection(action.generation)
             elif isinstance(action, ArmTimer):
                 self._cancel_timer(action.timer)
                 self._timers[action.timer] = self._loop.call_later(
@@ -476,7 +505,7 @@ class LiveSession:
 
     def _timer_fired(self, timer: Timer, token: int) -> None:
         self._timers.pop(timer, None)
-        self._spawn(self._feed(TimerFired(at=self._now(), timer=timer, token=token)))
+        self._feed(TimerFired(at=self._now(), timer=timer, token=token))
 
     def _cancel_timer(self, timer: Timer) -> None:
         handle = self._timers.pop(timer, None)
@@ -517,13 +546,16 @@ class LiveSession:
         gen = conn.generation
         live = False
         try:
+            if self._closing:  # the old socket of the session is closed first
+                await asyncio.wait(list(self._closing))
             async with self._client.aio.live.connect(
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
                 live = True
-                await self._feed(SetupComplete(at=self._now(), generation=gen,
-                                               session_id=adapter.session_id(sdk)))
+                conn.writer = self._spawn(self._write(conn, sdk))
+                self._feed(SetupComplete(at=self._now(), generation=gen,
+                                         session_id=adapter.session_id(sdk)))
                 self._started.set()
                 self._live = conn
                 self._app_wake.set()
@@ -532,11 +564,15 @@ class LiveSession:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._read_failed(conn, exc, live=live)
+            self._read_failed(conn, exc, live=live)
         finally:
             conn.sdk = None
+            if conn.writer is not None:
+                conn.writer.cancel()
             if self._live is conn:
                 self._live = None
+            if not conn.closing:  # lost, not closed by us: nothing else will forget it
+                self._conns.pop(gen, None)
 
     async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
         """Read while the application is not reading itself; stop when its read failed."""
@@ -564,16 +600,16 @@ class LiveSession:
             finally:
                 conn.bg_read = None
                 self._bg_idle.set()
-            await self._on_message(conn.generation, message)
+            self._on_message(conn.generation, message)
 
-    async def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
+    def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
         """Tell the core what ended a connection (the adapter says what it was; the core decides
         what it calls for), whichever task was reading."""
         if conn.closing:
             return
         self._last_error = exc
         seen = adapter.observe(exc)
-        await self._feed(ConnectionLost(
+        self._feed(ConnectionLost(
             at=self._now(), generation=conn.generation, code=seen.code, reason=seen.reason,
             http_status=seen.http_status, during_setup=not live, failure=seen.failure))
 
@@ -585,9 +621,9 @@ class LiveSession:
         except Exception:
             return  # no measurement: the core uses the policy's default window
         if not conn.closing:
-            await self._feed(Latency(at=self._now(), generation=conn.generation, rtt=rtt))
+            self._feed(Latency(at=self._now(), generation=conn.generation, rtt=rtt))
 
-    async def _on_message(self, gen: int, message: Message, *, deliver: bool = True) -> None:
+    def _on_message(self, gen: int, message: Message, *, deliver: bool = True) -> None:
         """Turn a server message into the core's events. Model chunks are the bulk of the
         traffic: their text goes to the core's turn (`model_chunk`), and only the first of a
         turn is fed as an event (the driver contract in actions.py)."""
@@ -631,34 +667,46 @@ class LiveSession:
                 at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
                 last_consumed_index=int(index) if index is not None else None))
         if events:
-            await self._feed(*events)
+            self._feed(*events)
 
-    async def _send(self, action: Send) -> None:
-        conn = self._conns.get(action.generation)
-        if conn is None or conn.sdk is None or conn.closing:
-            return  # still journaled: the next connection replays it
-        entry = action.entry
-        try:
-            if entry.kind is InputKind.CONTENT:
-                if action.as_history:
-                    await conn.sdk.send_client_content(turns=_as_history(entry),
-                                                       turn_complete=False)
+    async def _write(self, conn: _Conn, sdk: AsyncSession) -> None:
+        """Send this connection's messages in order. A server that stops reading blocks this
+        task alone; what it holds stays journaled and is replayed on the next connection."""
+        core = self._core
+        while True:
+            action = await conn.outbox.get()
+            entry = action.entry
+            try:
+                if entry.kind is InputKind.CONTENT:
+                    if action.as_history:
+                        await sdk.send_client_content(turns=_as_history(entry),
+                                                      turn_complete=False)
+                    else:
+                        await sdk.send_client_content(**entry.payload)
+                elif entry.kind is InputKind.TOOL_RESPONSE:
+                    await sdk.send_tool_response(**entry.payload)
+                elif entry.kind is InputKind.TEXT and action.as_history:
+                    await sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
                 else:
-                    await conn.sdk.send_client_content(**entry.payload)
-            elif entry.kind is InputKind.TOOL_RESPONSE:
-                await conn.sdk.send_tool_response(**entry.payload)
-            elif entry.kind is InputKind.TEXT and action.as_history:
-                await conn.sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
-            else:
-                await conn.sdk.send_realtime_input(**entry.payload)
-        except adapter.SEND_AFTER_CLOSE:
-            pass  # the receive loop reports the close; the entry stays journaled
+                    await sdk.send_realtime_input(**entry.payload)
+            except adapter.SEND_AFTER_CLOSE:
+                return  # the reader reports the close; what is left stays journaled
+            core.written(entry, conn.generation, self._now())
 
-    async def _close_connection(self, generation: int) -> None:
+    def _close_connection(self, generation: int) -> None:
+        """Close a connection in a task of its own (bounded by the close timeout); the next
+        connection waits for it."""
         conn = self._conns.pop(generation, None)
         if conn is None:
             return
         conn.closing = True
+        task = self._spawn(self._closed(conn))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _closed(self, conn: _Conn) -> None:
+        if conn.writer is not None:
+            conn.writer.cancel()
         if conn.sdk is not None:
             await adapter.close(conn.sdk, self._core.policy.keepalive.close_timeout)
         task = conn.task
@@ -683,12 +731,15 @@ class LiveSession:
             self._bg_timer.cancel()
             self._bg_timer = None
         for generation in list(self._conns):
-            await self._close_connection(generation)
+            self._close_connection(generation)
+        if self._closing:
+            await asyncio.wait(list(self._closing))
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: a task that ignores its cancellation must not hang close()
+            await asyncio.wait(tasks, timeout=self._core.policy.keepalive.close_timeout)
 
 
 #: The store used when a session_key is given without a store: shared by the process's sessions.

@@ -327,6 +327,11 @@ class Lifecycle:
             self.turn.text.append(text)
         return not self.turn.in_flight
 
+    def written(self, entry: Entry, generation: int, at: float) -> None:
+        """The I/O layer wrote a `Send`'s entry on connection `generation` at `at` (the bulk
+        path: no audit record). Until then no resumable handle counts as covering it."""
+        Journal.written(entry, generation, at)
+
     def restore(self, handle: str, *, at: float, age: float, compressed: bool = False,
                 generation: int = 0) -> None:
         """Seed a handle saved by an earlier process, `age` seconds old at monotonic time `at`,
@@ -907,7 +912,7 @@ class Lifecycle:
 
     def _send(self, entry: Entry, *, replay: bool, as_history: bool) -> None:
         conn = self.conn
-        self.journal.mark_sent(entry, conn.generation, conn.next_index, self._now)
+        self.journal.mark_sent(entry, conn.generation, conn.next_index)
         conn.next_index += 1
         self._count(sent=1, replayed=1 if replay else 0)
         self._actions.append(

@@ -72,11 +72,19 @@ class Journal:
     def append(self, entry: Entry) -> None:
         self._entries.append(entry)
 
-    def mark_sent(self, entry: Entry, generation: int, index: int, at: float) -> None:
+    def mark_sent(self, entry: Entry, generation: int, index: int) -> None:
+        """Handed to the connection's writer; `sent_at` is set once it is written (`written`):
+        until then no handle can cover it."""
         entry.sent_generation = generation
         entry.sent_index = index
-        entry.sent_at = at
+        entry.sent_at = None
         entry.sends += 1
+
+    @staticmethod
+    def written(entry: Entry, generation: int, at: float) -> None:
+        """The writer put `entry` on the wire of `generation` at `at`."""
+        if entry.sent_generation == generation:
+            entry.sent_at = at
 
     def has_turn_input(self) -> bool:
         """Whether turn input went out and no handle covers it yet (no safe point then). Input

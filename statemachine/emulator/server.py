@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -134,6 +135,8 @@ class Connection:
         self.done = asyncio.Event()
         self.turns = TurnEngine(self)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._reading = asyncio.Event()
+        self._reading.set()
 
     # -- faults and controls, for tests -----------------------------------------------------------
 
@@ -159,6 +162,16 @@ class Connection:
     def silence(self) -> None:
         """Stop sending anything; keep the socket open."""
         self.silent = True
+
+    def stop_reading(self) -> None:
+        """Stop reading client messages (the socket stays open and still sends): the client's
+        sends back up and block once the buffers are full, as with a stalled server."""
+        self._reading.clear()
+        transport = self.ws.transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # a small, fixed window: the client blocks after kilobytes
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+        transport.pause_reading()  # the TCP window closes: nothing more is taken in
 
     async def send_garbage(self) -> None:
         await self._send_raw(b"this is not JSON {")
@@ -262,9 +275,12 @@ class Connection:
                 await self.close(code, CLOSE_INVALID_REASON)
                 return None
             session = entry.session
-            if session.active is not None and not session.active.done.is_set():
-                await self.close(1011, "The session is still connected on another stream.")
-                return None
+            active = session.active
+            if active is not None and not active.done.is_set():
+                if active._reading.is_set():
+                    await self.close(1011, "The session is still connected on another stream.")
+                    return None
+                active.drop()  # a stalled stream (stop_reading) is superseded by the resume
             session.context = entry.context.snapshot()
             self.resumed = True
         session.active = self
@@ -362,6 +378,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         while True:
+            await self._reading.wait()
             msg = await self._recv()
             if msg is None:
                 await self.close(CLOSE_INVALID, CLOSE_INVALID_REASON)
