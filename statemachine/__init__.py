@@ -20,6 +20,7 @@ from .core.actions import (
     Resumed,
     StoreDegraded,
     StoreRecovered,
+    ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
 from .core.engine import Lifecycle
@@ -103,6 +104,7 @@ __all__ = [
     "StoreError",
     "StoreRecovered",
     "TableError",
+    "ToolCallsCancelled",
     "Trigger",
     "classify_close",
     "classify_http",

@@ -132,6 +132,9 @@ def _rotation_deadline(d: Driver, row: Transition) -> None:
             events.ResumptionUpdate(at=d.tick(), generation=d.gen, handle="mid", resumable=True)
         )
     d.fire_timer(Timer.ROTATE)
+    if d.engine.state is State.DRAINING:  # no handle: it waits for the server's own deadline
+        d.tick(30.0)
+        d.fire_timer(Timer.ROTATE)
 
 
 def _refused(d: Driver, row: Transition) -> None:

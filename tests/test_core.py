@@ -384,6 +384,7 @@ def test_session_cap_without_compression() -> None:
     out = send(d, InputKind.VIDEO, turn_complete=False)
     cap = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.SESSION_CAP)
     assert cap.delay == pytest.approx(120.0 - (d.now - engine.span.started_at))  # type: ignore
+    d.handle()  # the server holds the session: the cap loses it
     d.fire_timer(Timer.SESSION_CAP)
     assert any("duration cap" in n.reason for n in notices(d, ContextLost))
 
@@ -568,3 +569,45 @@ def test_fatal_endings_say_what_to_do(code: int | None, status: int | None, todo
                           reason="x", during_setup=code != 1007))
     assert engine.state is State.TERMINATED
     assert todo in notices(d, Ended)[-1].reason
+
+
+def test_nothing_is_lost_when_the_server_held_nothing_yet() -> None:
+    """A goAway right after setup, before any handle or answer, with too little time for the
+    turn: the fresh session gets the turn; nothing is reported dropped or lost."""
+    engine, d, _ = session()
+    send(d)
+    d.feed(GoAway(at=d.tick(), generation=1, time_left=0.5))  # shorter than the margin
+    d.fire_timer(Timer.ROTATE)
+    assert engine.state is State.DRAINING  # no handle: the time the server gave is used
+    d.tick(1.0)
+    d.fire_timer(Timer.ROTATE)
+    d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+    assert not notices(d, ContextLost) and not notices(d, InputDropped)
+    resent = [a for a in d.actions if isinstance(a, Send) and a.generation == d.gen]
+    assert [a.entry.seq for a in resent] == [1]
+
+
+def test_a_later_shorter_go_away_moves_the_deadline_earlier() -> None:
+    """A second goAway with less time left re-arms the rotation timer earlier; a longer one
+    does not move it."""
+    engine, d, _ = session()
+    d.handle()
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="busy"))
+    first = d.feed(GoAway(at=d.tick(), generation=1, time_left=30))
+    second = d.feed(GoAway(at=d.tick(), generation=1, time_left=5))
+    third = d.feed(GoAway(at=d.tick(), generation=1, time_left=60))
+    delays = [next(a.delay for a in out if isinstance(a, ArmTimer) and a.timer is Timer.ROTATE)
+              for out in (first, second, third)]
+    assert delays[1] < delays[0] and delays[2] <= delays[1]
+    assert engine.state is State.DRAINING
+
+
+@pytest.mark.parametrize("time_left", [None, 0.0, 1e-6, 1e9])
+def test_go_away_time_left_of_any_shape(time_left: float | None) -> None:
+    """A missing, zero, tiny or huge timeLeft still drains and arms a finite rotation."""
+    engine, d, _ = session()
+    d.handle()
+    out = d.feed(GoAway(at=d.tick(), generation=1, time_left=time_left))
+    assert engine.state in (State.DRAINING, State.RESUMING)
+    arms = [a.delay for a in out if isinstance(a, ArmTimer) and a.timer is Timer.ROTATE]
+    assert all(0 <= delay < float("inf") for delay in arms)

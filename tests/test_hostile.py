@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 
-from statemachine import LocalMisuse
-from statemachine.emulator import EmulatorSettings, LiveEmulator
+import pytest
+from google.genai import types
 
-from .app import FAST_ROTATION, fast_policy, start
+from statemachine import ContextLost, InputDropped, LocalMisuse, ToolCallsCancelled
+from statemachine.emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
+
+from .app import FAST_ROTATION, App, fast_policy, start
+from .sdk import user
 
 N = 64
 #: 256 KiB of noise each (incompressible: permessage-deflate would shrink a pattern to nothing);
@@ -95,3 +100,138 @@ async def test_a_reader_cancelled_by_timeouts_during_rotations_does_not_stall_th
         assert session.core.counters.resumes >= 4 or session.state == "resuming"
         await session.close()
 
+
+
+TOOLS = [types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup")])]
+
+
+async def _call_then_drop(emu: LiveEmulator, model: str) -> tuple[App, str]:
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT], tools=TOOLS)
+    app = await start(emu, config=config, model=model)
+    await app.session.send_client_content(turns=user("please call lookup"), turn_complete=True)
+    await app.wait_until(lambda: any(m.tool_call for m in app.messages))
+    call = next(m.tool_call for m in app.messages if m.tool_call)
+    assert call is not None and call.function_calls
+    first_id = str(call.function_calls[0].id)
+    await app.wait_until(lambda: first_id in app.session.core.calls.pending)
+    emu.connections[-1].drop()
+    await app.wait_until(lambda: app.session.core.counters.resumes >= 1)
+    return app, first_id
+
+
+def _responses_seen(emu: LiveEmulator, conn_index: int) -> list[str]:
+    return [str(r.get("id")) for m in emu.connections[conn_index].received
+            for r in (m.get("tool_response") or {}).get("function_responses") or []]
+
+
+async def test_a_call_the_resumed_session_never_issued_is_cancelled_not_answered(
+        slow_emu: LiveEmulator) -> None:
+    """2.5 issues no handle while a call is pending: after a drop the resumed session does not
+    know the call. The application sees toolCallCancellation in-band; its late response is
+    dropped (never sent to a server that would close with 1007); the replayed turn makes the
+    model ask again, and that call is answered normally."""
+    app, first = await _call_then_drop(slow_emu, "gemini-live-2.5-flash-preview")
+    await app.wait_until(lambda: app.noticed(ToolCallsCancelled))
+    assert any(m.tool_call_cancellation and first in (m.tool_call_cancellation.ids or [])
+               for m in app.messages)
+    await app.session.send_tool_response(function_responses=[
+        types.FunctionResponse(id=first, name="lookup", response={"answer": 1})])
+    assert any(isinstance(n, InputDropped) and "cancelled" in n.reason for n in app.notices)
+    await app.wait_until(lambda: sum(1 for m in app.messages if m.tool_call) >= 2)
+    again = [m.tool_call for m in app.messages if m.tool_call][-1]
+    assert again is not None and again.function_calls
+    second = str(again.function_calls[0].id)
+    assert second != first
+    await app.session.send_tool_response(function_responses=[
+        types.FunctionResponse(id=second, name="lookup", response={"answer": 2})])
+    replies = await app.wait_replies(1)
+    assert 'lookup returned {"answer": 2}' in replies[-1]
+    assert first not in _responses_seen(slow_emu, -1)
+    assert app.session.state == "streaming"
+    await app.stop()
+
+
+async def test_a_call_the_resumed_session_knows_waits_for_its_answer(
+        slow_emu: LiveEmulator) -> None:
+    """3.x issues a handle after the toolCall: the resumed session knows the call and waits
+    for it; the application's response goes to the new connection, once."""
+    app, first = await _call_then_drop(slow_emu, "gemini-3.1-flash-live-preview")
+    assert not app.noticed(ToolCallsCancelled)
+    await app.session.send_tool_response(function_responses=[
+        types.FunctionResponse(id=first, name="lookup", response={"answer": 3})])
+    replies = await app.wait_replies(1)
+    assert 'lookup returned {"answer": 3}' in replies[-1] or "answer" in replies[-1]
+    assert _responses_seen(slow_emu, -1).count(first) == 1
+    await app.stop()
+
+
+async def test_a_turn_dropped_with_context_lost_is_marked_in_the_stream(
+        slow_emu: LiveEmulator) -> None:
+    """A refused resume loses the context: the turn that waited for an answer is reported
+    dropped and marked in-band (interrupted + turnComplete), so `async for` does not wait
+    forever for its reply."""
+    app = await start(slow_emu)
+    await app.ask("remember me")
+    slow_emu.connections[-1].silence()
+    await app.session.send_client_content(turns=user("never answered"), turn_complete=True)
+    slow_emu.refuse_resumes = True
+    slow_emu.connections[-1].drop()
+    await app.wait_until(lambda: app.noticed(ContextLost))
+    dropped = [n for n in app.notices if isinstance(n, InputDropped) and n.turn]
+    assert dropped
+    await app.wait_until(lambda: sum(
+        1 for m in app.messages if m.server_content and m.server_content.interrupted
+        and m.server_content.turn_complete) >= 1)
+    await app.stop()
+
+
+async def test_secrets_echoed_by_the_server_never_reach_notices_records_or_errors(
+        slow_emu: LiveEmulator) -> None:
+    """A server that echoes the resumption handle and the API key in its close reason: the
+    records, the notices and the exception (with its chained cause) show neither."""
+    app = await start(slow_emu)
+    await app.ask("hello")
+    handle = app.session.core.handle
+    assert handle is not None
+    reason = f"bad {handle[:40]} key {slow_emu.api_key}"[:120]
+    await slow_emu.connections[-1].close(1007, reason)  # fatal on a live connection
+    await app.wait_until(lambda: app.session.state == "terminated")
+    text = repr(app.records) + repr(app.notices) + repr(app.error) + repr(
+        app.error.__cause__ if app.error else None)
+    assert slow_emu.api_key not in text
+    assert handle[:40] not in text
+    assert "[api key]" in text
+    await app.session.close()
+
+
+async def test_websockets_debug_logs_never_show_the_key_or_a_handle(
+        slow_emu: LiveEmulator, caplog: pytest.LogCaptureFixture) -> None:
+    """With every logger at DEBUG, websockets' own lines for the library's connections hide
+    the x-goog-api-key header and the handles in frames."""
+    caplog.set_level(logging.DEBUG)
+    app = await start(slow_emu)
+    await app.ask("hello")
+    handle = app.session.core.handle
+    await app.stop()
+    # the client's side (the emulator's own server logger is the test's server, not ours)
+    logged = "\n".join(r.getMessage() for r in caplog.records
+                       if not r.name.startswith("websockets.server"))
+    assert "x-goog-api-key" in logged.lower()  # the header line is there, its value is not
+    assert slow_emu.api_key not in logged
+    assert handle is not None and handle not in logged
+
+
+@pytest.mark.parametrize("code", [1007, 1008])
+async def test_a_refused_resume_starts_fresh_and_a_second_refusal_is_fatal(
+        slow_emu: LiveEmulator, code: int) -> None:
+    """1007 or 1008 at setup on a resume of a session that worked: the handle was refused,
+    a fresh session starts (ContextLost); only when that one is refused too does the
+    session end, with the fatal error."""
+    app = await start(slow_emu)
+    await app.ask("hello")
+    slow_emu.plan(ConnectionPlan(refuse_resume=code))
+    slow_emu.connections[-1].drop()
+    await app.wait_until(lambda: app.noticed(ContextLost))
+    assert ("setup_refused", "resuming", "expired") in app.transitions()
+    assert "hello" not in await app.ask("again")
+    await app.stop()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import ssl
 import traceback
 from typing import Any
@@ -36,6 +38,9 @@ PRIVATE_MEMBERS: dict[str, str] = {
     "AsyncSession._receive": "read exactly one server message (receive() stops at turnComplete)",
     "AsyncSession._ws": "the websockets connection: ping for the round trip, abort on close",
     "google.genai._transformers.t_model": "check the model name when the session is made",
+    "BaseApiClient._websocket_ssl_ctx": "give the library's connections a logger that never "
+                                         "shows the API key or a handle",
+    "BaseApiClient.api_key": "keep the key out of every text the library produces",
 }
 
 
@@ -81,6 +86,48 @@ SEND_AFTER_CLOSE = (ConnectionClosed,)
 def session_id(sdk: AsyncSession) -> str | None:
     done = getattr(sdk, "setup_complete", None)
     return getattr(done, "session_id", None) if done is not None else None
+
+
+def api_key(client: genai.Client) -> str | None:
+    """The client's API key or ephemeral token, so the core can keep it out of every text."""
+    key = getattr(getattr(client, "_api_client", None), "api_key", None)
+    return key if isinstance(key, str) else None
+
+
+#: websockets' client logger for this library's connections: at DEBUG, websockets writes every
+#: request header (the API key) and the first bytes of every frame (handles) to its logger.
+WEBSOCKET_LOGGER = logging.getLogger("statemachine.websockets")
+_SECRET_HEADERS = frozenset({"x-goog-api-key", "authorization"})
+_HANDLE_FIELD = re.compile(r'("(?:new_?[hH]andle|handle)"\s*:\s*")[^"]*')
+
+
+class _RedactWebsocketLogs(logging.Filter):
+    """Never let a key, a token or a handle through the websockets logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and record.msg == "> %s: %s" \
+                and str(args[0]).lower() in _SECRET_HEADERS:
+            record.args = (args[0], "[redacted]")
+        elif isinstance(args, tuple) and args and "handle" in str(args[-1]).lower():
+            record.msg, record.args = _HANDLE_FIELD.sub(r"\1[redacted]",
+                                                        record.getMessage()), ()
+        if "key=" in str(record.msg) or "key=" in str(record.args):
+            record.msg = re.sub(r"([?&](?:key|access_token)=)[^&\s]*", r"\1[redacted]",
+                                record.getMessage())
+            record.args = ()
+        return True
+
+
+WEBSOCKET_LOGGER.addFilter(_RedactWebsocketLogs())
+
+
+def quiet_websocket_logs(client: genai.Client) -> None:
+    """Give the client's WebSocket connections the redacting logger (unless the application
+    chose one): `async_client_args` reach websockets' `connect`, whose `logger` is this."""
+    options = getattr(getattr(client, "_api_client", None), "_websocket_ssl_ctx", None)
+    if isinstance(options, dict):
+        options.setdefault("logger", WEBSOCKET_LOGGER)
 
 
 def check_model(client: genai.Client, model: str) -> None:

@@ -32,12 +32,14 @@ from ..core.actions import (
     CancelTimer,
     CloseConnection,
     Ended,
+    InputDropped,
     Notice,
     Notify,
     OpenConnection,
     ReplyInterrupted,
     Send,
     StoreAction,
+    ToolCallsCancelled,
 )
 from ..core.engine import Lifecycle
 from ..core.events import (
@@ -87,6 +89,7 @@ def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
         "ping_interval": keepalive.ping_interval,
         "ping_timeout": keepalive.ping_timeout,
         "close_timeout": keepalive.close_timeout,
+        "logger": adapter.WEBSOCKET_LOGGER,  # never shows the API key or a handle
     }
 
 
@@ -159,6 +162,7 @@ class LiveSession:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
         adapter.check_model(client, model)
+        adapter.quiet_websocket_logs(client)
         self._store: StoreWorker | None = None
         persistence = None
         if session_key is not None:
@@ -188,6 +192,9 @@ class LiveSession:
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence,
         )
+        key = adapter.api_key(client)
+        if key:
+            self._core.add_secret(key, "[api key]")
         self._conns: dict[int, _Conn] = {}
         #: closes in progress: the next connection opens once they are done
         self._closing: set[asyncio.Task[None]] = set()
@@ -476,7 +483,11 @@ class LiveSession:
         kind = RemoteProtocolError if end and end.failure == Failure.MALFORMED else \
             SessionTerminated
         error = kind(end.reason if end else "session ended", code=end.code if end else None)
-        error.__cause__ = self._last_error
+        cause = self._last_error
+        if cause is not None and self._core.redact(str(cause)) != str(cause):
+            # the server echoed a secret into its error: chain a copy without it
+            cause = RemoteProtocolError(f"{type(cause).__name__}: {self._core.redact(str(cause))}")
+        error.__cause__ = cause
         return error
 
     def _perform(self, actions: list[Action]) -> None:
@@ -519,11 +530,16 @@ class LiveSession:
             self._on_event(record)
 
     def _notify(self, notice: Notice) -> None:
-        if isinstance(notice, ReplyInterrupted):
+        if isinstance(notice, ReplyInterrupted) or (
+                isinstance(notice, InputDropped) and notice.turn):
             # In-band, at the exact point of the stream: the SDK's own "discard what you were
-            # playing" signal, which applications already handle.
+            # playing" signal, which applications already handle. For a dropped turn it also
+            # ends the wait for a reply that will never come.
             self._deliver(Message(server_content=types.LiveServerContent(
                 interrupted=True, turn_complete=True)))
+        elif isinstance(notice, ToolCallsCancelled):
+            self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
+                ids=list(notice.ids))))
         self.notices_seen.append(notice)
         self._notices.put(notice)
         if self._on_notice is not None:

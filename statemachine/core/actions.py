@@ -124,9 +124,24 @@ class Resumed(Notice):
 
 @attrs.frozen(kw_only=True)
 class InputDropped(Notice):
+    """An input will never reach the model: `reason` says why. `turn`: it was a turn the
+    model would have answered; the receive stream marks it with `interrupted`+`turnComplete`,
+    so a reader waiting for its reply is not left waiting."""
+
     seq: int
     kind: str
     reason: str
+    turn: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallsCancelled(Notice):
+    """Calls the model issued on a connection that ended before a handle covered them: the
+    resumed session does not know them. The stream carries a `toolCallCancellation` for them;
+    a response the application still sends is dropped (`InputDropped`), and the replayed turn
+    makes the model ask again."""
+
+    ids: tuple[str, ...]
 
 
 @attrs.frozen(kw_only=True)

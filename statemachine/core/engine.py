@@ -49,6 +49,7 @@ from .actions import (
     StoreAction,
     StoreDegraded,
     StoreRecovered,
+    ToolCallsCancelled,
 )
 from .closecodes import Disposition, classify_failure, hint
 from .events import (
@@ -157,6 +158,9 @@ class Span:
     video_sent: bool = False
     compressed: bool = False
     prompt_tokens: int = 0
+    #: the server holds something of the session (a resumable handle, a turn answered): a
+    #: fresh session then loses context; before, it loses nothing
+    confirmed: bool = False
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -165,7 +169,17 @@ class Turn:
 
     in_flight: bool = False
     text: list[str] = attrs.Factory(list)
-    tool_calls: set[str] = attrs.Factory(set)
+
+
+@attrs.define(kw_only=True, slots=True)
+class Calls:
+    """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
+    application's response; `cancelled` were issued after the handle a resume used, so the
+    resumed session never knew them (their responses are dropped, not sent blindly)."""
+
+    pending: dict[str, float] = attrs.Factory(dict)
+    issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
+    cancelled: set[str] = attrs.Factory(set)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -194,10 +208,39 @@ class Lifecycle:
     """One session's lifecycle. Feed it events; perform the actions it returns, in order."""
 
     __slots__ = (
-        "__weakref__", "_actions", "_audit", "_audit_seq", "_cause", "_followups", "_fp",
-        "_fp_of", "_model", "_next_seq", "_now", "_release", "_rng", "_timers", "_token", "_wall",
-        "backend", "budget", "conn", "counters", "durable", "end", "journal", "loss",
-        "persistence", "policy", "resumption", "session_id", "span", "transparent", "turn",
+        "__weakref__",
+        "_actions",
+        "_audit",
+        "_audit_seq",
+        "_cause",
+        "_followups",
+        "_fp",
+        "_fp_of",
+        "_model",
+        "_next_seq",
+        "_now",
+        "_release",
+        "_rng",
+        "_secrets",
+        "_timers",
+        "_token",
+        "_wall",
+        "backend",
+        "budget",
+        "calls",
+        "conn",
+        "counters",
+        "durable",
+        "end",
+        "journal",
+        "loss",
+        "persistence",
+        "policy",
+        "resumption",
+        "session_id",
+        "span",
+        "transparent",
+        "turn",
     )
 
     def __init__(
@@ -229,6 +272,7 @@ class Lifecycle:
         self.resumption = Resumption()
         self.span = Span()
         self.turn = Turn()
+        self.calls = Calls()
         self.budget = Budget()
         self.durable = Durability()
         self.loss: Loss | None = None
@@ -243,6 +287,9 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
+        #: values that must never reach a record, a notice or an error: every handle seen, and
+        #: what the I/O layer adds (the API key); replaced where a server echoes them
+        self._secrets: dict[str, str] = {}
         self._model = Model(self)
         MACHINE.add_model(self._model)
         self._release = weakref.finalize(self, release, self._model)
@@ -290,6 +337,8 @@ class Lifecycle:
         time never runs backwards (an older stamp counts as now)."""
         self._now = max(self._now, event.at)
         self._actions = []
+        if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed):
+            event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
         self._record("event", name, cause=cause, stale=stale)
@@ -317,6 +366,24 @@ class Lifecycle:
         self._persist()
         return self._actions
 
+    def add_secret(self, value: str, shown_as: str) -> None:
+        """A value (an API key, a token) to replace by `shown_as` wherever text from outside
+        (a close reason, an error) would carry it into a record, a notice or an error."""
+        if value:
+            self._secrets[value] = shown_as
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
+        for value, shown in self._secrets.items():
+            if value in text:
+                text = text.replace(value, shown)
+        return text
+
+    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed) -> Event:
+        if isinstance(event, StoreFailed):
+            return attrs.evolve(event, error=self.redact(event.error))
+        return attrs.evolve(event, reason=self.redact(event.reason))
+
     def model_chunk(self, generation: int, text: str) -> bool:
         """A model chunk's text (the bulk path: no audit record per chunk). True when the I/O
         layer must also feed `ModelOutput`: the first chunk of a turn, which the lifecycle acts
@@ -339,7 +406,9 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
         self.resumption = Resumption(handle=handle, at=at - age)
+        self._secrets[handle] = fingerprint(handle) or "h-?"
         self.span.compressed = compressed
+        self.span.confirmed = True
         self.conn = Connection(generation=generation)
         self.durable.saved = handle
 
@@ -396,7 +465,13 @@ class Lifecycle:
         self._count(inputs=1)
         self.journal.append(entry)
         if event.kind is InputKind.TOOL_RESPONSE:
-            self.turn.tool_calls.difference_update(event.tool_ids)
+            for call in event.tool_ids:
+                self.calls.pending.pop(call, None)
+            if event.tool_ids and set(event.tool_ids) <= self.calls.cancelled:
+                self.calls.cancelled.difference_update(event.tool_ids)
+                self._drop(entry, "the tool call was cancelled: the connection that issued it "
+                                  "ended before a handle covered it (the model asks again)")
+                return
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
@@ -436,15 +511,19 @@ class Lifecycle:
                 self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
             self.turn.in_flight = True
-            self.turn.tool_calls.update(event.ids)
+            for call in event.ids:
+                self.calls.pending[call] = event.at
+                self.calls.issued[call] = event.at
         elif isinstance(event, ToolCallCancellation):
-            self.turn.tool_calls.difference_update(event.ids)
+            for call in event.ids:
+                self.calls.pending.pop(call, None)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
             reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
-            self.journal.mark_answered(reply)
-            self.turn = Turn(tool_calls=self.turn.tool_calls)
+            if self.journal.mark_answered(reply):
+                self.span.confirmed = True
+            self.turn = Turn()
             self._check_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
@@ -457,6 +536,10 @@ class Lifecycle:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
+        self._secrets[event.handle] = fingerprint(event.handle) or "h-?"
+        if len(self._secrets) > 64:  # keep the latest handles (and what the shell added)
+            del self._secrets[next(iter(self._secrets))]
+        self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
         if self.transparent and event.last_consumed_index is not None:
             covered = self.journal.prune_by_index(self.conn.generation, event.last_consumed_index)
         else:
@@ -466,6 +549,7 @@ class Lifecycle:
                 self.conn.generation, sent_before=event.at - window - replay.crossing_slack
             )
         self._count(confirmed=len(covered))
+        self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
     def _on_usage(self, event: Usage) -> None:
@@ -532,7 +616,14 @@ class Lifecycle:
             self._lose(Loss(disposition=Disposition.BACKOFF, why=why,
                             failure=Failure.SETUP_TIMEOUT), cause)
         elif event.timer is Timer.ROTATE:
-            self._fire(Trigger.ROTATION_DEADLINE, cause)
+            deadline = self.conn.go_away_deadline
+            if not self._check(Guard.HANDLE_VALID) and deadline is not None \
+                    and self._now < deadline:
+                # no resumable handle yet: use the time the server gave (the turn may finish
+                # and bring one) instead of giving the context up at the margin
+                self._arm(Timer.ROTATE, deadline - self._now)
+            else:
+                self._fire(Trigger.ROTATION_DEADLINE, cause)
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
         elif event.timer is Timer.BACKOFF:
@@ -692,13 +783,18 @@ class Lifecycle:
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            unsent = self.journal.take_all()
-            for entry in unsent:
-                self._drop(entry, "context lost: the session expired before it was confirmed")
-            self._notify(ContextLost(reason=str(self._cause["reason"]), unsent=tuple(unsent)))
+            if self.span.confirmed:
+                unsent = self.journal.take_all()
+                for entry in unsent:
+                    self._drop(entry, "context lost: the session expired before it was "
+                                      "confirmed")
+                self._notify(ContextLost(reason=str(self._cause["reason"]),
+                                         unsent=tuple(unsent)))
+            # else the server held nothing yet: the journal goes to the fresh session as is
             self.resumption = Resumption()
             self.span = Span()
             self.turn = Turn()
+            self.calls = Calls()
             if self.loss is None or self._stayed_up():
                 self.budget.drop_attempts = 0  # not a failure streak (a cap, a good connection)
             if self.budget.drop_attempts == 0:
@@ -769,6 +865,7 @@ class Lifecycle:
         if self.turn.in_flight and source in table.LIVE:
             self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
         self.turn = Turn()
+        self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.budget.drop_attempts = 0
@@ -871,12 +968,37 @@ class Lifecycle:
         if (
             self._can(Trigger.SAFE_POINT)
             and not self.turn.in_flight
-            and not self.turn.tool_calls
+            and not self.calls.pending
             and not self.journal.has_turn_input()
             and self._check(Guard.HANDLE_VALID)
             and not any(t is Trigger.SAFE_POINT for t, _ in self._followups)
         ):
             self._followups.append((Trigger.SAFE_POINT, {"journal": len(self.journal)}))
+
+    def _cancel_unknown_calls(self) -> None:
+        """Calls issued after the handle the resume uses are unknown to the resumed session:
+        the application is told they are cancelled (in-band, as the service does on barge-in),
+        and their responses, journaled or still to come, are never sent (a strict server closes
+        on a response to a call it never issued). The replayed turn makes the model ask again.
+        Calls the handle covers stay pending: the resumed session waits for their answers."""
+        handle_at = self.resumption.at if self.resumption.handle is not None else None
+        unknown = {c for c, t in self.calls.issued.items() if handle_at is None or t > handle_at}
+        if not unknown:
+            return
+        pending = sorted(c for c in self.calls.pending if c in unknown)
+        for call in pending:
+            del self.calls.pending[call]
+        self.calls.cancelled |= unknown
+        for call in unknown:
+            del self.calls.issued[call]
+        stale = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE
+                 and e.tool_ids and set(e.tool_ids) <= unknown]
+        for entry in stale:
+            self.calls.cancelled.difference_update(entry.tool_ids)
+            self._drop(entry, "tool response to a call the resumed session never issued: "
+                              "not replayed (the model asks again)")
+        if pending:
+            self._notify(ToolCallsCancelled(ids=tuple(pending)))
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -923,7 +1045,8 @@ class Lifecycle:
         if remove:
             self.journal.remove([entry])
         self._count(dropped=1)
-        self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason))
+        self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
+                                  turn=entry.trigger and not entry.answered))
 
     def _arm_session_cap(self) -> None:
         started = self.span.started_at

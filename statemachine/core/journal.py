@@ -91,19 +91,20 @@ class Journal:
         held back while draining has not gone out and does not count."""
         return any(e.trigger and e.sent_generation is not None for e in self._entries)
 
-    def mark_answered(self, reply_text: str) -> None:
+    def mark_answered(self, reply_text: str) -> bool:
         """A `turnComplete` arrived: the tool responses sent before it and the oldest unanswered
-        turn input that was sent are answered."""
-        first = True
+        turn input that was sent are answered. True when something was."""
+        first, any_answered = True, False
         for entry in self._entries:
             if entry.answered or not entry.trigger or entry.sent_generation is None:
                 continue
             if entry.kind is InputKind.TOOL_RESPONSE:
-                entry.answered = True
+                entry.answered = any_answered = True
             elif first:
-                entry.answered = True
+                entry.answered = any_answered = True
                 entry.reply_text = reply_text
                 first = False
+        return any_answered
 
     def prune_by_index(self, generation: int, last_consumed: int) -> list[Entry]:
         """Transparent mode: drop what the server says it consumed on this connection."""
