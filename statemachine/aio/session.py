@@ -22,7 +22,6 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-import structlog
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
@@ -66,7 +65,7 @@ from ..core.events import (
 )
 from ..core.journal import Entry
 from ..core.policy import Backend, Policy
-from ..core.records import AuditRecord, AuditSink, structlog_sink
+from ..core.records import AuditRecord, AuditSink, QuietLogger, default_sink
 from ..core.table import State
 from ..core.wire import parse_duration
 from ..errors import SessionTerminated
@@ -76,7 +75,7 @@ Message = types.LiveServerMessage
 _END = object()
 #: how long the application may be away from receive() before a background reader takes over
 _BACKGROUND_AFTER = 0.05
-_log = structlog.get_logger("statemachine.session")
+_log = QuietLogger("statemachine.session")
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -178,7 +177,7 @@ class LiveSession:
                 sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
             )
         self._base_config = base.model_copy(update={"context_window_compression": cwc})
-        self._sink = audit if audit is not None else structlog_sink()
+        self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = on_notice
         self._core = Lifecycle(
