@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import attrs
 
+from ..core.validate import check_count, check_seconds
 from ..errors import SettingsError
+
+#: durations that must be finite and > 0, or >= 0 (validity 0: every handle is expired)
+_POSITIVE = ("time_scale", "connection_lifetime", "session_cap_audio", "session_cap_video")
+_NON_NEGATIVE = ("go_away_lead", "handle_validity", "setup_delay", "chunk_interval",
+                 "playback_delay")
+_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "reject_resume_code": 1000}
 
 
 @attrs.frozen(kw_only=True)
@@ -36,12 +43,16 @@ class EmulatorSettings:
     track_inputs: bool = False
 
     def __attrs_post_init__(self) -> None:
-        if self.time_scale <= 0:
-            raise SettingsError("time_scale must be > 0")
+        for name in _POSITIVE:
+            check_seconds(self, name, getattr(self, name))
+        for name in _NON_NEGATIVE:
+            check_seconds(self, name, getattr(self, name), zero=True)
+        for name, minimum in _COUNTS.items():
+            check_count(self, name, getattr(self, name), minimum=minimum)
         if self.go_away_lead >= self.connection_lifetime:
-            raise SettingsError("go_away_lead must be shorter than connection_lifetime")
-        if self.chunks_per_reply < 1:
-            raise SettingsError("chunks_per_reply must be >= 1")
+            raise SettingsError(
+                f"EmulatorSettings.go_away_lead ({self.go_away_lead!r}s) must be shorter than "
+                f"connection_lifetime ({self.connection_lifetime!r}s)")
 
     def seconds(self, name: str) -> float:
         """A duration setting in real seconds, after the time scale."""
