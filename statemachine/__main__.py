@@ -128,11 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench = sub.add_parser("bench", help="run the benchmarks (not part of the tests)")
     bench.add_argument("--quick", action="store_true", help="a smaller run, about a minute")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    bench.add_argument("--from-json", metavar="PATH",
+                       help="report (and --check) a run saved with --json; runs nothing")
     args = parser.parse_args(argv)
     if args.command == "bench":
         from . import bench as bench_module
 
-        return bench_module.main(args.quick, args.json)
+        if args.from_json:
+            return bench_module.main(False, None, args.check, args.from_json)
+        return bench_module.main(args.quick, args.json, args.check)
     if args.command == "diagram":
         return run_diagram(args)
     if args.command == "timeline":
