@@ -6,7 +6,8 @@ was in, the session ending in a sane place. Memory stays constant in the log's s
 read one at a time and each session keeps counters, not records.
 
 Exit status: 0 clean, 1 violations found (each with file:line and what is wrong), 2 unreadable
-input (a file that cannot be opened).
+input (a file that cannot be opened, is empty, or holds no audit record at all: "clean" would
+be a lie about a file that is not an audit log).
 """
 
 from __future__ import annotations
@@ -249,9 +250,36 @@ def _check_record(record: dict[str, Any], summary: SessionSummary, flag: Any) ->
     summary.advance(record)
 
 
+def not_an_audit_log(path: Path) -> str | None:
+    """Why `path` is not an audit log (empty, or no line is a record), or None if it holds at
+    least one record (or cannot be opened: `check_file` reports that). Stops at the first record,
+    so a real log costs one line."""
+    try:
+        with path.open("rb") as f:
+            empty = True
+            for raw in f:
+                empty = empty and not raw.strip()
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and all(k in record for k in _REQUIRED):
+                    return None
+    except OSError:
+        return None
+    if empty:
+        return f"{path}: empty: no audit records to check"
+    return (f"{path}: not an audit log: no line is an audit record (a JSON object with "
+            f"{', '.join(_REQUIRED)})")
+
+
 def check(paths: list[str]) -> Report:
     report = Report()
     for path in paths:
+        reason = not_an_audit_log(Path(path))
+        if reason is not None:
+            report.unreadable.append(reason)
+            continue
         check_file(Path(path), report)
     return report
 
