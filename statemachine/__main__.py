@@ -256,7 +256,13 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return fail(f"demo: {args.log} exists: pass --force to overwrite it, or choose "
                         "another --log")
         key = args.api_key or demo_module.api_key_from_env()
-        return demo_module.main(args.log, key, args.model)
+        try:
+            return demo_module.main(args.log, key, args.model)
+        except OSError as exc:
+            log = Path(args.log or "-").absolute()
+            if exc.filename is None or Path(exc.filename).absolute() not in (log, *log.parents):
+                raise
+            return fail(f"demo: cannot write the audit log {args.log}: {exc.strerror}")
     if args.command == "table":
         return print_table()
     if args.command == "emulator":

@@ -195,6 +195,7 @@ def test_bench_ctrl_c_one_line_and_130() -> None:
     ["emulator", "--time-scale", "nan"],
     ["emulator", "--time-scale", "-1"],
     ["bench", "--json", "/nonexistent-dir/bench.json"],
+    ["demo", "--log", "/proc/demo.jsonl"],
     ["bench", "--from-json", "/nonexistent-dir/bench.json"],
     ["no-such-command"],
     ["diagram", "--readme", "--check"],
