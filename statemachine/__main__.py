@@ -5,13 +5,41 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import errno
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
 
 from .core import table
+from .errors import LifecycleError, LocalMisuse, SettingsError
+
+#: exit status after Ctrl-C (128 + SIGINT), as shells report it
+INTERRUPTED = 130
+#: exit status when stdout was closed early (`... | head`): 128 + SIGPIPE, like other tools
+PIPE_CLOSED = 141
+
+
+def prog() -> str:
+    """The name the user typed: the console script, or `python -m statemachine`."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("gemini-live-statemachine") else "python -m statemachine"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with errors as one line (the command, what was wrong, where to look)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def fail(message: str, status: int = 2) -> int:
+    """One line on stderr, and the exit status to return."""
+    print(f"{prog()}: error: {message}", file=sys.stderr)
+    return status
 
 
 def print_table() -> int:
@@ -25,18 +53,45 @@ def print_table() -> int:
     return 0
 
 
-async def run_emulator(port: int, time_scale: float) -> None:
-    """Serve the emulator until interrupted, after printing how to reach it."""
+async def run_emulator(port: int, time_scale: float) -> int:
+    """Serve the emulator, after printing how to reach it, until Ctrl-C (exit 130) or SIGTERM
+    (exit 0); either way it stops cleanly and removes its temporary CA file."""
     from .emulator import EmulatorSettings, LiveEmulator
 
-    async with LiveEmulator(EmulatorSettings(time_scale=time_scale), port=port) as emu:
+    settings = EmulatorSettings(time_scale=time_scale)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    emu = LiveEmulator(settings, port=port)
+    try:
+        await emu.start()
+    except OSError as exc:
+        await emu.stop()
+        if exc.errno == errno.EADDRINUSE:
+            return fail(f"cannot listen on 127.0.0.1:{port}: the port is in use; choose "
+                        "another --port, or leave it out for a free one")
+        return fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+    try:
         print("Live API emulator running. Point a google-genai client at it with:")
         print(f"  export GOOGLE_GEMINI_BASE_URL={emu.base_url}")
         print(f"  export SSL_CERT_FILE={emu.ca_file}")
         print(f"  export GOOGLE_API_KEY={emu.api_key}")
         print("and pass http_options=types.HttpOptions(async_client_args={'proxy': None}) "
               "if HTTPS_PROXY is set. Ctrl-C stops it.", flush=True)
-        await asyncio.Event().wait()
+        await stop.wait()
+    finally:
+        await emu.stop()
+    if received and received[0] == signal.SIGINT:
+        print(f"{prog()}: emulator interrupted, stopped", file=sys.stderr)
+        return INTERRUPTED
+    return 0
 
 
 def run_diagram(args: argparse.Namespace) -> int:
@@ -45,6 +100,9 @@ def run_diagram(args: argparse.Namespace) -> int:
     from .audit import diagram
 
     root = Path.cwd()
+    if args.readme and (args.from_log or args.check or args.output):
+        return fail("diagram --readme writes the project's own diagrams; it takes no other "
+                    "option")
     if args.from_log:
         try:
             path = diagram.from_log(Path(args.from_log), args.session)
@@ -74,11 +132,22 @@ def run_diagram(args: argparse.Namespace) -> int:
         if shutil.which("dot") is None:
             print("note: Graphviz 'dot' is not installed; the SVG was not checked")
         return 1 if stale else 0
+    if args.output:
+        has_dot = shutil.which("dot") is not None
+        prefix = Path(args.output)
+        for target, content in diagram.outputs(
+                prefix.parent, stem=prefix.name, with_svg=has_dot).items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+            print(f"wrote {target}")
+        return 0
+    if not args.readme:
+        print(diagram.mermaid(), end="")
+        return 0
     try:
         written = diagram.write(root)
-    except FileNotFoundError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+    except (FileNotFoundError, LocalMisuse) as exc:
+        return fail(str(exc))
     for target in written:
         print(f"wrote {target}")
     return 0
@@ -131,6 +200,9 @@ def run_keyed(args: argparse.Namespace) -> int:
         return report.exit_code
     from . import demo as demo_module
 
+    if args.log and Path(args.log).exists() and not args.force:
+        return fail(f"demo: {args.log} exists: pass --force to overwrite it, or choose "
+                    "another --log")
     if args.signing_key:
         signing_key: signing.SigningKey | None = signing.SigningKey.from_file(args.signing_key)
     elif os.environ.get(signing.ENV_VAR):
@@ -138,11 +210,37 @@ def run_keyed(args: argparse.Namespace) -> int:
     else:
         signing_key = None
     key = args.api_key or demo_module.api_key_from_env()
-    return demo_module.main(args.log, key, args.model, signing_key)
+    try:
+        return demo_module.main(args.log, key, args.model, signing_key)
+    except OSError as exc:
+        log = Path(args.log or "-").absolute()
+        if exc.filename is None or Path(exc.filename).absolute() not in (log, *log.parents):
+            raise
+        return fail(f"demo: cannot write the audit log {args.log}: {exc.strerror}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m statemachine", description=__doc__)
+    """Run one command. Ctrl-C, a closed stdout or a bad setting ends it with one line on
+    stderr (none for a closed pipe) and an exit status, never a traceback."""
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's final flush
+        return status
+    except KeyboardInterrupt:
+        print(f"{prog()}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # the reader went away (`| head`): say nothing, like other tools, and stop writing
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return PIPE_CLOSED
+    except (SettingsError, LocalMisuse) as exc:
+        return fail(str(exc))
+    except LifecycleError as exc:
+        return fail(str(exc), 1)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = Parser(prog=prog(), description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("table", help="print the lifecycle transition table")
     emu = sub.add_parser("emulator", help="run the local Live API emulator")
@@ -150,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     emu.add_argument("--time-scale", type=float, default=1.0,
                      help="multiply every duration (0.01: a 10 min connection lasts 6 s)")
     demo = sub.add_parser("demo", help="run a complete session (emulator, or real with a key)")
-    demo.add_argument("--log", help="where to write the JSON Lines audit log")
+    demo.add_argument("--log", help="where to write the JSON Lines audit log (a new file)")
+    demo.add_argument("--force", action="store_true", help="overwrite an existing --log file")
     demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
     demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
     demo.add_argument("--signing-key", metavar="PATH",
@@ -164,16 +263,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "rotated keys)")
     keygen = sub.add_parser("keygen", help="write a new audit signing key pair into DIR")
     keygen.add_argument("dir", metavar="DIR")
-    diagram = sub.add_parser("diagram", help="render the lifecycle diagrams from the table")
+    diagram = sub.add_parser("diagram", help="print the lifecycle diagram (Mermaid) from the "
+                                             "table; -o writes files")
     diagram.add_argument("--check", action="store_true",
                          help="exit 1 if the committed diagrams differ from the table")
+    diagram.add_argument("--readme", action="store_true",
+                         help="in the project's checkout: rewrite diagrams/lifecycle.* and the "
+                              "README's generated block")
     diagram.add_argument("--from-log", metavar="LOG", help="highlight one session's path")
     diagram.add_argument("--session", help="the session to show (default: the first)")
     diagram.add_argument("--path-only", action="store_true",
                          help="with --from-log: only the states and edges the session took")
     diagram.add_argument("-o", "--output", metavar="PREFIX",
-                         help="with --from-log: write PREFIX.mmd/.dot/.svg "
-                              "(default diagrams/session-ID)")
+                         help="write PREFIX.mmd/.dot/.svg (with --from-log, default "
+                              "diagrams/session-ID)")
     page = sub.add_parser("report", help="one session on one self-contained HTML page")
     page.add_argument("log", metavar="LOG")
     page.add_argument("--session", help="the session to show (default: the first)")
@@ -189,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--peers", action="store_true",
                        help="the voice frameworks with and without instrument() (needs .venv-fw)")
+    bench.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    bench.add_argument("--from-json", metavar="PATH",
+                       help="report (and --check) a run saved with --json; runs nothing")
     args = parser.parse_args(argv)
     if args.command == "bench" and args.peers:
         from .bench import peers
@@ -197,7 +303,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         from . import bench as bench_module
 
-        return bench_module.main(args.quick, args.json)
+        if args.json and not Path(args.json).resolve().parent.is_dir():
+            return fail(f"bench: --json {args.json}: no such directory")
+        if args.from_json:
+            try:
+                return bench_module.main(False, None, args.check, args.from_json)
+            except (OSError, ValueError, KeyError) as exc:
+                return fail(f"bench: cannot report {args.from_json}: it is not a run saved by "
+                            f"bench --json ({type(exc).__name__}: {exc})")
+        return bench_module.main(args.quick, args.json, args.check)
     if args.command == "diagram":
         return run_diagram(args)
     if args.command == "timeline":
@@ -215,9 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "table":
         return print_table()
     if args.command == "emulator":
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(run_emulator(args.port, args.time_scale))
-        return 0
+        return asyncio.run(run_emulator(args.port, args.time_scale))
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -1,23 +1,119 @@
-"""The benchmark machinery at toy sizes: it runs, it reports every figure, and our side loses
-nothing. Times are printed by `python -m statemachine bench`, never asserted here."""
+"""The benchmark machinery at toy sizes: it runs, it reports every figure, our side loses
+nothing, and the report gives a verdict on each target. Times are printed by
+`python -m statemachine bench`, never asserted here."""
 
 from __future__ import annotations
 
-from statemachine.bench import corecost, rotation, throughput
+import asyncio
+import copy
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from statemachine.bench import assemble, corecost, report, rotation, scale, table, throughput
+from statemachine.bench.targets import TARGETS, figure
 
 
-async def test_rotation_benchmark_ours_and_a_baseline() -> None:
-    """A few rotations: ours loses and cuts nothing; the figures are all there."""
+async def _quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     ours = (await rotation.run_ours(3, 0.4, silent=False)).summary()
+    base = (await rotation.run_baseline(3, 0.4, on_go_away=True)).summary()
+    overhead = await throughput.run(200, 1)
+    core = corecost.run(5, rounds=1)
+    scaled = await scale.run([3], 1.0, 3.0)
+    rot = {"ours": ours, "baseline (b): reconnect on goAway": base}
+    return rot, {"overhead": overhead, "core": core, "scale": scaled}, \
+        assemble(rot, overhead, core, scaled)
+
+
+@pytest.fixture(scope="module")
+def quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """One toy run of every benchmark, shared by the tests below."""
+    return asyncio.run(_quick())
+
+
+def test_rotation_benchmark_ours_and_a_baseline(quick: Any) -> None:
+    """A few rotations: ours loses and cuts nothing; the figures are all there."""
+    rot, _, _ = quick
+    ours, base = rot["ours"], rot["baseline (b): reconnect on goAway"]
     assert ours["rotations"] >= 3 and ours["lost"] == 0 and ours["cut_replies"] == 0
     assert ours["floor_ms"] is not None and ours["outage_p99_ms"] is not None
-    base = (await rotation.run_baseline(3, 0.4, on_go_away=True)).summary()
     assert base["rotations"] >= 3 and base["inputs"] > 0
 
 
-async def test_throughput_and_core_benchmarks_report() -> None:
-    """The overhead and core benchmarks produce their figures."""
-    result = await throughput.run(200, 1)
-    assert result["raw_sdk_msgs_per_s"] > 0 and result["ours_msgs_per_s"] > 0
-    core = corecost.run(5, rounds=1)
-    assert core["events_per_s_audit"] > 0 and core["audit_bytes_per_event"] > 100
+def test_throughput_core_and_scale_benchmarks_report(quick: Any) -> None:
+    """The overhead, core and scale benchmarks produce their figures."""
+    _, parts, _ = quick
+    assert parts["overhead"]["raw_sdk_msgs_per_s"] > 0 and parts["overhead"]["ours_msgs_per_s"] > 0
+    assert parts["core"]["events_per_s_audit"] > 0 and parts["core"]["audit_bytes_per_event"] > 100
+    assert parts["scale"]["sessions"] == 3 and parts["scale"]["lost"] == 0
+
+
+def test_every_target_names_a_figure_the_run_produces(quick: Any) -> None:
+    """Each target's figure is in the results: a target the run never measures would always
+    be missed."""
+    _, _, results = quick
+    for target in TARGETS:
+        assert isinstance(figure(results, target.figure), int | float), target.figure
+
+
+def test_report_shows_units_whole_headings_and_a_verdict_per_target(quick: Any) -> None:
+    """Every target is printed as met or missed with its bar and figure; headings carry units
+    and none is cut off; the receive ratio sits next to the two raw rates."""
+    _, _, results = quick
+    text = table(copy.deepcopy(results))
+    for target in TARGETS:
+        assert re.search(rf"^  (met   |MISSED)  {re.escape(str(target))} +got ", text, re.M), \
+            target.figure
+    assert re.search(r"^Verdict: \d of 6 targets met", text, re.M)
+    for heading in ("outage p50 (ms)", "outage p99 (ms)", "worst input delay (ms)",
+                    "floor: bare connect()+setup p50 (ms)", "outage p99 / floor p50 (x)",
+                    "msg/s (median)", "events/s", "KB/session above SDK", "SDK KB/connection"):
+        assert heading in text, heading
+    overhead = text[text.index("Receive overhead"):text.index("Core")]
+    assert "raw SDK" in overhead and "ours/raw" in overhead and "median" in overhead
+
+
+def _meeting_every_target(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's results with every target's figure set to its bound."""
+    met = copy.deepcopy(results)
+    for target in TARGETS:
+        *path, last = target.figure.split(".")
+        node = met
+        for part in path:
+            node = node[part]
+        node[last] = target.bound
+    return met
+
+
+def test_check_exits_1_when_a_target_is_missed(quick: Any, capsys: Any) -> None:
+    """`--check` passes when every target is met and fails when one is missed."""
+    _, _, results = quick
+    met = _meeting_every_target(results)
+    assert report(copy.deepcopy(met), check=True) == 0
+    missed = copy.deepcopy(met)
+    missed["rotation"]["lost"] = 1
+    assert report(missed, check=True) == 1
+    assert report(copy.deepcopy(missed), check=False) == 0
+    assert "MISSED  rotation.lost == 0 inputs" in capsys.readouterr().out
+
+
+def test_check_from_a_saved_run(quick: Any, tmp_path: Path) -> None:
+    """`bench --from-json FILE --check`: the verdict on a saved run, exit 1 when a target was
+    missed or not measured, 0 when all were met."""
+    _, _, results = quick
+    met = _meeting_every_target(results)
+    unmeasured = copy.deepcopy(met)
+    unmeasured["rotation"]["outage_p99_over_floor"] = None  # no floor sample in the run
+    for data, status, shown in ((met, 0, "Verdict: 6 of 6 targets met"),
+                                (unmeasured, 1, "MISSED  rotation.outage_p99_over_floor")):
+        path = tmp_path / "bench.json"
+        path.write_text(json.dumps(data))
+        done = subprocess.run([sys.executable, "-m", "statemachine", "bench", "--from-json",
+                               str(path), "--check"], capture_output=True, text=True, timeout=60)
+        assert done.returncode == status, done.stdout + done.stderr
+        assert shown in done.stdout and "Traceback" not in done.stderr

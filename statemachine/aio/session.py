@@ -67,7 +67,7 @@ from ..core.events import (
 from ..core.journal import Entry
 from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
-from ..core.records import AuditRecord, AuditSink, structlog_sink
+from ..core.records import AuditRecord, AuditSink, default_sink
 from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
@@ -185,7 +185,7 @@ class LiveSession:
                 sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
             )
         self._base_config = base.model_copy(update={"context_window_compression": cwc})
-        self._sink = audit if audit is not None else structlog_sink()
+        self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = on_notice
         self._core = Lifecycle(

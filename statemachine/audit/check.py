@@ -316,12 +316,13 @@ def check_file(path: Path, report: Report) -> None:
     open_sessions: dict[str, SessionSummary] = {}
     coverage = _Coverage(name, report) if report.keys else None
     violations: list[Violation] = []
-    audit_lines = total = 0
+    audit_lines = total = written = 0
     try:
         for number, raw, complete in _lines(path):
             total = number
             if not raw.strip():
                 continue
+            written += 1
             if coverage is not None:
                 coverage.line(number)
 
@@ -364,7 +365,7 @@ def check_file(path: Path, report: Report) -> None:
         return
     if not audit_lines:
         report.unreadable.append(
-            f"{name}: empty file: no audit records" if not total else
+            f"{name}: empty file: no audit records" if not written else
             f"{name}: not an audit log: none of its {total} lines is an audit record")
         return
     report.violations += violations

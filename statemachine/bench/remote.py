@@ -8,8 +8,12 @@ saw: per session, the inputs the model took in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import signal
 import ssl
+import threading
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -17,6 +21,21 @@ from google import genai
 from google.genai import types
 
 from ..emulator import EmulatorSettings, LiveEmulator
+
+
+@contextlib.contextmanager
+def sigint_ignored() -> Iterator[None]:
+    """Start child processes inside this: they inherit an ignored SIGINT. Ctrl-C reaches the
+    whole process group, and only the parent should report it (then stop its children),
+    not each child with a traceback of its own, possibly while it is still importing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _serve(settings: EmulatorSettings, pipe: Connection) -> None:
@@ -59,7 +78,9 @@ class RemoteEmulator:
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
         self._process = context.Process(target=_serve, args=(self.settings, theirs), daemon=True)
-        self._process.start()
+        with sigint_ignored():  # stopped by __aexit__, or at exit as a daemon
+            self._process.start()
+        theirs.close()  # the child holds it now: its exit must end our recv() with EOFError
         self._pipe = mine
         self.info = await asyncio.to_thread(mine.recv)
         return self

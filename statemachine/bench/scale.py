@@ -21,7 +21,7 @@ from typing import Any
 from google.genai import types
 
 from ..emulator import DEFAULT_MODEL, EmulatorSettings
-from .remote import RemoteEmulator, client_for
+from .remote import RemoteEmulator, client_for, sigint_ignored
 from .rotation import percentile
 
 CONFIG = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
@@ -138,9 +138,15 @@ async def _in_child(kind: str, info: dict[str, str], n: int, seconds: float,
     mine, theirs = context.Pipe()
     process = context.Process(target=_child,
                               args=(kind, info, n, seconds, scale, lifetime_s, theirs))
-    process.start()
-    result: dict[str, Any] = await asyncio.to_thread(mine.recv)
-    await asyncio.to_thread(process.join, 30)
+    with sigint_ignored():  # Ctrl-C stops the parent, which stops the child (finally below)
+        process.start()
+    theirs.close()  # the child holds it now: its exit must end our recv() with EOFError
+    try:
+        result: dict[str, Any] = await asyncio.to_thread(mine.recv)
+        await asyncio.to_thread(process.join, 30)
+    finally:
+        if process.is_alive():
+            process.terminate()
     return result
 
 
@@ -187,6 +193,7 @@ async def run(sizes: list[int], seconds: float, lifetime_s: float) -> dict[str, 
         "runs": runs,
         "sessions": last["sessions"],
         "kb_per_session": last["kb_per_session"],
+        "lost": sum(r["lost"] for r in runs),
         "growth": {
             "sessions": f"{first['sessions']} -> {last['sessions']}",
             "kb_per_session": f"{first['kb_per_session']} -> {last['kb_per_session']}",

@@ -88,11 +88,11 @@ from .policy import Backend, OnExpired, Policy
 from .records import (
     AuditRecord,
     AuditSink,
+    default_sink,
     describe,
     fingerprint,
     notice_fields,
     notice_name,
-    structlog_sink,
 )
 from .table import Guard, State, Trigger
 
@@ -263,7 +263,7 @@ class Lifecycle:
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.persistence = persistence
-        self._audit = audit if audit is not None else structlog_sink()
+        self._audit = audit if audit is not None else default_sink()
         self._wall = wall_clock
         self._rng = rng or random.Random()
         self.journal = Journal()

@@ -13,6 +13,15 @@ from typing import Any
 import attrs
 
 from ..errors import SettingsError
+from .validate import (
+    check_factor,
+    count,
+    factor,
+    flag,
+    instance_of,
+    seconds,
+    to_enum,
+)
 
 
 class Backend(enum.StrEnum):
@@ -36,14 +45,22 @@ class AnsweredTurnReplay(enum.StrEnum):
     REPEAT = "repeat"  # replay the input; the model answers again and the reply is flagged
 
 
-def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value < 0:
-        raise SettingsError(f"{attribute.name} must be >= 0 seconds, got {value!r}")
+def _on_expired(value: object) -> OnExpired:
+    return to_enum(OnExpired, value, "Policy.on_expired")
 
 
-def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if value <= 0:
-        raise SettingsError(f"{attribute.name} must be > 0, got {value!r}")
+def _answered_turns(value: object) -> AnsweredTurnReplay:
+    return to_enum(AnsweredTurnReplay, value, "ReplayPolicy.answered_turns")
+
+
+_positive = seconds()
+_non_negative = seconds(zero=True)
+
+
+def _check_scale(value: float) -> None:
+    check_factor("scaled", "factor", value, low=0.0)
+    if value == 0:
+        raise SettingsError("scaled(factor): the time scale must be > 0, got 0")
 
 
 HANDLE_VALIDITY = {Backend.GEMINI: 2 * 3600.0, Backend.VERTEX: 24 * 3600.0}
@@ -67,6 +84,11 @@ class Limits:
     time_scale: float = attrs.field(default=1.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
+        if self.go_away_lead >= self.connection_lifetime:
+            raise SettingsError(
+                f"Limits.go_away_lead ({self.go_away_lead!r}s) must be shorter than "
+                f"connection_lifetime ({self.connection_lifetime!r}s): a goAway cannot come "
+                "before the connection opens")
         if self.go_away_margin >= self.go_away_lead:
             raise SettingsError(
                 f"go_away_margin ({self.go_away_margin}s) must be smaller than go_away_lead "
@@ -74,12 +96,13 @@ class Limits:
                 "every rotation would be forced at once and cut the reply in progress"
             )
         if self.session_cap_video > self.session_cap_audio:
-            raise SettingsError("session_cap_video cannot exceed session_cap_audio")
+            raise SettingsError(
+                f"Limits.session_cap_video ({self.session_cap_video!r}s) cannot exceed "
+                f"session_cap_audio ({self.session_cap_audio!r}s)")
 
     def scaled(self, factor: float) -> Limits:
         """The same limits with every duration multiplied by `factor`."""
-        if factor <= 0:
-            raise SettingsError(f"time scale must be > 0, got {factor!r}")
+        _check_scale(factor)
         values: dict[str, Any] = {f.name: getattr(self, f.name) for f in attrs.fields(Limits)}
         scaled: dict[str, Any] = {name: None if value is None else value * factor
                                   for name, value in values.items()}
@@ -90,29 +113,26 @@ class Limits:
 class RetryPolicy:
     """Exponential backoff with jitter, bounded per drop and per session."""
 
-    per_drop_attempts: int = attrs.field(default=6)
+    per_drop_attempts: int = attrs.field(default=6, validator=count())
     #: failure retries (and fresh restarts) allowed within any `session_window` seconds: a
     #: budget over the session's whole life would end long sessions on a flaky network
-    per_session_attempts: int = attrs.field(default=60)
+    per_session_attempts: int = attrs.field(default=60, validator=count())
     session_window: float = attrs.field(default=3600.0, validator=_positive)
     base_delay: float = attrs.field(default=0.25, validator=_non_negative)
     max_delay: float = attrs.field(default=15.0, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0)
-    jitter: float = attrs.field(default=0.5)
+    multiplier: float = attrs.field(default=2.0, validator=factor(low=1.0))
+    #: the fraction of each delay that is random, in [0, 1]
+    jitter: float = attrs.field(default=0.5, validator=factor(low=0.0, high=1.0))
     #: a connection that stays up this long after setup, or answers a turn, ends the drop: the
     #: next failure counts from one again and its first reconnect is immediate. One that does
     #: not (a server accepting setup and closing at once) keeps counting, so the backoff grows
     stable_after: float = attrs.field(default=10.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
-        if self.per_drop_attempts < 0 or self.per_session_attempts < 0:
-            raise SettingsError("retry budgets must be >= 0")
-        if self.multiplier < 1:
-            raise SettingsError(f"multiplier must be >= 1, got {self.multiplier!r}")
-        if not 0 <= self.jitter <= 1:
-            raise SettingsError(f"jitter is a fraction in [0, 1], got {self.jitter!r}")
         if self.max_delay < self.base_delay:
-            raise SettingsError("max_delay must be >= base_delay")
+            raise SettingsError(
+                f"RetryPolicy.max_delay ({self.max_delay!r}s) must be >= base_delay "
+                f"({self.base_delay!r}s)")
 
     def delay(self, attempt: int, unit_random: float) -> float:
         """Delay before failure-retry number `attempt` (1-based); `unit_random` in [0, 1)."""
@@ -138,7 +158,8 @@ class ReplayPolicy:
     crossing_slack: float = attrs.field(default=0.005, validator=_non_negative)
     crossing_default: float = attrs.field(default=0.1, validator=_non_negative)
     answered_turns: AnsweredTurnReplay = attrs.field(
-        default=AnsweredTurnReplay.HISTORY, converter=AnsweredTurnReplay
+        default=AnsweredTurnReplay.HISTORY,
+        converter=_answered_turns,
     )
 
     def scaled(self, factor: float) -> ReplayPolicy:
@@ -150,31 +171,41 @@ class Keepalive:
     """websockets keepalive. The SDK's 20 s/20 s default yields false 1011 timeouts; real pongs
     were measured at 8-30 s, so the default waits longer."""
 
-    ping_interval: float | None = 30.0
-    ping_timeout: float | None = 60.0
+    #: None turns pings (or the wait for their pong) off
+    ping_interval: float | None = attrs.field(default=30.0, validator=seconds(optional=True))
+    ping_timeout: float | None = attrs.field(default=60.0, validator=seconds(optional=True))
     #: how long closing an old socket may wait for the server's close frame before aborting it
-    close_timeout: float = 2.0
+    close_timeout: float = attrs.field(default=2.0, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)
 class Policy:
     """Everything a session decides by; pass one to `statemachine.connect`."""
 
-    limits: Limits = attrs.field(factory=Limits)
-    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
-    replay: ReplayPolicy = attrs.field(factory=ReplayPolicy)
-    keepalive: Keepalive = attrs.field(factory=Keepalive)
-    on_expired: OnExpired = attrs.field(default=OnExpired.FRESH, converter=OnExpired)
-    compression: bool = True
-    compression_trigger_tokens: int = attrs.field(default=25_600)
-    compression_target_tokens: int = attrs.field(default=12_800)
+    limits: Limits = attrs.field(
+        factory=Limits, validator=instance_of(Limits, "build it with Limits(...)"))
+    retry: RetryPolicy = attrs.field(
+        factory=RetryPolicy, validator=instance_of(
+            RetryPolicy, "to never retry, use RetryPolicy(per_drop_attempts=0)"))
+    replay: ReplayPolicy = attrs.field(
+        factory=ReplayPolicy,
+        validator=instance_of(ReplayPolicy, "build it with ReplayPolicy(...)"))
+    keepalive: Keepalive = attrs.field(
+        factory=Keepalive, validator=instance_of(
+            Keepalive, "Keepalive(ping_interval=None) turns pings off"))
+    on_expired: OnExpired = attrs.field(
+        default=OnExpired.FRESH, converter=_on_expired)
+    compression: bool = attrs.field(default=True, validator=flag())
+    compression_trigger_tokens: int = attrs.field(default=25_600, validator=count(minimum=1))
+    compression_target_tokens: int = attrs.field(default=12_800, validator=count(minimum=1))
     #: None: transparent on Vertex, journal by handle on the Gemini API (where the SDK refuses it).
-    transparent: bool | None = None
+    transparent: bool | None = attrs.field(default=None, validator=flag(optional=True))
 
     def __attrs_post_init__(self) -> None:
-        if not 0 < self.compression_target_tokens < self.compression_trigger_tokens:
+        if not self.compression_target_tokens < self.compression_trigger_tokens:
             raise SettingsError(
-                "compression needs 0 < compression_target_tokens < compression_trigger_tokens"
+                "Policy needs compression_target_tokens < compression_trigger_tokens, got "
+                f"{self.compression_target_tokens!r} and {self.compression_trigger_tokens!r}"
             )
 
     def scaled(self, factor: float) -> Policy:

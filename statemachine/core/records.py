@@ -67,6 +67,42 @@ def structlog_sink(logger: Any = None) -> AuditSink:
     return sink
 
 
+def default_sink() -> AuditSink:
+    """The sink of a session given none. A library prints nothing unless asked: records go
+    through structlog only when the application configured it (itself, or with
+    `statemachine.audit.configure`) before creating the session; otherwise they are dropped here
+    and stay available through `audit=`, `on_event` and `session.events()`."""
+    if structlog.is_configured():
+        return structlog_sink()
+    return _discard
+
+
+def _discard(_record: AuditRecord) -> None:
+    return None
+
+
+class QuietLogger:
+    """A structlog logger that stays silent while structlog is unconfigured (its default printer
+    would write to stdout on behalf of an application that asked for nothing). Checked at each
+    call, so configuring structlog later turns it on."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def _emit(self, level: str, message: str, **fields: Any) -> None:
+        if structlog.is_configured():
+            getattr(structlog.get_logger(self._name), level)(message, **fields)
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._emit("info", message, **fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self._emit("warning", message, **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._emit("error", message, **fields)
+
+
 def notice_name(notice: Any) -> str:
     return _snake(type(notice).__name__)
 

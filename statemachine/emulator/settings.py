@@ -11,16 +11,25 @@ from typing import Any
 
 import attrs
 
+from ..core.validate import check_count, check_seconds
 from ..errors import SettingsError
 
 #: what `exhausted` may name: the 1011 close reason differs for each (see wire.py)
 EXHAUSTION_KINDS = ("quota", "credits")
 
+#: durations that must be finite and > 0, or >= 0 (validity 0: every handle is expired)
+_POSITIVE = ("time_scale", "connection_lifetime", "session_cap_audio", "session_cap_video")
+_NON_NEGATIVE = ("go_away_lead", "handle_validity", "setup_delay", "chunk_interval",
+                 "playback_delay")
+_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "reject_resume_code": 1000}
+
 
 def _duration(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    """The field behaviours' durations: None (off) or a finite number of seconds >= 0."""
     if value is None:
         return
-    if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value) \
+            or math.isinf(value) or value < 0:
         raise SettingsError(
             f"EmulatorSettings.{attribute.name} must be a finite number of seconds >= 0, "
             f"got {value!r}"
@@ -86,12 +95,16 @@ class EmulatorSettings:
     exhausted: str | None = None
 
     def __attrs_post_init__(self) -> None:
-        if not self.time_scale > 0 or math.isinf(self.time_scale):
-            raise SettingsError(f"time_scale must be a finite number > 0, got {self.time_scale!r}")
+        for name in _POSITIVE:
+            check_seconds(self, name, getattr(self, name))
+        for name in _NON_NEGATIVE:
+            check_seconds(self, name, getattr(self, name), zero=True)
+        for name, minimum in _COUNTS.items():
+            check_count(self, name, getattr(self, name), minimum=minimum)
         if self.go_away_lead >= self.connection_lifetime:
-            raise SettingsError("go_away_lead must be shorter than connection_lifetime")
-        if self.chunks_per_reply < 1:
-            raise SettingsError("chunks_per_reply must be >= 1")
+            raise SettingsError(
+                f"EmulatorSettings.go_away_lead ({self.go_away_lead!r}s) must be shorter than "
+                f"connection_lifetime ({self.connection_lifetime!r}s)")
         if self.vad_threshold <= 0 or self.vad_silence_ms <= 0 or self.vad_prefix_ms < 0:
             raise SettingsError(
                 "vad_threshold and vad_silence_ms must be > 0 and vad_prefix_ms >= 0"

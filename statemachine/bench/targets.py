@@ -1,0 +1,99 @@
+"""The benchmark's targets, in one place, and the verdict on a run.
+
+Each target names one figure of the results (the `--json` key), how it is compared and why it
+is the bar. `bench` prints every target as met or missed; `bench --check` exits 1 when one is
+missed (or was not measured).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "<=": operator.le, ">=": operator.ge,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    figure: str  # dotted key into the results, e.g. "rotation.lost"
+    op: str  # "==", "<=" or ">="
+    bound: float
+    unit: str
+    meaning: str
+
+    def met(self, value: object) -> bool:
+        """Whether `value` meets the target; a missing figure does not."""
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return False
+        return _OPS[self.op](value, self.bound)
+
+    def __str__(self) -> str:
+        bound = int(self.bound) if float(self.bound).is_integer() else self.bound
+        return f"{self.figure} {self.op} {bound} {self.unit}".rstrip()
+
+
+TARGETS: tuple[Target, ...] = (
+    Target(figure="rotation.lost", op="==", bound=0, unit="inputs",
+           meaning="inputs the model never took in, across rotations"),
+    Target(figure="rotation.cut_replies", op="==", bound=0, unit="replies",
+           meaning="replies cut by a rotation"),
+    Target(figure="rotation.outage_p99_over_floor", op="<=", bound=1.5, unit="x floor",
+           meaning="outage p99 over the same run's bare connect()+setup"),
+    Target(figure="overhead.ratio", op=">=", bound=0.95, unit="x raw SDK",
+           meaning="receive() messages/s against the raw SDK's"),
+    Target(figure="core.events_per_s_audit", op=">=", bound=30_000, unit="events/s",
+           meaning="engine throughput with the JSONL audit log on"),
+    Target(figure="scale.lost", op="==", bound=0, unit="inputs",
+           meaning="inputs lost with hundreds of rotating sessions"),
+)
+
+
+def figure(results: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted key of the results, or None if the run did not measure it."""
+    value: Any = results
+    for part in dotted.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+@attrs.frozen(kw_only=True)
+class Verdict:
+    target: Target
+    value: Any
+    met: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"figure": self.target.figure, "target": f"{self.target.op} {self.target.bound}",
+                "unit": self.target.unit, "value": self.value, "met": self.met}
+
+
+def verdicts(results: Mapping[str, Any],
+             targets: tuple[Target, ...] = TARGETS) -> list[Verdict]:
+    out = []
+    for target in targets:
+        value = figure(results, target.figure)
+        out.append(Verdict(target=target, value=value, met=target.met(value)))
+    return out
+
+
+def render(found: list[Verdict]) -> list[str]:
+    """One line per target (met or MISSED, the bar, the figure measured, what it means), then
+    the overall verdict."""
+    lines = ["Targets:"]
+    bars = [str(v.target) for v in found]
+    got = ["not measured" if v.value is None else str(v.value) for v in found]
+    bar_w, got_w = max(map(len, bars)), max(map(len, got))
+    for v, bar, value in zip(found, bars, got, strict=True):
+        mark = "met   " if v.met else "MISSED"
+        lines.append(f"  {mark}  {bar:<{bar_w}}  got {value:>{got_w}}  {v.target.meaning}")
+    missed = [v.target.figure for v in found if not v.met]
+    lines.append(f"Verdict: {len(found) - len(missed)} of {len(found)} targets met"
+                 + (f"; missed: {', '.join(missed)}" if missed else ""))
+    return lines
