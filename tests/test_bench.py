@@ -3,7 +3,7 @@ nothing. Times are printed by `python -m statemachine bench`, never asserted her
 
 from __future__ import annotations
 
-from statemachine.bench import corecost, rotation, throughput
+from statemachine.bench import capacity, corecost, rotation, throughput
 
 
 async def test_rotation_benchmark_ours_and_a_baseline() -> None:
@@ -21,3 +21,17 @@ async def test_throughput_and_core_benchmarks_report() -> None:
     assert result["raw_sdk_msgs_per_s"] > 0 and result["ours_msgs_per_s"] > 0
     core = corecost.run(5, rounds=1)
     assert core["events_per_s_audit"] > 0 and core["audit_bytes_per_event"] > 100
+
+
+async def test_capacity_benchmark_reports_every_figure() -> None:
+    """One tiny step each for ours and the raw SDK, in their own processes: every figure is
+    there, the report prints them, and ours loses no input."""
+    cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False)
+    assert {"sessions_per_core", "raw_sessions_per_core", "ratio"} <= set(cap)
+    kinds = {s["kind"]: s for s in cap["steps"]}
+    assert set(kinds) == {"ours", "raw"}
+    ours = kinds["ours"]
+    assert ours["inputs"] > 0 and ours["input_delay_p99_ms"] is not None
+    assert ours["lost"] == 0 and ours["failed_sessions"] == 0
+    assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
+    assert any("sessions per core" in line for line in capacity.table(cap))

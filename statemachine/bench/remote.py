@@ -2,31 +2,37 @@
 
 `async with RemoteEmulator(settings) as remote:` starts it (multiprocessing, spawn), and
 `remote.client()` returns a genai.Client pointed at it. `await remote.summary()` asks it what it
-saw: per session, the inputs the model took in.
+saw: per session, the inputs the model took in. `plans` are queued on it before any connection
+(`LiveEmulator.plan`); `info["pid"]` lets a benchmark read the emulator's CPU time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import ssl
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from google import genai
 from google.genai import types
 
-from ..emulator import EmulatorSettings, LiveEmulator
+from ..emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 
 
-def _serve(settings: EmulatorSettings, pipe: Connection) -> None:
-    asyncio.run(_serve_async(settings, pipe))
+def _serve(settings: EmulatorSettings, plans: Sequence[ConnectionPlan], pipe: Connection) -> None:
+    asyncio.run(_serve_async(settings, plans, pipe))
 
 
-async def _serve_async(settings: EmulatorSettings, pipe: Connection) -> None:
+async def _serve_async(settings: EmulatorSettings, plans: Sequence[ConnectionPlan],
+                       pipe: Connection) -> None:
     loop = asyncio.get_running_loop()
     async with LiveEmulator(settings) as emu:
-        pipe.send({"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key})
+        emu.plan(*plans)
+        pipe.send({"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key,
+                   "pid": str(os.getpid())})
         while True:
             request = await loop.run_in_executor(None, pipe.recv)
             if request == "stop":
@@ -49,8 +55,9 @@ def client_for(info: dict[str, str], **async_client_args: Any) -> genai.Client:
 
 
 class RemoteEmulator:
-    def __init__(self, settings: EmulatorSettings) -> None:
+    def __init__(self, settings: EmulatorSettings, plans: Sequence[ConnectionPlan] = ()) -> None:
         self.settings = settings
+        self.plans = tuple(plans)
         self._process: Any = None
         self._pipe: Connection | None = None
         self.info: dict[str, str] = {}
@@ -58,7 +65,8 @@ class RemoteEmulator:
     async def __aenter__(self) -> RemoteEmulator:
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
-        self._process = context.Process(target=_serve, args=(self.settings, theirs), daemon=True)
+        self._process = context.Process(target=_serve, args=(self.settings, self.plans, theirs),
+                                        daemon=True)
         self._process.start()
         self._pipe = mine
         self.info = await asyncio.to_thread(mine.recv)
