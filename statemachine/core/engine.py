@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -81,7 +80,7 @@ from .events import (
     is_turn_trigger,
 )
 from .journal import Entry, Journal
-from .machine import MACHINE, STATES, Model, release
+from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
 from .records import (
@@ -190,12 +189,16 @@ class Durability:
     failures: int = 0  # consecutive, for the retry backoff
 
 
+#: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
+_RNG = random.Random()
+
+
 class Lifecycle:
     """One session's lifecycle. Feed it events; perform the actions it returns, in order."""
 
     __slots__ = (
         "__weakref__", "_actions", "_audit", "_audit_seq", "_cause", "_followups", "_fp",
-        "_fp_of", "_model", "_next_seq", "_now", "_release", "_rng", "_timers", "_token", "_wall",
+        "_fp_of", "_machine_state", "_next_seq", "_now", "_rng", "_timers", "_token", "_wall",
         "backend", "budget", "conn", "counters", "durable", "end", "journal", "loss",
         "persistence", "policy", "resumption", "session_id", "span", "transparent", "turn",
     )
@@ -222,7 +225,7 @@ class Lifecycle:
         self.persistence = persistence
         self._audit = audit if audit is not None else structlog_sink()
         self._wall = wall_clock
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self.journal = Journal()
         self.counters = Counters()
         self.conn = Connection()
@@ -243,15 +246,14 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
-        self._model = Model(self)
-        MACHINE.add_model(self._model)
-        self._release = weakref.finalize(self, release, self._model)
+        #: the state's name, read and written by the shared machine (`machine.MODEL_ATTRIBUTE`)
+        self._machine_state: str = table.INITIAL.value
 
     # -- public surface ------------------------------------------------------------------------
 
     @property
     def state(self) -> State:
-        return STATES[self._model.state]
+        return STATES[self._machine_state]
 
     @property
     def generation(self) -> int:
@@ -643,8 +645,7 @@ class Lifecycle:
         if not self._can(trigger):
             self._audit_trigger(trigger, None)
             return False
-        result: bool = self._model.trigger(trigger.value)
-        return result
+        return fire(self, trigger)
 
     def _drain_followups(self) -> None:
         while self._followups:
@@ -803,7 +804,6 @@ class Lifecycle:
             failure=self.loss.failure.value if lost and self.loss else None,
         )
         self._notify(self.end)
-        self._release()
 
     def _final_store_actions(self) -> None:
         """At the end: the latest handle to the store (a later process may resume it), then the
@@ -977,7 +977,7 @@ class Lifecycle:
             "wall": self._wall(),
             "kind": kind,
             "name": name,
-            "state": self._model.state,
+            "state": self._machine_state,
             "cause": cause,
             "gen": self.conn.generation,
             "handle_fp": self._handle_fp(),
