@@ -67,6 +67,7 @@ from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
 from . import sdk as adapter
+from .flag import Flag
 from .persistence import StoreWorker
 
 Message = types.LiveServerMessage
@@ -121,7 +122,7 @@ class _Conn:
     bg_read: asyncio.Task[Message] | None = None
     takeover: bool = False
     #: set when the application's own read failed: the connection task then ends
-    failed: asyncio.Event = attrs.field(factory=asyncio.Event)
+    failed: Flag = attrs.field(factory=Flag)
 
 
 class LiveSession:
@@ -185,24 +186,24 @@ class LiveSession:
         self._conns: dict[int, _Conn] = {}
         self._timers: dict[Timer, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._messages: asyncio.Queue[Any] = asyncio.Queue()
+        self._messages: deque[Any] = deque()  # read by receive(), never awaited
         self._live: _Conn | None = None  # the connection the application reads from
         #: why the last connection failed, chained to `SessionTerminated`
         self._last_error: BaseException | None = None
-        self._store_settled = asyncio.Event()
+        self._store_settled = Flag()
         self._store_settled.set()
         self._app_reading = False
-        self._app_wake = asyncio.Event()
-        self._bg_allowed = asyncio.Event()
+        self._app_wake = Flag()
+        self._bg_allowed = Flag()
         self._bg_allowed.set()
-        self._bg_idle = asyncio.Event()
+        self._bg_idle = Flag()
         self._bg_idle.set()
         self._bg_timer: asyncio.TimerHandle | None = None
         self._app_left_at = 0.0
         self._events = _Fanout()
         self._notices = _Fanout()
-        self._started = asyncio.Event()
-        self._ended = asyncio.Event()
+        self._started = Flag()
+        self._ended = Flag()
         self._loop = asyncio.get_running_loop()
         #: the most recent notices (bounded: a session may run for hours)
         self.notices_seen: deque[Notice] = deque(maxlen=256)
@@ -308,10 +309,10 @@ class LiveSession:
         away longer than `_BACKGROUND_AFTER`, a background reader keeps processing the server's
         messages (handles, goAway) and queues them."""
         while True:
-            if not self._messages.empty():
-                item = self._messages.get_nowait()
+            if self._messages:
+                item = self._messages.popleft()
                 if item is _END:
-                    self._messages.put_nowait(_END)
+                    self._messages.append(_END)
                     end = self._core.end
                     if end is not None and not end.by_application:
                         raise self._terminated()
@@ -338,7 +339,7 @@ class LiveSession:
                 pending.cancel()
             if not self._bg_idle.is_set():
                 await self._bg_idle.wait()  # the background finished with what it was reading
-            if not self._messages.empty() or conn.sdk is None or conn.closing:
+            if self._messages or conn.sdk is None or conn.closing:
                 return None
             try:
                 message = await adapter.receive_one(conn.sdk)
@@ -370,7 +371,7 @@ class LiveSession:
                                                    self._allow_background)
 
     def _deliver(self, item: Any) -> None:
-        self._messages.put_nowait(item)
+        self._messages.append(item)
         self._app_wake.set()
 
     async def flush_handle(self, within: float | None = None) -> bool:
