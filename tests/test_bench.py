@@ -3,7 +3,7 @@ nothing. Times are printed by `python -m statemachine bench`, never asserted her
 
 from __future__ import annotations
 
-from statemachine.bench import capacity, corecost, rotation, throughput
+from statemachine.bench import capacity, corecost, memory, rotation, throughput
 
 
 async def test_rotation_benchmark_ours_and_a_baseline() -> None:
@@ -35,3 +35,12 @@ async def test_capacity_benchmark_reports_every_figure() -> None:
     assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
     assert any("sessions per core" in line for line in capacity.table(cap))
+
+
+async def test_memory_benchmark_traces_components_and_no_per_session_bindings() -> None:
+    """The memory benchmark reports ours against the SDK's connection by component, and the
+    shared machine binds nothing per session (add_model's bindings were ~11 KB a session)."""
+    mem = await memory.run(5)
+    assert mem["raw_kb_per_connection"] > 0 and mem["ours_kb_per_session"] > 0
+    assert mem["components_kb"].get("transitions", 0.0) < 1.0
+    assert "KB per session above the SDK" in memory.table(mem)[0]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capacity, corecost, rotation, scale, throughput
+from . import capacity, corecost, memory, rotation, scale, throughput
 
 TARGETS = {
     "rotation.lost": "0",
@@ -24,6 +24,7 @@ TARGETS = {
     "core.events_per_s_audit": ">= 30000",
     "scale.lost": "0",
     "capacity.ratio": ">= 0.9",
+    "memory.kb_per_session": "<= 20",
 }
 
 
@@ -50,6 +51,7 @@ async def _suite(quick: bool) -> dict[str, Any]:
     core = corecost.run(150 if quick else 600)
     sizes = [100, 300] if quick else [100, 1000]
     scaled = await scale.run(sizes, 2.0 if quick else 6.0, 3.0 if quick else 5.0)
+    mem = await memory.run(100 if quick else 300)
     cap = await capacity.run(
         [10, 40, 70, 100, 140, 200, 280] if quick else [10, 25, 50, 75, 100, 150, 200, 300, 400],
         ramp=2.0 if quick else 4.0, warm=1.0, window=3.0 if quick else 10.0, refine=not quick)
@@ -71,6 +73,7 @@ async def _suite(quick: bool) -> dict[str, Any]:
         "overhead": overhead,
         "core": core,
         "scale": scaled,
+        "memory": mem,
         "capacity": cap,
     }
 
@@ -99,6 +102,7 @@ def _table(results: dict[str, Any]) -> str:
                      f"{run['lost']}, duplicated {run['duplicated']}, memory "
                      f"{run['kb_per_session']} KB/session above the SDK's "
                      f"{run['sdk_kb_per_connection']} KB/connection")
+    lines.extend(memory.table(results["memory"]))
     lines.extend(capacity.table(results["capacity"]))
     lines.append("Targets: " + "; ".join(f"{k} {v}" for k, v in TARGETS.items()))
     return "\n".join(lines)
