@@ -270,6 +270,10 @@ class LiveSession:
         activity_end: types.ActivityEndOrDict | None = None,
     ) -> None:
         """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
+        if audio is not None and video is None and text is None and audio_stream_end is None \
+                and activity_start is None and activity_end is None:
+            await self._input(InputKind.AUDIO, {"audio": audio})  # the hot path: 50 a second
+            return
         given = {
             InputKind.AUDIO: ("audio", audio),
             InputKind.VIDEO: ("video", video),

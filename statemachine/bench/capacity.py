@@ -11,15 +11,17 @@ another, pinned to another core when there is one), for ours (`statemachine.conn
 raw SDK (reconnecting with the last handle on goAway: the peers' pattern). The input delay of a
 chunk is from when it was due (its 20 ms tick) to when its send call returned: the time the
 process took to get to it and hand it to the socket. A step is met when the p99 of that delay
-stays under `TARGET_P99_MS` and (ours) no input was lost and no session failed. N steps up until
-a step is missed; the capacity is the largest N met. The CPU time per message (in and out) is the
-process's own CPU time in the window divided by the messages it handled.
+stays under `TARGET_P99_MS`, no session failed and (ours) no input was lost silently (what its
+replay policy drops, such as stale audio at a resume, it reports: counted as dropped). N steps up
+until a step is missed; the capacity is the largest N met. The CPU time per message (in and out)
+is the process's own CPU time in the window divided by the messages it handled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import random
@@ -31,6 +33,7 @@ from typing import Any
 
 from google.genai import errors, types
 
+from ..core.actions import InputDropped, Notice
 from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
 from .remote import RemoteEmulator, client_for
 from .rotation import percentile
@@ -91,6 +94,7 @@ class Probe:
         self.delays: list[float] = []
         self.sent: list[str] = []
         self.skipped = 0  # audio the raw SDK had no connection for (reconnecting)
+        self.dropped = 0  # input ours dropped by its replay policy, and said so (InputDropped)
         self.received = 0
         self.outages: list[float] = []
         self.floor: list[float] = []
@@ -158,7 +162,12 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
         elif r["source"] == "resuming" and resuming_since:
             probe.outages.append(probe.loop.time() - resuming_since.pop())
 
-    async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink) as session:
+    def notice(n: Notice) -> None:
+        if isinstance(n, InputDropped):
+            probe.dropped += 1
+
+    async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
+                       on_notice=notice) as session:
 
         async def audio(data: bytes) -> bool:
             await session.send_realtime_input(
@@ -256,7 +265,7 @@ class _Reconnect(Exception):
 
 
 async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: float,
-                  window: float) -> dict[str, Any]:
+                  window: float, gc_clock: GcClock | None = None) -> dict[str, Any]:
     from .. import websocket_args
 
     loop = asyncio.get_running_loop()
@@ -273,10 +282,12 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
     floor = loop.create_task(_floor(client, probe, stop))
     emu_pid = int(info["pid"])
     await asyncio.sleep(max(0.0, probe.start - loop.time()))
+    gc0 = list(gc_clock.seconds) if gc_clock else [0.0] * 3
     cpu0, emu0, wall0 = time.process_time(), _cpu_of(emu_pid), loop.time()
     received0 = probe.received
     await asyncio.sleep(max(0.0, probe.end - loop.time()))
     cpu, emu_cpu = time.process_time() - cpu0, _cpu_of(emu_pid) - emu0
+    gc_s = [b - a for a, b in zip(gc0, gc_clock.seconds if gc_clock else gc0, strict=True)]
     wall = loop.time() - wall0
     received = probe.received - received0
     stop.set()
@@ -287,9 +298,10 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
     messages = sent_in_window + received
     return {
         "delays": probe.delays, "sent": probe.sent, "skipped": probe.skipped,
+        "dropped": probe.dropped,
         "outages": probe.outages, "floor": probe.floor, "failed": len(failures),
         "failures": failures[:3], "unconfirmed_at_close": sum(unconfirmed),
-        "cpu_s": cpu, "wall_s": wall, "emulator_cpu_s": emu_cpu,
+        "cpu_s": cpu, "wall_s": wall, "gc_s": gc_s, "emulator_cpu_s": emu_cpu,
         "messages": messages, "us_per_message": cpu / messages * 1e6 if messages else None,
     }
 
@@ -300,10 +312,27 @@ def _pin(cpu: int | None) -> None:
             os.sched_setaffinity(0, {cpu})
 
 
+class GcClock:
+    """Time spent in the garbage collector, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+
+
 def _child(kind: str, info: dict[str, str], n: int, ramp: float, warm: float, window: float,
            cpu: int | None, pipe: Connection) -> None:
     _pin(cpu)
-    pipe.send(asyncio.run(_client(kind, info, n, ramp, warm, window)))
+    clock = GcClock()
+    out = asyncio.run(_client(kind, info, n, ramp, warm, window, clock))
+    pipe.send(out)
 
 
 def cores() -> tuple[int | None, int | None]:
@@ -335,7 +364,10 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) ->
     consumed: set[str] = set()
     for session in summary["sessions"]:
         consumed.update(session["consumed"])
-    lost = sum(1 for k in out["sent"] if k not in consumed)
+    missing = [k for k in out["sent"] if k not in consumed]
+    # lost: what the model never took in and nobody was told of (ours reports what its replay
+    # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume)
+    lost = max(0, len(missing) - out["dropped"])
     delays, outages, floor = out["delays"], out["outages"], out["floor"]
     p99 = percentile(delays, 0.99)
     floor_ms = _ms(percentile(floor, 0.5))
@@ -354,6 +386,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) ->
         "cpu_busy": round(out["cpu_s"] / out["wall_s"], 2) if out["wall_s"] else None,
         "emulator_cpu_busy": round(out["emulator_cpu_s"] / out["wall_s"], 2)
         if out["wall_s"] else None,
+        "gc_busy": [round(g / out["wall_s"], 3) for g in out["gc_s"]] if out["wall_s"] else None,
         "rotations": len(outages),
         "outage_p50_ms": _ms(percentile(outages, 0.5)),
         "outage_p99_ms": outage_p99,
@@ -362,9 +395,12 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) ->
         if outage_p99 and floor_ms else None,
         "inputs": len(out["sent"]),
         "lost": lost,
+        "missing": len(missing),
         "skipped": out["skipped"],
         "failed_sessions": out["failed"],
         "failures": out["failures"],
+        "dropped": out["dropped"],
+        "unconfirmed_at_close": out["unconfirmed_at_close"],
     }
 
 
@@ -422,7 +458,7 @@ def table(cap: dict[str, Any]) -> list[str]:
              f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
              f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
-            "outage_p99_ms", "floor_ms", "lost", "met"]
+            "outage_p99_ms", "floor_ms", "lost", "dropped", "met"]
     lines.append(f"  {'sessions':>8} {'':5}" + "".join(f"{c[:13]:>14}" for c in cols))
     for s in cap["steps"]:
         lines.append(f"  {s['sessions']:>8} {s['kind']:5}" + "".join(f"{s[c]!s:>14}" for c in cols))

@@ -375,9 +375,11 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
 
     def _on_input(self, event: ClientInput) -> None:
-        if self.state is table.INITIAL:
+        # the hot path (50 audio chunks a second per session): the state is read once
+        state = self.state
+        if state is table.INITIAL:
             raise LocalMisuse("cannot send before connect(): open the session first")
-        if self.state in table.FINAL:
+        if state in table.FINAL:
             reason = self.end.reason if self.end else "terminated"
             raise SessionClosed(f"cannot send: the session has ended ({reason})")
         self._next_seq += 1
@@ -390,14 +392,15 @@ class Lifecycle:
             trigger=is_turn_trigger(event),
             tool_ids=event.tool_ids,
         )
-        self._count(inputs=1)
+        self.counters.inputs += 1
         self.journal.append(entry)
         if event.kind is InputKind.TOOL_RESPONSE:
             self.turn.tool_calls.difference_update(event.tool_ids)
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
-        if self.live and not self._held(entry):
+        conn = self.conn
+        if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
             self._send(entry, replay=False, as_history=False)
 
     def _held(self, entry: Entry) -> bool:
@@ -909,7 +912,10 @@ class Lifecycle:
         conn = self.conn
         self.journal.mark_sent(entry, conn.generation, conn.next_index, self._now)
         conn.next_index += 1
-        self._count(sent=1, replayed=1 if replay else 0)
+        counters = self.counters
+        counters.sent += 1
+        if replay:
+            counters.replayed += 1
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history)
         )
