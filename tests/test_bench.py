@@ -15,7 +15,17 @@ from typing import Any
 
 import pytest
 
-from statemachine.bench import assemble, corecost, report, rotation, scale, table, throughput
+from statemachine.bench import (
+    assemble,
+    capacity,
+    corecost,
+    memory,
+    report,
+    rotation,
+    scale,
+    table,
+    throughput,
+)
 from statemachine.bench.targets import TARGETS, figure
 
 
@@ -25,9 +35,11 @@ async def _quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     overhead = await throughput.run(200, 1)
     core = corecost.run(5, rounds=1)
     scaled = await scale.run([3], 1.0, 3.0)
+    mem = await memory.run(5)
+    cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False)
     rot = {"ours": ours, "baseline (b): reconnect on goAway": base}
-    return rot, {"overhead": overhead, "core": core, "scale": scaled}, \
-        assemble(rot, overhead, core, scaled)
+    return rot, {"overhead": overhead, "core": core, "scale": scaled, "memory": mem,
+                 "capacity": cap}, assemble(rot, overhead, core, scaled, mem, cap)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +81,7 @@ def test_report_shows_units_whole_headings_and_a_verdict_per_target(quick: Any) 
     for target in TARGETS:
         assert re.search(rf"^  (met   |MISSED)  {re.escape(str(target))} +got ", text, re.M), \
             target.figure
-    assert re.search(r"^Verdict: \d of 6 targets met", text, re.M)
+    assert re.search(r"^Verdict: \d of 8 targets met", text, re.M)
     for heading in ("outage p50 (ms)", "outage p99 (ms)", "worst input delay (ms)",
                     "floor: bare connect()+setup p50 (ms)", "outage p99 / floor p50 (x)",
                     "msg/s (median)", "events/s", "KB/session above SDK", "SDK KB/connection"):
@@ -109,7 +121,7 @@ def test_check_from_a_saved_run(quick: Any, tmp_path: Path) -> None:
     met = _meeting_every_target(results)
     unmeasured = copy.deepcopy(met)
     unmeasured["rotation"]["outage_p99_over_floor"] = None  # no floor sample in the run
-    for data, status, shown in ((met, 0, "Verdict: 6 of 6 targets met"),
+    for data, status, shown in ((met, 0, "Verdict: 8 of 8 targets met"),
                                 (unmeasured, 1, "MISSED  rotation.outage_p99_over_floor")):
         path = tmp_path / "bench.json"
         path.write_text(json.dumps(data))
@@ -117,3 +129,26 @@ def test_check_from_a_saved_run(quick: Any, tmp_path: Path) -> None:
                                str(path), "--check"], capture_output=True, text=True, timeout=60)
         assert done.returncode == status, done.stdout + done.stderr
         assert shown in done.stdout and "Traceback" not in done.stderr
+
+
+def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
+    """One tiny step each for ours and the raw SDK, in their own processes: every figure is
+    there, the report prints them, and ours loses no input."""
+    cap = quick[1]["capacity"]
+    assert {"sessions_per_core", "raw_sessions_per_core", "ratio"} <= set(cap)
+    kinds = {s["kind"]: s for s in cap["steps"]}
+    assert set(kinds) == {"ours", "raw"}
+    ours = kinds["ours"]
+    assert ours["inputs"] > 0 and ours["input_delay_p99_ms"] is not None
+    assert ours["lost"] == 0 and ours["failed_sessions"] == 0
+    assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
+    assert any("sessions per core" in line for line in capacity.table(cap))
+
+
+def test_memory_benchmark_traces_components_and_no_per_session_bindings(quick: Any) -> None:
+    """The memory benchmark reports ours against the SDK's connection by component, and the
+    shared machine binds nothing per session (add_model's bindings were ~11 KB a session)."""
+    mem = quick[1]["memory"]
+    assert mem["raw_kb_per_connection"] > 0 and mem["ours_kb_per_session"] > 0
+    assert mem["components_kb"].get("transitions", 0.0) < 1.0
+    assert "KB per session above the SDK" in memory.table(mem)[0]

@@ -505,18 +505,23 @@ def test_forced_rotation_mid_reply_tells_the_application() -> None:
     assert len(cut) == 1 and cut[0].reason == "rotation_deadline"
 
 
-def test_abandoned_sessions_leave_the_shared_machine() -> None:
-    """A session dropped without terminating is released from the shared machine when collected."""
+def test_sessions_share_one_machine_and_leave_nothing_in_it() -> None:
+    """Sessions are driven by the one shared machine without joining it: it holds no model and
+    binds nothing per session, and an abandoned session is collected."""
     import gc
+    import weakref
 
     from statemachine.core import MACHINE
 
-    before = len(MACHINE.models)
     engines = [make()[0] for _ in range(50)]
-    assert len(MACHINE.models) == before + 50
-    del engines
+    for engine in engines[:25]:
+        engine.feed(Connect(at=0.0))
+    assert MACHINE.models == []
+    assert not any(hasattr(e, "trigger") or hasattr(e, "is_idle") for e in engines)
+    refs = [weakref.ref(e) for e in engines]
+    del engines, engine
     gc.collect()
-    assert len(MACHINE.models) <= before
+    assert all(r() is None for r in refs)
 
 
 def test_restored_handle_validity_counts_from_its_issue_time() -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import corecost, rotation, scale, throughput
+from . import capacity, corecost, memory, rotation, scale, throughput
 from .targets import TARGETS, render, verdicts
 
 __all__ = ["TARGETS", "assemble", "main", "report", "table"]
@@ -38,7 +38,7 @@ def machine() -> dict[str, Any]:
 
 def _step(number: int, what: str) -> None:
     """Progress on stderr, so a long run shows where it is (and stdout stays the report)."""
-    print(f"bench [{number}/4] {what}...", file=sys.stderr, flush=True)
+    print(f"bench [{number}/6] {what}...", file=sys.stderr, flush=True)
 
 
 async def _suite(quick: bool) -> dict[str, Any]:
@@ -53,11 +53,18 @@ async def _suite(quick: bool) -> dict[str, Any]:
     sizes = [100, 300] if quick else [100, 1000]
     _step(4, f"scale: {' and '.join(map(str, sizes))} concurrent sessions")
     scaled = await scale.run(sizes, 2.0 if quick else 6.0, 3.0 if quick else 5.0)
-    return assemble(rot, overhead, core, scaled)
+    _step(5, "memory per idle session against a raw SDK connection")
+    mem = await memory.run(100 if quick else 300)
+    _step(6, "capacity: voice sessions per core at real rates, ours and the raw SDK")
+    cap = await capacity.run(
+        [10, 40, 70, 100, 140, 200, 280] if quick else [10, 25, 50, 75, 100, 150, 200, 300, 400],
+        ramp=2.0 if quick else 4.0, warm=1.0, window=3.0 if quick else 10.0, refine=not quick)
+    return assemble(rot, overhead, core, scaled, mem, cap)
 
 
 def assemble(rot: dict[str, Any], overhead: dict[str, Any], core: dict[str, Any],
-             scaled: dict[str, Any]) -> dict[str, Any]:
+             scaled: dict[str, Any], mem: dict[str, Any] | None = None,
+             cap: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results as `--json` writes them, from each benchmark's own figures."""
     ours = rot["ours"]
     return {
@@ -78,6 +85,8 @@ def assemble(rot: dict[str, Any], overhead: dict[str, Any], core: dict[str, Any]
         "overhead": overhead,
         "core": core,
         "scale": scaled,
+        "memory": mem,
+        "capacity": cap,
     }
 
 
@@ -158,6 +167,10 @@ def table(results: dict[str, Any]) -> str:
     lines.append("Scale (concurrent rotating sessions in one process, emulator in another):")
     lines += grid([h for h, _ in _SCALE_COLUMNS],
                   [[run.get(k) for _, k in _SCALE_COLUMNS] for run in results["scale"]["runs"]])
+    if "memory" in results:
+        lines.extend(memory.table(results["memory"]))
+    if "capacity" in results:
+        lines.extend(capacity.table(results["capacity"]))
     lines += render(verdicts(results))
     return "\n".join(lines)
 

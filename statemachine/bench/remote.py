@@ -2,7 +2,8 @@
 
 `async with RemoteEmulator(settings) as remote:` starts it (multiprocessing, spawn), and
 `remote.client()` returns a genai.Client pointed at it. `await remote.summary()` asks it what it
-saw: per session, the inputs the model took in.
+saw: per session, the inputs the model took in. `plans` are queued on it before any connection
+(`LiveEmulator.plan`); `info["pid"]` lets a benchmark read the emulator's CPU time.
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import signal
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from google import genai
 from google.genai import types
 
-from ..emulator import EmulatorSettings, LiveEmulator
+from ..emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 
 
 @contextlib.contextmanager
@@ -38,14 +40,17 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _serve(settings: EmulatorSettings, pipe: Connection) -> None:
-    asyncio.run(_serve_async(settings, pipe))
+def _serve(settings: EmulatorSettings, plans: Sequence[ConnectionPlan], pipe: Connection) -> None:
+    asyncio.run(_serve_async(settings, plans, pipe))
 
 
-async def _serve_async(settings: EmulatorSettings, pipe: Connection) -> None:
+async def _serve_async(settings: EmulatorSettings, plans: Sequence[ConnectionPlan],
+                       pipe: Connection) -> None:
     loop = asyncio.get_running_loop()
     async with LiveEmulator(settings) as emu:
-        pipe.send({"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key})
+        emu.plan(*plans)
+        pipe.send({"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key,
+                   "pid": str(os.getpid())})
         while True:
             request = await loop.run_in_executor(None, pipe.recv)
             if request == "stop":
@@ -68,8 +73,9 @@ def client_for(info: dict[str, str], **async_client_args: Any) -> genai.Client:
 
 
 class RemoteEmulator:
-    def __init__(self, settings: EmulatorSettings) -> None:
+    def __init__(self, settings: EmulatorSettings, plans: Sequence[ConnectionPlan] = ()) -> None:
         self.settings = settings
+        self.plans = tuple(plans)
         self._process: Any = None
         self._pipe: Connection | None = None
         self.info: dict[str, str] = {}
@@ -77,7 +83,8 @@ class RemoteEmulator:
     async def __aenter__(self) -> RemoteEmulator:
         context = multiprocessing.get_context("spawn")
         mine, theirs = context.Pipe()
-        self._process = context.Process(target=_serve, args=(self.settings, theirs), daemon=True)
+        self._process = context.Process(target=_serve, args=(self.settings, self.plans, theirs),
+                                        daemon=True)
         with sigint_ignored():  # stopped by __aexit__, or at exit as a daemon
             self._process.start()
         theirs.close()  # the child holds it now: its exit must end our recv() with EOFError

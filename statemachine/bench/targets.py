@@ -50,6 +50,11 @@ TARGETS: tuple[Target, ...] = (
            meaning="engine throughput with the JSONL audit log on"),
     Target(figure="scale.lost", op="==", bound=0, unit="inputs",
            meaning="inputs lost with hundreds of rotating sessions"),
+    Target(figure="capacity.ratio", op=">=", bound=0.9, unit="x raw SDK",
+           meaning="voice sessions one core carries (p99 input delay < 20 ms) against the raw "
+                   "SDK's"),
+    Target(figure="memory.kb_per_session", op="<=", bound=20, unit="KB",
+           meaning="memory of an idle session above a raw SDK connection"),
 )
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import random
 import time
 import uuid
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -82,7 +81,7 @@ from .events import (
     is_turn_trigger,
 )
 from .journal import Entry, Journal
-from .machine import MACHINE, STATES, Model, release
+from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
 from .records import (
@@ -204,6 +203,10 @@ class Durability:
     failures: int = 0  # consecutive, for the retry backoff
 
 
+#: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
+_RNG = random.Random()
+
+
 class Lifecycle:
     """One session's lifecycle. Feed it events; perform the actions it returns, in order."""
 
@@ -216,10 +219,9 @@ class Lifecycle:
         "_followups",
         "_fp",
         "_fp_of",
-        "_model",
+        "_machine_state",
         "_next_seq",
         "_now",
-        "_release",
         "_rng",
         "_secrets",
         "_timers",
@@ -265,7 +267,7 @@ class Lifecycle:
         self.persistence = persistence
         self._audit = audit if audit is not None else default_sink()
         self._wall = wall_clock
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self.journal = Journal()
         self.counters = Counters()
         self.conn = Connection()
@@ -290,15 +292,14 @@ class Lifecycle:
         #: values that must never reach a record, a notice or an error: every handle seen, and
         #: what the I/O layer adds (the API key); replaced where a server echoes them
         self._secrets: dict[str, str] = {}
-        self._model = Model(self)
-        MACHINE.add_model(self._model)
-        self._release = weakref.finalize(self, release, self._model)
+        #: the state's name, read and written by the shared machine (`machine.MODEL_ATTRIBUTE`)
+        self._machine_state: str = table.INITIAL.value
 
     # -- public surface ------------------------------------------------------------------------
 
     @property
     def state(self) -> State:
-        return STATES[self._model.state]
+        return STATES[self._machine_state]
 
     @property
     def generation(self) -> int:
@@ -447,9 +448,11 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
 
     def _on_input(self, event: ClientInput) -> None:
-        if self.state is table.INITIAL:
+        # the hot path (50 audio chunks a second per session): the state is read once
+        state = self.state
+        if state is table.INITIAL:
             raise LocalMisuse("cannot send before connect(): open the session first")
-        if self.state in table.FINAL:
+        if state in table.FINAL:
             reason = self.end.reason if self.end else "terminated"
             raise SessionClosed(f"cannot send: the session has ended ({reason})")
         self._next_seq += 1
@@ -462,7 +465,7 @@ class Lifecycle:
             trigger=is_turn_trigger(event),
             tool_ids=event.tool_ids,
         )
-        self._count(inputs=1)
+        self.counters.inputs += 1
         self.journal.append(entry)
         if event.kind is InputKind.TOOL_RESPONSE:
             for call in event.tool_ids:
@@ -475,7 +478,8 @@ class Lifecycle:
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
-        if self.live and not self._held(entry):
+        conn = self.conn
+        if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
             self._send(entry, replay=False, as_history=False)
 
     def _held(self, entry: Entry) -> bool:
@@ -739,8 +743,7 @@ class Lifecycle:
         if not self._can(trigger):
             self._audit_trigger(trigger, None)
             return False
-        result: bool = self._model.trigger(trigger.value)
-        return result
+        return fire(self, trigger)
 
     def _drain_followups(self) -> None:
         while self._followups:
@@ -905,7 +908,6 @@ class Lifecycle:
             failure=self.loss.failure.value if lost and self.loss else None,
         )
         self._notify(self.end)
-        self._release()
 
     def _final_store_actions(self) -> None:
         """At the end: the latest handle to the store (a later process may resume it), then the
@@ -1036,7 +1038,10 @@ class Lifecycle:
         conn = self.conn
         self.journal.mark_sent(entry, conn.generation, conn.next_index)
         conn.next_index += 1
-        self._count(sent=1, replayed=1 if replay else 0)
+        counters = self.counters
+        counters.sent += 1
+        if replay:
+            counters.replayed += 1
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history)
         )
@@ -1105,7 +1110,7 @@ class Lifecycle:
             "wall": self._wall(),
             "kind": kind,
             "name": name,
-            "state": self._model.state,
+            "state": self._machine_state,
             "cause": cause,
             "gen": self.conn.generation,
             "handle_fp": self._handle_fp(),

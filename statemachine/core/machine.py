@@ -1,15 +1,16 @@
-"""The `transitions` glue: one shared `Machine`, built from the table, that every session joins.
+"""The `transitions` glue: one shared `Machine`, built from the table, that drives every session.
 
-The machine knows nothing of sessions beyond a small model per session holding its state and a
-weak reference back to its engine (the shared machine must not keep an abandoned session alive).
-Guards, the transition record and the entry actions are the engine's; `after_state_change` and
+Sessions are not added to the machine as models (`add_model` binds a trigger, `may_<trigger>` and
+`is_<state>` helpers per event and state onto each model: about 11 KB per session, and a list the
+machine would keep them alive in). The engine fires `MACHINE.events[trigger].trigger(engine)`
+itself, and the machine reads and writes the engine's state through `MODEL_ATTRIBUTE`. Guards,
+the transition record and the entry actions are the engine's; `after_state_change` and
 `finalize_event` route to them.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,27 +26,20 @@ if TYPE_CHECKING:
 logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
-class Model:
-    """What `transitions` holds per session: the state, and a weak way back to the engine (the
-    shared machine must not keep an abandoned session alive)."""
-
-    state: str
-    trigger: Callable[..., bool]  # added by transitions.Machine.add_model
-
-    def __init__(self, engine: Lifecycle) -> None:
-        self.engine = weakref.ref(engine)
+#: the engine's attribute holding its state's name, read and written by the machine
+MODEL_ATTRIBUTE = "_machine_state"
 
 
 def _engine(event_data: EventData) -> Lifecycle:
-    model: Model = event_data.model  # type: ignore[assignment]
-    engine = model.engine()
-    assert engine is not None, "a collected session's model fired a trigger"
+    engine: Lifecycle = event_data.model  # type: ignore[assignment]
     return engine
 
 
-def release(model: Model) -> None:
-    if model in MACHINE.models:
-        MACHINE.remove_model(model)
+def fire(engine: Lifecycle, trigger: Trigger) -> bool:
+    """Fire `trigger` on the engine's state: the machine's own `Event.trigger`, without the
+    per-model bindings of `add_model`."""
+    result: bool = MACHINE.events[trigger.value].trigger(engine)
+    return result
 
 
 def _guard(guard: Guard) -> Callable[[EventData], bool]:
@@ -91,6 +85,7 @@ def _build_machine() -> Machine:
         after_state_change=_after_state_change,
         finalize_event=_finalize,
         ignore_invalid_triggers=False,
+        model_attribute=MODEL_ATTRIBUTE,
     )
 
 

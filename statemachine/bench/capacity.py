@@ -1,0 +1,468 @@
+"""Capacity at real rates: how many voice sessions one core carries, ours against the raw SDK.
+
+Each session, in real time: 20 ms audio chunks in (50 messages/s), a text turn every
+`TURN_EVERY` s answered with audio streamed at real pace (a chunk of about 40 ms every 40 ms),
+and a rotation every `LIFETIME` s. Sessions start spread over a ramp, and each first connection
+lives for a random part of a lifetime, so rotations are spread as in a deployment running for
+hours (about N x window / LIFETIME of them fall in the measured window).
+
+One step runs N sessions in a process of its own pinned to one core (the emulator runs in yet
+another, pinned to another core when there is one), for ours (`statemachine.connect`) and for the
+raw SDK (reconnecting with the last handle on goAway: the peers' pattern). The input delay of a
+chunk is from when it was due (its 20 ms tick) to when its send call returned: the time the
+process took to get to it and hand it to the socket. A step is met when the p99 of that delay
+stays under `TARGET_P99_MS`, no session failed and (ours) no input was lost silently (what its
+replay policy drops, such as stale audio at a resume, it reports: counted as dropped). N steps up
+until a step is missed; the capacity is the largest N met. The CPU time per message (in and out)
+is the process's own CPU time in the window divided by the messages it handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import multiprocessing
+import os
+import random
+import struct
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from google.genai import errors, types
+
+from ..core.actions import InputDropped, Notice
+from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
+from .remote import RemoteEmulator, client_for
+from .rotation import percentile
+
+TARGET_P99_MS = 20.0
+CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message
+CHUNK_BYTES = 640
+TURN_EVERY = 10.0  # seconds between a session's text turns
+LIFETIME = 120.0  # seconds a connection lives (the service: about 10 min; this rotates more)
+GO_AWAY_LEAD = 10.0
+OUTPUT_CHUNK = 0.04  # seconds between two audio chunks of a reply (real pace)
+CHUNKS_PER_REPLY = 25
+FLOOR_EVERY = 0.5  # seconds between two bare connect() + setup probes (the floor under load)
+
+
+def _config(handle: str | None = None, resume: bool = False) -> types.LiveConnectConfig:
+    """Audio out, activity detection off (the audio is silence and turns are text), and the
+    compression ours turns on by default, so both sides run the same server-side session."""
+    return types.LiveConnectConfig(
+        response_modalities=[types.Modality.AUDIO],
+        realtime_input_config=types.RealtimeInputConfig(
+            automatic_activity_detection=types.AutomaticActivityDetection(disabled=True)),
+        session_resumption=types.SessionResumptionConfig(handle=handle) if resume else None,
+        context_window_compression=types.ContextWindowCompressionConfig(
+            trigger_tokens=25_600, sliding_window=types.SlidingWindow(target_tokens=12_800)),
+    )
+
+
+def emulator_settings() -> EmulatorSettings:
+    return EmulatorSettings(
+        connection_lifetime=LIFETIME, go_away_lead=GO_AWAY_LEAD, chunk_interval=OUTPUT_CHUNK,
+        chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False, track_inputs=True)
+
+
+def first_lifetimes(n: int, settle: float, seed: int = 7) -> list[ConnectionPlan]:
+    """The first connection of each session lives `settle` s plus a random part of a lifetime
+    (evenly spread, shuffled), so rotations come at the steady rate of a long-running fleet."""
+    parts = [(i + 0.5) / n for i in range(n)]
+    random.Random(seed).shuffle(parts)
+    return [ConnectionPlan(lifetime=GO_AWAY_LEAD + settle + p * LIFETIME) for p in parts]
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class Probe:
+    """What one client process measures in its window."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, start: float, end: float) -> None:
+        self.loop, self.start, self.end = loop, start, end
+        self.delays: list[float] = []
+        self.sent: list[str] = []
+        self.skipped = 0  # audio the raw SDK had no connection for (reconnecting)
+        self.dropped = 0  # input ours dropped by its replay policy, and said so (InputDropped)
+        self.received = 0
+        self.outages: list[float] = []
+        self.floor: list[float] = []
+
+    def in_window(self, t: float) -> bool:
+        return self.start <= t < self.end
+
+
+async def _speak(i: int, probe: Probe, stop: asyncio.Event,
+                 send_audio: Callable[[bytes], Any], send_text: Callable[[str], Any]) -> None:
+    """The application side of one session: audio every 20 ms, a text turn every TURN_EVERY
+    s (the first at a random offset), each send's delay from its due time kept in the window."""
+    loop = probe.loop
+    start = loop.time()
+    next_turn = start + TURN_EVERY * ((i * 0.618) % 1.0)
+    seq = turn = 0
+    while not stop.is_set():
+        seq += 1
+        due = start + seq * CHUNK
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        data = struct.pack(">II", i, seq) + bytes(CHUNK_BYTES - 8)
+        if await send_audio(data):
+            done = loop.time()
+            probe.sent.append("a:" + data[:8].hex())
+            if probe.in_window(due):
+                probe.delays.append(done - due)
+        elif probe.in_window(due):
+            probe.skipped += 1
+        if due >= next_turn:
+            next_turn += TURN_EVERY
+            turn += 1
+            text = f"s{i} t{turn}"
+            if await send_text(text):
+                probe.sent.append("t:" + text)
+
+
+async def _floor(client: Any, probe: Probe, stop: asyncio.Event) -> None:
+    """Bare connect() + setupComplete, timed in the same loop under the same load."""
+    loop = probe.loop
+    await asyncio.sleep(max(0.0, probe.start - loop.time()))
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.AUDIO])
+    while not stop.is_set() and loop.time() < probe.end:
+        began = loop.time()
+        with contextlib.suppress(Exception):
+            async with client.aio.live.connect(model=DEFAULT_MODEL, config=config):
+                probe.floor.append(loop.time() - began)
+        await asyncio.sleep(FLOOR_EVERY)
+
+
+async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float, n: int,
+                unconfirmed: list[int]) -> None:
+    from .. import connect
+
+    await asyncio.sleep(ramp * i / n)
+    resuming_since: list[float] = []
+
+    def sink(r: dict[str, Any]) -> None:
+        """Outages as they happen (no records kept): from the transition into `resuming` to the
+        one out of it, by the clock when each is made (the records' own times are the events'
+        times, which wait for the session's lock)."""
+        if r["kind"] != "transition":
+            return
+        if r["dest"] == "resuming":
+            resuming_since[:] = [probe.loop.time()]
+        elif r["source"] == "resuming" and resuming_since:
+            probe.outages.append(probe.loop.time() - resuming_since.pop())
+
+    def notice(n: Notice) -> None:
+        if isinstance(n, InputDropped):
+            probe.dropped += 1
+
+    async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
+                       on_notice=notice) as session:
+
+        async def audio(data: bytes) -> bool:
+            await session.send_realtime_input(
+                audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
+            return True
+
+        async def text(t: str) -> bool:
+            await session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=t)]), turn_complete=True)
+            return True
+
+        async def drain() -> None:
+            async for _ in session.receive():
+                probe.received += 1
+
+        events = session.events()
+        reader = probe.loop.create_task(drain())
+        await _speak(i, probe, stop, audio, text)
+        # the last turn answered and covered by a handle before closing (a close with a turn in
+        # flight would count it as lost); bounded, since the machine may be saturated
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while session.core.journal.has_turn_input():
+                    await anext(events)
+        unconfirmed.append(len(session.core.journal))
+    reader.cancel()
+
+
+async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float,
+               n: int) -> None:
+    """The raw SDK as the peers use it: reconnect with the last resumable handle on goAway;
+    input while reconnecting has nowhere to go."""
+    await asyncio.sleep(ramp * i / n)
+    current: list[Any] = [None]
+    handle: list[str | None] = [None]
+    connected = asyncio.Event()
+
+    async def audio(data: bytes) -> bool:
+        sdk = current[0]
+        if sdk is None:
+            return False
+        try:
+            await sdk.send_realtime_input(
+                audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
+        except Exception:
+            return False
+        return True
+
+    async def text(t: str) -> bool:
+        sdk = current[0]
+        if sdk is None:
+            return False
+        try:
+            await sdk.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=t)]), turn_complete=True)
+        except Exception:
+            return False
+        return True
+
+    async def connection_loop() -> None:
+        left: float | None = None
+        while not stop.is_set():
+            try:
+                async with client.aio.live.connect(
+                        model=DEFAULT_MODEL, config=_config(handle[0], resume=True)) as sdk:
+                    if left is not None:
+                        probe.outages.append(probe.loop.time() - left)
+                    current[0] = sdk
+                    connected.set()
+                    while True:
+                        async for m in sdk.receive():
+                            probe.received += 1
+                            u = m.session_resumption_update
+                            if u and u.resumable and u.new_handle:
+                                handle[0] = u.new_handle
+                            if m.go_away is not None:
+                                raise _Reconnect
+            except (_Reconnect, errors.APIError):
+                pass
+            finally:
+                current[0] = None
+                left = probe.loop.time()
+
+    runner = probe.loop.create_task(connection_loop())
+    await connected.wait()
+    await _speak(i, probe, stop, audio, text)
+    await asyncio.sleep(1.0)  # the last turn's reply
+    runner.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner
+
+
+class _Reconnect(Exception):
+    pass
+
+
+async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: float,
+                  window: float, gc_clock: GcClock | None = None) -> dict[str, Any]:
+    from .. import websocket_args
+
+    loop = asyncio.get_running_loop()
+    client = client_for(info, **websocket_args())
+    start = loop.time() + ramp + warm
+    probe = Probe(loop, start, start + window)
+    stop = asyncio.Event()
+    unconfirmed: list[int] = []
+    if kind == "ours":
+        tasks = [loop.create_task(_ours(i, client, probe, stop, ramp, n, unconfirmed))
+                 for i in range(n)]
+    else:
+        tasks = [loop.create_task(_raw(i, client, probe, stop, ramp, n)) for i in range(n)]
+    floor = loop.create_task(_floor(client, probe, stop))
+    emu_pid = int(info["pid"])
+    await asyncio.sleep(max(0.0, probe.start - loop.time()))
+    gc0 = list(gc_clock.seconds) if gc_clock else [0.0] * 3
+    cpu0, emu0, wall0 = time.process_time(), _cpu_of(emu_pid), loop.time()
+    received0 = probe.received
+    await asyncio.sleep(max(0.0, probe.end - loop.time()))
+    cpu, emu_cpu = time.process_time() - cpu0, _cpu_of(emu_pid) - emu0
+    gc_s = [b - a for a, b in zip(gc0, gc_clock.seconds if gc_clock else gc0, strict=True)]
+    wall = loop.time() - wall0
+    received = probe.received - received0
+    stop.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    await floor
+    failures = [repr(r) for r in results if isinstance(r, BaseException)]
+    sent_in_window = len(probe.delays)
+    messages = sent_in_window + received
+    return {
+        "delays": probe.delays, "sent": probe.sent, "skipped": probe.skipped,
+        "dropped": probe.dropped,
+        "outages": probe.outages, "floor": probe.floor, "failed": len(failures),
+        "failures": failures[:3], "unconfirmed_at_close": sum(unconfirmed),
+        "cpu_s": cpu, "wall_s": wall, "gc_s": gc_s, "emulator_cpu_s": emu_cpu,
+        "messages": messages, "us_per_message": cpu / messages * 1e6 if messages else None,
+    }
+
+
+def _pin(cpu: int | None) -> None:
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, {cpu})
+
+
+class GcClock:
+    """Time spent in the garbage collector, by generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = [0.0, 0.0, 0.0]
+        self._began = 0.0
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds[info["generation"]] += time.perf_counter() - self._began
+
+
+def _child(kind: str, info: dict[str, str], n: int, ramp: float, warm: float, window: float,
+           cpu: int | None, pipe: Connection) -> None:
+    _pin(cpu)
+    clock = GcClock()
+    out = asyncio.run(_client(kind, info, n, ramp, warm, window, clock))
+    pipe.send(out)
+
+
+def cores() -> tuple[int | None, int | None]:
+    """(client core, emulator core): two different ones when the process may use two."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None, None
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) < 2:
+        return None, None
+    return mine[-1], mine[0]
+
+
+async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) -> dict[str, Any]:
+    """One measurement: N sessions of `kind` ("ours" or "raw") against a fresh emulator."""
+    client_cpu, emu_cpu = cores()
+    settings = emulator_settings()
+    async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm)) as remote:
+        if emu_cpu is not None and remote.info.get("pid"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(remote.info["pid"]), {emu_cpu})
+        context = multiprocessing.get_context("spawn")
+        mine, theirs = context.Pipe()
+        process = context.Process(target=_child, args=(kind, remote.info, n, ramp, warm, window,
+                                                       client_cpu, theirs))
+        process.start()
+        out: dict[str, Any] = await asyncio.to_thread(mine.recv)
+        await asyncio.to_thread(process.join, 30)
+        summary = await remote.summary()
+    consumed: set[str] = set()
+    for session in summary["sessions"]:
+        consumed.update(session["consumed"])
+    missing = [k for k in out["sent"] if k not in consumed]
+    # lost: what the model never took in and nobody was told of (ours reports what its replay
+    # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume)
+    lost = max(0, len(missing) - out["dropped"])
+    delays, outages, floor = out["delays"], out["outages"], out["floor"]
+    p99 = percentile(delays, 0.99)
+    floor_ms = _ms(percentile(floor, 0.5))
+    outage_p99 = _ms(percentile(outages, 0.99))
+    ok = p99 is not None and p99 * 1000 < TARGET_P99_MS and out["failed"] == 0
+    if kind == "ours":
+        ok = ok and lost == 0
+    return {
+        "kind": kind,
+        "sessions": n,
+        "met": ok,
+        "input_delay_p50_ms": _ms(percentile(delays, 0.5)),
+        "input_delay_p99_ms": _ms(p99),
+        "input_delay_max_ms": _ms(max(delays) if delays else None),
+        "us_per_message": round(out["us_per_message"], 1) if out["us_per_message"] else None,
+        "cpu_busy": round(out["cpu_s"] / out["wall_s"], 2) if out["wall_s"] else None,
+        "emulator_cpu_busy": round(out["emulator_cpu_s"] / out["wall_s"], 2)
+        if out["wall_s"] else None,
+        "gc_busy": [round(g / out["wall_s"], 3) for g in out["gc_s"]] if out["wall_s"] else None,
+        "rotations": len(outages),
+        "outage_p50_ms": _ms(percentile(outages, 0.5)),
+        "outage_p99_ms": outage_p99,
+        "floor_ms": floor_ms,
+        "outage_p99_over_floor": round(outage_p99 / floor_ms, 2)
+        if outage_p99 and floor_ms else None,
+        "inputs": len(out["sent"]),
+        "lost": lost,
+        "missing": len(missing),
+        "skipped": out["skipped"],
+        "failed_sessions": out["failed"],
+        "failures": out["failures"],
+        "dropped": out["dropped"],
+        "unconfirmed_at_close": out["unconfirmed_at_close"],
+    }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
+              refine: bool = True) -> dict[str, Any]:
+    """Ours and the raw SDK at each size in turn (alternating, so drift on a shared machine
+    moves both), each until it misses; then, when `refine`, once more halfway between the last
+    size met and the first missed."""
+    steps: list[dict[str, Any]] = []
+    best: dict[str, int] = {"ours": 0, "raw": 0}
+    missed: dict[str, int | None] = {"ours": None, "raw": None}
+    for n in sizes:
+        for kind in ("raw", "ours"):
+            if missed[kind] is not None:
+                continue
+            result = await step(kind, n, ramp=ramp, warm=warm, window=window)
+            steps.append(result)
+            if result["met"]:
+                best[kind] = n
+            else:
+                missed[kind] = n
+        if all(m is not None for m in missed.values()):
+            break
+    if refine:
+        for kind in ("raw", "ours"):
+            high = missed[kind]
+            mid = (best[kind] + high) // 2 if high is not None else 0
+            if high is not None and best[kind] < mid < high:
+                result = await step(kind, mid, ramp=ramp, warm=warm, window=window)
+                steps.append(result)
+                if result["met"]:
+                    best[kind] = mid
+    ours_steps = [s for s in steps if s["kind"] == "ours"]
+    loaded = max((s for s in ours_steps if s["met"]), key=lambda s: s["sessions"],
+                 default=ours_steps[-1] if ours_steps else None)
+    return {
+        "sessions_per_core": best["ours"],
+        "raw_sessions_per_core": best["raw"],
+        "ratio": round(best["ours"] / best["raw"], 3) if best["raw"] else None,
+        "target_p99_ms": TARGET_P99_MS,
+        "outage_p99_over_floor_loaded": loaded["outage_p99_over_floor"] if loaded else None,
+        "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"])),
+        "window_s": window,
+        "cores": dict(zip(("client", "emulator"), cores(), strict=True)),
+    }
+
+
+def table(cap: dict[str, Any]) -> list[str]:
+    """The capacity section of the printed report."""
+    lines = [f"Capacity at real rates (one core each; 20 ms audio in, audio out at real pace, a "
+             f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
+             f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
+    cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
+            "outage_p99_ms", "floor_ms", "lost", "dropped", "met"]
+    lines.append(f"  {'sessions':>8} {'':5}" + "".join(f"{c[:13]:>14}" for c in cols))
+    for s in cap["steps"]:
+        lines.append(f"  {s['sessions']:>8} {s['kind']:5}" + "".join(f"{s[c]!s:>14}" for c in cols))
+    lines.append(f"  ours {cap['sessions_per_core']} sessions per core vs raw SDK "
+                 f"{cap['raw_sessions_per_core']}, ratio {cap['ratio']}; rotation outage p99 "
+                 f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']}")
+    return lines
