@@ -616,3 +616,55 @@ def test_go_away_time_left_of_any_shape(time_left: float | None) -> None:
     assert engine.state in (State.DRAINING, State.RESUMING)
     arms = [a.delay for a in out if isinstance(a, ArmTimer) and a.timer is Timer.ROTATE]
     assert all(0 <= delay < float("inf") for delay in arms)
+
+
+def test_a_busy_interaction_is_not_a_safe_point() -> None:
+    """3.x: turnComplete with interactionStatus IN_PROGRESS (extended thinking) does not let
+    the rotation happen; the later IDLE does."""
+    from statemachine.core.events import InteractionStatus
+
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="thinking"))
+    d.feed(GoAway(at=d.tick(), generation=1, time_left=30))
+    d.feed(TurnComplete(at=d.tick(), generation=1, interaction_idle=False))
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H2", resumable=True))
+    assert engine.state is State.DRAINING
+    d.feed(InteractionStatus(at=d.tick(), generation=1, idle=True))
+    assert engine.state is State.RESUMING
+
+
+@pytest.mark.parametrize(("reason", "code", "outcome", "says"), [
+    ("Connection closed: no client input for too long (idle timeout).", 1011, "resuming", ""),
+    ("Maximum session duration reached.", 1011, "resuming", ""),
+    ("RESOURCE_EXHAUSTED: Quota exceeded for Live API sessions.", 1011, "terminated",
+     "raise the quota"),
+    ("RESOURCE_EXHAUSTED: Your prepayment credits are depleted.", 1011, "terminated",
+     "add credits"),
+    ("Ephemeral token expired.", 1008, "terminated", "mint a new token"),
+])
+def test_closes_told_apart_by_reason(reason: str, code: int, outcome: str, says: str) -> None:
+    """1011 is a deadline, an idle hang-up, the one-hour hard close, quota or credits; 1008 on
+    a live connection may be an expired token: each gets its own answer and hint."""
+    engine, d, records = session()
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=code, reason=reason))
+    assert engine.state.value == outcome
+    if says:
+        assert engine.end is not None and says in engine.end.reason
+    lost = [r for r in records if r["name"] == "connection_lost" and r["kind"] != "event"]
+    assert lost and lost[-1]["cause"]["why"]
+
+
+def test_an_idle_hang_up_spends_no_retry_budget() -> None:
+    """The service hangs up an idle connection: the session resumes at once and its budgets
+    are untouched, however often it happens."""
+    engine, d, _ = session(Policy(retry=RetryPolicy(per_drop_attempts=1, per_session_attempts=2)))
+    for _ in range(5):
+        d.handle()
+        d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
+                              reason="Connection closed: no client input (idle timeout)."))
+        d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+        assert engine.state is State.STREAMING
+    assert engine.session_attempts == 0

@@ -33,7 +33,7 @@ from .app import (
     start,
     user_texts_consumed,
 )
-from .sdk import user
+from .sdk import MODEL, user
 
 
 @pytest.fixture
@@ -144,6 +144,8 @@ async def test_input_while_resuming_and_draining_is_delivered_once_in_order(
     await app.stop()
 
 
+@pytest.mark.skipif(MODEL.startswith("gemini-3"), reason="a 2.5 behaviour: 3.x tools are "
+                    "non-blocking by default, so the model does not wait for the response")
 async def test_pending_tool_call_is_not_cut_by_rotation(emu: LiveEmulator) -> None:
     """A goAway while a tool call is pending: rotation waits for the response and the reply."""
     # a 0.5 s goAway notice: the deadline stays well clear of the checks on a loaded machine
@@ -168,6 +170,8 @@ async def test_pending_tool_call_is_not_cut_by_rotation(emu: LiveEmulator) -> No
     await app.stop()
 
 
+@pytest.mark.skipif(MODEL.startswith("gemini-3"), reason="a 2.5 behaviour: handles only at "
+                    "turn boundaries (3.x issues them mid-turn, so the reply's handle comes)")
 async def test_answered_turn_without_handle_is_not_answered_twice(slow_emu: LiveEmulator) -> None:
     """The reply arrived, the covering handle did not: the resume replays input + reply as
     history, so the model does not answer again and remembers the turn."""

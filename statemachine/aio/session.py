@@ -52,6 +52,7 @@ from ..core.events import (
     GenerationComplete,
     GoAway,
     InputKind,
+    InteractionStatus,
     Interrupted,
     Latency,
     ModelOutput,
@@ -670,8 +671,13 @@ class LiveSession:
             events.append(Usage(at=now, generation=gen,
                                 prompt_tokens=message.usage_metadata.prompt_token_count,
                                 total_tokens=message.usage_metadata.total_token_count))
+        status = sc.interaction_status if sc is not None else None
+        idle = None if status is None or status.name == "INTERACTION_STATUS_UNSPECIFIED" \
+            else status.name == "IDLE"
         if sc is not None and sc.turn_complete:
-            events.append(TurnComplete(at=now, generation=gen))
+            events.append(TurnComplete(at=now, generation=gen, interaction_idle=idle))
+        elif idle is not None:
+            events.append(InteractionStatus(at=now, generation=gen, idle=idle))
         if message.tool_call is not None:
             ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
             events.append(ToolCall(at=now, generation=gen, ids=ids))

@@ -36,6 +36,11 @@ class Rule:
     reason_contains: str | None
     disposition: Disposition
     why: str
+    #: whether the retry this close calls for counts against the budgets: an idle hang-up is
+    #: the service's housekeeping, not a failure
+    spends_budget: bool = True
+    #: what the application can do, for a fatal close whose code alone says too little
+    hint: str = ""
 
 
 CLOSE_RULES: tuple[Rule, ...] = (
@@ -49,6 +54,19 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="connection lifetime ended after goAway"),
     Rule(code=1011, phase=None, reason_contains="keepalive", disposition=Disposition.RESUME,
          why="keepalive ping timeout (often the client's own short ping timeout)"),
+    Rule(code=1011, phase=None, reason_contains="idle", disposition=Disposition.RESUME,
+         why="idle hang-up: no client input for about 150 s", spends_budget=False),
+    Rule(code=1011, phase=None, reason_contains="maximum session duration",
+         disposition=Disposition.RESUME,
+         why="the service's hard limit on a session's connection (about an hour, even with "
+             "compression)"),
+    Rule(code=1011, phase=None, reason_contains="credits", disposition=Disposition.FATAL,
+         why="the project's prepayment credits are used up",
+         hint="add credits (or billing) to the project, then start a new session"),
+    Rule(code=1011, phase=None, reason_contains="quota", disposition=Disposition.FATAL,
+         why="the Live API quota is exhausted",
+         hint="wait for the quota window to pass or raise the quota; retrying at once only "
+              "spends it again"),
     Rule(code=1011, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
          why="transient backend fault, or a resume while the old socket was still open"),
     Rule(code=1012, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
@@ -59,6 +77,10 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="invalid argument at setup: on a resume, the handle was refused"),
     Rule(code=1007, phase=Phase.LIVE, reason_contains=None, disposition=Disposition.FATAL,
          why="the server rejected a client message as invalid; replaying it would loop"),
+    Rule(code=1008, phase=None, reason_contains="token", disposition=Disposition.FATAL,
+         why="the ephemeral token expired or has no use left",
+         hint="ephemeral tokens end the session whatever the resumption: mint a new token "
+              "and start a new session"),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
          why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
              "an unknown model or a policy violation"),
@@ -128,16 +150,24 @@ def hint(code: int | None, http_status: int | None = None,
     return HINTS.get(code, "") if code is not None else ""
 
 
-def classify_close(code: int | None, reason: str, phase: Phase) -> tuple[Disposition, str]:
-    """Disposition and the reason for it, for a WebSocket close code (None: no code at all)."""
-    if code is None:
-        return Disposition.BACKOFF, "connection failed before a close code was known"
+def close_rule(code: int | None, reason: str, phase: Phase) -> Rule | None:
+    """The first rule of `CLOSE_RULES` that matches a close (None: no rule does)."""
     lowered = reason.lower()
     for rule in CLOSE_RULES:
         if rule.code != code or (rule.phase is not None and rule.phase is not phase):
             continue
         if rule.reason_contains is not None and rule.reason_contains not in lowered:
             continue
+        return rule
+    return None
+
+
+def classify_close(code: int | None, reason: str, phase: Phase) -> tuple[Disposition, str]:
+    """Disposition and the reason for it, for a WebSocket close code (None: no code at all)."""
+    if code is None:
+        return Disposition.BACKOFF, "connection failed before a close code was known"
+    rule = close_rule(code, reason, phase)
+    if rule is not None:
         return rule.disposition, rule.why
     if 4000 <= code < 5000:
         return Disposition.FATAL, "application-defined close code"

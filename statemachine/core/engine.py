@@ -50,7 +50,7 @@ from .actions import (
     StoreRecovered,
     ToolCallsCancelled,
 )
-from .closecodes import Disposition, classify_failure, hint
+from .closecodes import Disposition, Phase, classify_failure, close_rule, hint
 from .events import (
     ClientInput,
     Close,
@@ -63,6 +63,7 @@ from .events import (
     GenerationComplete,
     GoAway,
     InputKind,
+    InteractionStatus,
     Interrupted,
     Latency,
     LeaseLost,
@@ -106,6 +107,8 @@ class Loss:
     reason: str = ""
     http_status: int | None = None
     failure: Failure = Failure.CLOSED
+    spends_budget: bool = True
+    hint: str = ""
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -168,6 +171,9 @@ class Turn:
 
     in_flight: bool = False
     text: list[str] = attrs.Factory(list)
+    #: the turn completed but the service says the interaction is still going on (3.x
+    #: `interactionStatus: IN_PROGRESS`, extended thinking): not a safe point yet
+    busy: bool = False
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -527,7 +533,10 @@ class Lifecycle:
             reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
-            self.turn = Turn()
+            self.turn = Turn(busy=event.interaction_idle is False)
+            self._check_safe_point()
+        elif isinstance(event, InteractionStatus):
+            self.turn.busy = not event.idle
             self._check_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
@@ -582,8 +591,14 @@ class Lifecycle:
             event.failure, code=event.code, reason=event.reason, http_status=event.http_status,
             during_setup=during_setup,
         )
+        rule = None
+        if event.failure is Failure.CLOSED and event.http_status is None:
+            rule = close_rule(event.code, event.reason,
+                              Phase.SETUP if during_setup else Phase.LIVE)
         self._lose(Loss(disposition=disposition, why=why, code=event.code, reason=event.reason,
-                        http_status=event.http_status, failure=event.failure), {})
+                        http_status=event.http_status, failure=event.failure,
+                        spends_budget=rule.spends_budget if rule else True,
+                        hint=rule.hint if rule else ""), {})
 
     def _lose(self, loss: Loss, cause: dict[str, Any]) -> None:
         """The current connection is gone: record why, then let the table decide what follows.
@@ -877,8 +892,9 @@ class Lifecycle:
             self._open()
         elif (self.budget.drop_attempts == 0 and self.loss is not None
               and self.loss.disposition is Disposition.RESUME):
-            self.budget.drop_attempts += 1
-            self.budget.started.append(self._now)
+            if self.loss.spends_budget:
+                self.budget.drop_attempts += 1
+                self.budget.started.append(self._now)
             self._open()  # the first attempt after a resumable close of a good connection
         else:
             self._retry_later()
@@ -939,7 +955,7 @@ class Lifecycle:
                     if loss.code is not None else loss.reason)
             what = f"{loss.why} ({seen})" if seen else loss.why
             if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
-                todo = hint(loss.code, loss.http_status, loss.failure)
+                todo = loss.hint or hint(loss.code, loss.http_status, loss.failure)
                 return f"fatal: {what}" + (f"; {todo}" if todo else "")
             return (f"retry budget exhausted after: {what}; the service kept failing: "
                     "try again later, or raise the RetryPolicy budgets")
@@ -970,6 +986,7 @@ class Lifecycle:
         if (
             self._can(Trigger.SAFE_POINT)
             and not self.turn.in_flight
+            and not self.turn.busy
             and not self.calls.pending
             and not self.journal.has_turn_input()
             and self._check(Guard.HANDLE_VALID)

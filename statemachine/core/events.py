@@ -114,10 +114,19 @@ class Interrupted(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class TurnComplete(ConnectionEvent):
-    """`reply_text`: the turn's text as the I/O layer collected it (it feeds only the first
-    `ModelOutput` of a turn); None: the core joins the texts of the `ModelOutput`s it saw."""
+    """`reply_text`: the turn's text as the I/O layer collected it; None: the core joins the
+    texts it was given. `interaction_idle`: the service's `interactionStatus` sent with it
+    (None where the service sends none, as 2.5 models)."""
 
     reply_text: str | None = None
+    interaction_idle: bool | None = None
+
+
+@attrs.frozen(kw_only=True)
+class InteractionStatus(ConnectionEvent):
+    """A later `interactionStatus` on its own (3.x: IDLE once extended thinking ended)."""
+
+    idle: bool
 
 
 @attrs.frozen(kw_only=True)
