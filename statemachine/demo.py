@@ -130,12 +130,14 @@ class Conversation:
             await asyncio.wait_for(self._task, 5)
 
 
-async def run_emulated(story: Story) -> dict[str, Any]:
+async def run_emulated(story: Story, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+    """The demo against the embedded emulator, which speaks as `model`'s generation does (2.5:
+    handles at turn boundaries; 3.x: mid-turn handles, interactionStatus)."""
     async with LiveEmulator(EMULATOR) as emu:
-        story.line(f"The Live API emulator on {emu.base_url}, time scaled by {SCALE:g}: "
-                   f"a {EMULATOR.connection_lifetime / 60:g} min connection lasts "
+        story.line(f"The Live API emulator on {emu.base_url}, as {model}, time scaled by "
+                   f"{SCALE:g}: a {EMULATOR.connection_lifetime / 60:g} min connection lasts "
                    f"{EMULATOR.connection_lifetime * SCALE:g} s.")
-        return await _script(emu.client(**websocket_args(POLICY)), DEFAULT_MODEL, emu, story)
+        return await _script(emu.client(**websocket_args(POLICY)), model, emu, story)
 
 
 async def run_real(api_key: str, model: str, story: Story) -> dict[str, Any]:
@@ -215,7 +217,7 @@ def main(log_path: str | None, api_key: str | None, model: str,
     writer = auditlog.configure(path, console=False, signing_key=signing_key)
     story = Story()
     try:
-        script = run_real(api_key, model, story) if api_key else run_emulated(story)
+        script = run_real(api_key, model, story) if api_key else run_emulated(story, model)
         summary = asyncio.run(script)
     finally:
         if writer is not None:

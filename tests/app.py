@@ -71,6 +71,11 @@ class App:
             self.error = exc
             raise
 
+    def restart_receiving(self) -> None:
+        """Iterate receive() again in a new task (after a test cancelled the first)."""
+        self.error = None
+        self._task = asyncio.get_running_loop().create_task(self._receive())
+
     def changed(self, *_: object) -> None:
         """Called on every audit record and notice (and message): wakes `wait_until`."""
         self._changed.set()

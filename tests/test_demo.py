@@ -60,3 +60,18 @@ def test_demo_reads_as_a_story(tmp_path: Path) -> None:
             assert any(s.startswith(answered.group(1)) for s in said), line
     headlines = [line for line in lines if re.match(r"^\d+\. ", line)]
     assert len(headlines) == 9 and "refuses the old handle (close 1007" in headlines[7]
+
+
+def test_demo_runs_the_3x_profile(tmp_path: Path) -> None:
+    """`demo --model gemini-3.1-flash-live-preview`: the emulator speaks as the 3.x generation
+    (mid-turn handles, interactionStatus) and the session still ends clean in its audit log."""
+    log = tmp_path / "demo3.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "statemachine", "demo", "--model",
+         "gemini-3.1-flash-live-preview", "--log", str(log)],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "as gemini-3.1-flash-live-preview" in done.stdout
+    checked = subprocess.run([sys.executable, "-m", "statemachine", "audit", str(log)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "clean" in checked.stdout

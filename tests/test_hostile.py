@@ -235,3 +235,31 @@ async def test_a_refused_resume_starts_fresh_and_a_second_refusal_is_fatal(
     assert ("setup_refused", "resuming", "expired") in app.transitions()
     assert "hello" not in await app.ask("again")
     await app.stop()
+
+
+@pytest.mark.parametrize("kind", ["text", "array", "binary", "oversized"])
+@pytest.mark.parametrize("reader", ["application", "background"])
+async def test_a_malformed_frame_ends_in_a_resume(slow_emu: LiveEmulator, kind: str,
+                                                  reader: str) -> None:
+    """Not JSON, JSON that is not an object, bytes that are not text, a frame over the size
+    limit: the connection is dropped and the session resumes, whichever task was reading,
+    with no AttributeError from inside the library."""
+    app = await start(slow_emu)
+    await app.ask("before")
+    if reader == "background":  # the application is away: the background reader meets it
+        app._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app._task
+    await slow_emu.connections[-1].send_garbage(kind)
+    await app.wait_until(lambda: app.session.core.counters.resumes >= 1, within=20)
+    if reader == "background":
+        app.restart_receiving()
+    assert "before" in await app.ask("after")
+    assert app.error is None
+    causes = [r["cause"] for r in app.records
+              if r["kind"] == "event" and r["name"] == "connection_lost"]
+    assert [c["failure"] for c in causes] in (["malformed"], ["closed"])  # oversized: 1009
+    assert all(c["reason"].startswith("malformed server frame") for c in causes
+               if c["failure"] == "malformed")
+    await app.stop()
+

@@ -171,9 +171,10 @@ def observe(exc: BaseException) -> Observed:
     if isinstance(exc, OSError | InvalidHandshake | TimeoutError):
         return Observed(failure=Failure.NETWORK, reason=_describe(exc))
     if isinstance(exc, ValueError | TypeError | AttributeError | KeyError):
-        local = _raised_in(exc, LOCAL_SOURCES)
-        return Observed(failure=Failure.LOCAL if local else Failure.MALFORMED,
-                        reason=_describe(exc))
+        if _raised_in(exc, LOCAL_SOURCES):
+            return Observed(failure=Failure.LOCAL, reason=_describe(exc))
+        return Observed(failure=Failure.MALFORMED,
+                        reason=f"malformed server frame: {_describe(exc)}"[:200])
     return Observed(failure=Failure.LOCAL, reason=f"unexpected {_describe(exc)}")
 
 

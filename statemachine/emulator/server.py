@@ -60,6 +60,9 @@ class ConnectionPlan:
     close_code: int = 1011
     close_reason: str = "Internal error occurred."
     garbage_after: float | None = None
+    #: what the garbage is: "text" (not JSON), "array" (JSON, not an object), "binary" (bytes
+    #: that are not UTF-8) or "oversized" (a frame over the client's 1 MiB limit)
+    garbage: str = "text"
     #: drop the connection (1006) instead of sending the n-th handle issued after a turn, so the
     #: client holds a reply whose covering handle never came
     drop_at_turn_handle: int | None = None
@@ -173,8 +176,18 @@ class Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
         transport.pause_reading()  # the TCP window closes: nothing more is taken in
 
-    async def send_garbage(self) -> None:
-        await self._send_raw(b"this is not JSON {")
+    async def send_garbage(self, kind: str | None = None) -> None:
+        """A frame the protocol does not allow (`ConnectionPlan.garbage` says which)."""
+        kind = kind or self.plan.garbage
+        if kind == "array":
+            await self._send_raw(b'[{"serverContent": {"turnComplete": true}}]')
+        elif kind == "binary":
+            await self._send_raw(bytes(range(256)) * 4)
+        elif kind == "oversized":
+            await self._send_raw(b'{"serverContent": {"modelTurn": {"parts": [{"text": "'
+                                 + b"x" * (1 << 20) + b'"}]}}}')
+        else:
+            await self._send_raw(b"this is not JSON {")
 
     @property
     def received(self) -> list[dict[str, Any]]:
