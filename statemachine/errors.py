@@ -17,6 +17,10 @@ class SettingsError(LifecycleError, ValueError):
     """A setting is out of range; raised when the settings object is built."""
 
 
+class LogError(LifecycleError, ValueError):
+    """An audit log does not hold what was asked of it (no such session, no records)."""
+
+
 class InvalidTransition(LifecycleError, RuntimeError):
     """A trigger was fired in a state that has no row for it."""
 

@@ -20,7 +20,6 @@ file that holds no audit record).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from ..core import table
 from ..core.table import State, Trigger
 from . import signing
 from .jsonl import CHECKPOINTS, GENESIS_BY_VERSION, HASH_HEX, line_hash, split_line, split_member
+from .stats import percentile
 
 #: States a log may end in without a violation: closed, or still live when the log was cut.
 SANE_ENDS = frozenset({State.TERMINATED, State.STREAMING, State.COMPRESSED})
@@ -144,15 +144,16 @@ class SessionSummary:
 
 
 def _percentiles(values: list[float]) -> dict[str, float | None]:
+    """p50, p95 and the maximum, in milliseconds."""
     if not values:
         return {"p50": None, "p95": None, "max": None, "n": 0}
-    ordered = sorted(values)
 
-    def pick(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)] * 1000, 3)
+    def ms(q: float) -> float:
+        value = percentile(values, q)
+        assert value is not None
+        return round(value * 1000, 3)
 
-    return {"p50": pick(0.5), "p95": pick(0.95), "max": round(ordered[-1] * 1000, 3),
-            "n": len(ordered)}
+    return {"p50": ms(0.5), "p95": ms(0.95), "max": ms(1.0), "n": len(values)}
 
 
 @attrs.define

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..core import table
 from ..core.table import FINAL, INITIAL, State
-from ..errors import LocalMisuse
+from ..errors import LocalMisuse, LogError
 from . import pathpicture
 from .reader import SessionPath, read_session
 
@@ -112,7 +112,7 @@ def from_log(log: Path, session: str | None) -> SessionPath:
     """The path of one session in an audit log (the first session if none is named)."""
     path = read_session(log, session).path()
     if not path.edges:
-        raise ValueError(f"no transitions of session {path.session} in {log}")
+        raise LogError(f"no transitions of session {path.session} in {log}")
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 
 from ..core.table import State
+from ..errors import LogError
 
 
 @attrs.frozen
@@ -151,5 +152,5 @@ def read_session(path: Path, session: str | None = None) -> SessionLog:
             others.setdefault(sid, None)
     if not kept or chosen is None:
         holds = f"; it holds {', '.join(list(others)[:5])}" if others else ""
-        raise ValueError(f"no records of session {session or '(any)'} in {path}{holds}")
+        raise LogError(f"no records of session {session or '(any)'} in {path}{holds}")
     return SessionLog(session=chosen, records=tuple(kept))

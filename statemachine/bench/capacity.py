@@ -33,10 +33,10 @@ from typing import Any
 
 from google.genai import errors, types
 
+from ..audit.stats import percentile
 from ..core.actions import InputDropped, Notice
 from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
 from .remote import RemoteEmulator, client_for
-from .rotation import percentile
 
 TARGET_P99_MS = 20.0
 CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message

@@ -23,6 +23,7 @@ import attrs
 from google.genai import errors, types
 
 from .. import connect, websocket_args
+from ..audit.stats import percentile
 from ..core.actions import ReplyInterrupted
 from ..core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings, LiveEmulator
@@ -46,13 +47,6 @@ def policy() -> Policy:
         retry=RetryPolicy(base_delay=1.0, max_delay=20.0),
         replay=ReplayPolicy(audio_staleness=200.0),
     ).scaled(SCALE)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 @attrs.define

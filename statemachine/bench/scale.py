@@ -20,9 +20,9 @@ from typing import Any
 
 from google.genai import types
 
+from ..audit.stats import percentile
 from ..emulator import DEFAULT_MODEL, EmulatorSettings
 from .remote import RemoteEmulator, client_for, sigint_ignored
-from .rotation import percentile
 
 CONFIG = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 TURN_EVERY = 3.0  # seconds between a session's text turns
