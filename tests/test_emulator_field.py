@@ -165,3 +165,25 @@ async def test_emulator_connect_plans_on_the_emulator_clock() -> None:
     assert not [n for n in notices if isinstance(n, ReplyInterrupted)]
     assert not emu.connections[0].cut_reply
     assert isinstance(session, statemachine.LiveSession)
+
+
+
+async def test_a_bare_connect_to_a_scaled_emulator_plans_on_its_clock() -> None:
+    """statemachine.connect(emu.client(), ...) with no policy: the client carries the
+    emulator's time scale, so the default policy follows it and the rotation cuts no reply
+    (with an unscaled default every rotation was forced at the deadline)."""
+    settings = EmulatorSettings(time_scale=0.005, connection_lifetime=200.0, go_away_lead=100.0,
+                                chunk_interval=40.0)
+    notices: list[object] = []
+    async with LiveEmulator(settings) as emu, statemachine.connect(
+            emu.client(**statemachine.websocket_args()), model=MODEL, config=text_config(),
+            on_notice=notices.append, audit=lambda r: None) as session:
+        assert session.core.policy.limits.go_away_margin == pytest.approx(2.0 * 0.005)
+        await session.send_client_content(turns=user("a long answer"), turn_complete=True)
+        async with asyncio.timeout(30):
+            await emu.wait_connections(2)
+            async for message in session.receive():
+                if turn_complete(message):
+                    break
+    assert not [n for n in notices if isinstance(n, ReplyInterrupted)]
+    assert not emu.connections[0].cut_reply

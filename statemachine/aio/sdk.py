@@ -88,6 +88,13 @@ def session_id(sdk: AsyncSession) -> str | None:
     return getattr(done, "session_id", None) if done is not None else None
 
 
+def time_scale(client: genai.Client) -> float:
+    """The clock of the service the client talks to: 1 for the real one; the emulator's
+    clients carry the emulator's `time_scale`."""
+    scale = getattr(client, "_statemachine_time_scale", 1.0)
+    return float(scale) if isinstance(scale, int | float) and scale > 0 else 1.0
+
+
 def api_key(client: genai.Client) -> str | None:
     """The client's API key or ephemeral token, so the core can keep it out of every text."""
     key = getattr(getattr(client, "_api_client", None), "api_key", None)

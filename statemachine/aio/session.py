@@ -177,7 +177,10 @@ class LiveSession:
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
         cwc = base.context_window_compression
         given = cwc is not None and bool(cwc.trigger_tokens)
-        policy = (policy or Policy()).adopt_compression(
+        if policy is None:  # the default, on the service's clock (an emulator's may be fast)
+            scale = adapter.time_scale(client)
+            policy = Policy().scaled(scale) if scale != 1.0 else Policy()
+        policy = policy.adopt_compression(
             cwc.trigger_tokens if cwc is not None and given else None,
             (cwc.sliding_window.target_tokens
              if cwc is not None and given and cwc.sliding_window else None))

@@ -163,9 +163,14 @@ class LiveEmulator:
         options = self.http_options(**async_client_args)
         if api_key is not None and api_key.startswith(TOKEN_PREFIX):
             options.api_version = "v1alpha"
-        return genai.Client(
+        client = genai.Client(
             api_key=api_key or self.api_key, vertexai=vertexai or None, http_options=options
         )
+        # The client carries the emulator's clock: a session made from it without a policy
+        # plans on that clock (statemachine.aio.sdk.time_scale), so the default Policy() does
+        # not force every rotation at the deadline against a scaled emulator.
+        client._statemachine_time_scale = self.settings.time_scale  # type: ignore[attr-defined]
+        return client
 
     def policy(self, base: Policy | None = None) -> Policy:
         """`base` (default `Policy()`) on this emulator's clock: every duration times
