@@ -254,7 +254,8 @@ class InstrumentedSession:
         """Like the SDK's: several kinds in one call go out as one message each, in order."""
         if media is not None:
             if _is_audio(media):
-                audio = audio if audio is not None else cast(types.BlobOrDict, media)
+                blob: Any = media  # a Blob either way (its type differs with Pillow installed)
+                audio = audio if audio is not None else blob
             else:
                 video = video if video is not None else media
         send = self.lifecycle.send_realtime_input
