@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..core import table
 from ..core.table import State, Trigger
-from . import signing
+from . import reader, signing
 from .jsonl import CHECKPOINTS, GENESIS_BY_VERSION, HASH_HEX, line_hash, split_line, split_member
 from .stats import percentile
 
@@ -210,13 +209,6 @@ _CHECKPOINT_REQUIRED = ("v", "prev", "hash", "kind", "name", "count", "key_id", 
 _HEX = re.compile(r"[0-9a-f]+")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, raw bytes, ended with a newline), one at a time."""
-    with path.open("rb") as f:
-        for number, raw in enumerate(f, start=1):
-            yield number, raw.rstrip(b"\r\n"), raw.endswith(b"\n")
-
-
 @attrs.define
 class _Coverage:
     """Per file, with public keys: which lines a verified signature covers, and the seals."""
@@ -319,10 +311,9 @@ def check_file(path: Path, report: Report) -> None:
     violations: list[Violation] = []
     audit_lines = total = written = 0
     try:
-        for number, raw, complete in _lines(path):
+        for line in reader.lines(path):
+            number, raw = line.number, line.raw
             total = number
-            if not raw.strip():
-                continue
             written += 1
             if coverage is not None:
                 coverage.line(number)
@@ -330,7 +321,10 @@ def check_file(path: Path, report: Report) -> None:
             def flag(message: str, session: str | None = None, number: int = number) -> None:
                 violations.append(Violation(name, number, message, session))
 
-            record = _parse(raw, complete, flag)
+            if line.problem is not None or line.record is None:
+                flag(line.problem or "not an audit record")
+                continue
+            record = _validated(line.record, flag)
             if record is None:
                 continue
             audit_lines += 1
@@ -381,22 +375,9 @@ def check_file(path: Path, report: Report) -> None:
                 f"session ends in {summary.state!r}: neither closed nor live", summary.session))
 
 
-def _parse(raw: bytes, complete: bool, flag: Any) -> dict[str, Any] | None:
-    """The line as an audit record or checkpoint, or None (and a violation saying why)."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        flag(f"not UTF-8 (byte {exc.start}): wrong encoding or a corrupted line")
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        flag("truncated last line (the writer was cut off)" if not complete
-             else "not a JSON record")
-        return None
-    if not isinstance(record, dict):
-        flag("not an audit record: not a JSON object")
-        return None
+def _validated(record: dict[str, Any], flag: Any) -> dict[str, Any] | None:
+    """The record (a JSON object, as `reader.lines` read it) if it is an audit record or a
+    checkpoint of a version this tool reads, or None (and a violation saying why)."""
     if record.get("v") not in GENESIS_BY_VERSION:
         if "v" in record and "prev" in record:
             flag(f"schema version {record['v']!r}; this tool reads versions "

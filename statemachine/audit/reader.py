@@ -55,7 +55,8 @@ def lines(path: Path) -> Iterator[Line]:
                     else "not a JSON record"))
                 continue
             if not isinstance(record, dict):
-                yield Line(number, raw, complete, text, problem="not an audit record")
+                yield Line(number, raw, complete, text,
+                           problem="not an audit record: not a JSON object")
                 continue
             yield Line(number, raw, complete, text, record)
 
