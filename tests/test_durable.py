@@ -36,12 +36,28 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
 
 
+#: every worker a test started: killed at the end of the test, whatever happened in it
+_WORKERS: list[asyncio.subprocess.Process] = []
+
+
+@pytest.fixture(autouse=True)
+async def _no_leftover_workers() -> AsyncIterator[None]:
+    yield
+    while _WORKERS:
+        worker = _WORKERS.pop()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+
+
 async def spawn(emu: LiveEmulator, **config: Any) -> asyncio.subprocess.Process:
     config = {"base_url": emu.base_url, "ca_file": emu.ca_file, "api_key": emu.api_key,
               **config}
-    return await asyncio.create_subprocess_exec(
+    worker = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.worker", json.dumps(config), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _WORKERS.append(worker)
+    return worker
 
 
 async def line_starting(proc: asyncio.subprocess.Process, prefix: str) -> str:
