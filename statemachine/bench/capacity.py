@@ -37,6 +37,7 @@ from ..audit.stats import percentile
 from ..core.actions import InputDropped, Notice
 from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
 from .remote import RemoteEmulator, client_for
+from .rotation import raw_senders
 
 TARGET_P99_MS = 20.0
 CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message
@@ -205,27 +206,7 @@ async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: flo
     handle: list[str | None] = [None]
     connected = asyncio.Event()
 
-    async def audio(data: bytes) -> bool:
-        sdk = current[0]
-        if sdk is None:
-            return False
-        try:
-            await sdk.send_realtime_input(
-                audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
-        except Exception:
-            return False
-        return True
-
-    async def text(t: str) -> bool:
-        sdk = current[0]
-        if sdk is None:
-            return False
-        try:
-            await sdk.send_client_content(
-                turns=types.Content(role="user", parts=[types.Part(text=t)]), turn_complete=True)
-        except Exception:
-            return False
-        return True
+    audio, text = raw_senders(current)
 
     async def connection_loop() -> None:
         left: float | None = None

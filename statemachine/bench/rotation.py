@@ -49,6 +49,38 @@ def policy() -> Policy:
     ).scaled(SCALE)
 
 
+Sender = Callable[[Any], Awaitable[bool]]
+
+
+def raw_senders(current: list[Any]) -> tuple[Sender, Sender]:
+    """Audio and text senders on the raw SDK session in `current[0]`, as the peers send: input
+    while there is no connection, or that fails to go out, is lost (False)."""
+
+    async def audio(data: bytes) -> bool:
+        sdk = current[0]
+        if sdk is None:
+            return False
+        try:
+            await sdk.send_realtime_input(
+                audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
+        except Exception:
+            return False
+        return True
+
+    async def text(t: str) -> bool:
+        sdk = current[0]
+        if sdk is None:
+            return False
+        try:
+            await sdk.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=t)]), turn_complete=True)
+        except Exception:
+            return False
+        return True
+
+    return audio, text
+
+
 @attrs.define
 class Outcome:
     name: str
@@ -275,28 +307,7 @@ async def run_baseline(rotations: int, lifetime_s: float, *, on_go_away: bool) -
         handle: list[str | None] = [None]
         in_reply = [False]
 
-        async def audio(data: bytes) -> bool:
-            sdk = current[0]
-            if sdk is None:
-                return False
-            try:
-                await sdk.send_realtime_input(
-                    audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
-                return True
-            except Exception:
-                return False
-
-        async def text(t: str) -> bool:
-            sdk = current[0]
-            if sdk is None:
-                return False
-            try:
-                await sdk.send_client_content(
-                    turns=types.Content(role="user", parts=[types.Part(text=t)]),
-                    turn_complete=True)
-                return True
-            except Exception:
-                return False
+        audio, text = raw_senders(current)
 
         async def session_loop() -> None:
             while not stop.is_set():
