@@ -301,6 +301,83 @@ def test_transparent_mode_prunes_by_last_consumed_index() -> None:
     assert [a.entry.sent_index for a in replay] == [1, 2]  # numbering restarts per connection
 
 
+def mid_turn_handle(d: Driver, name: str = "mid") -> None:
+    """A resumable handle while the reply streams (what 3.x models send)."""
+    d.feed(ResumptionUpdate(at=d.tick(), generation=d.gen, handle=f"{name}-{d.gen}",
+                            resumable=True))
+
+
+def test_turn_held_by_a_mid_turn_handle_is_continued_not_resent() -> None:
+    """The handle came while the reply streamed: the resumed session has the turn, so it is
+    not sent again; the model is asked to continue (turnComplete, no turns). A turn sent after
+    the reply began is not what the reply answers: it is replayed."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="par"))
+    send(d)  # a second turn while the first one's reply streams
+    mid_turn_handle(d)
+    assert [(e.seq, e.held) for e in engine.journal] == [(1, True), (2, False)]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [(a.entry.seq, a.continuation) for a in d.actions
+              if isinstance(a, Send) and a.generation == 2]
+    assert replay == [(1, True), (2, False)]
+    assert notices(d, Resumed)[-1].continued == 1
+    assert notices(d, ReplyInterrupted)
+    d.feed(ModelOutput(at=d.tick(), generation=2, text="whole answer"))
+    d.feed(TurnComplete(at=d.tick(), generation=2))
+    d.handle()
+    assert len(engine.journal) == 0
+
+
+def test_a_turn_sent_after_the_reply_began_is_not_held() -> None:
+    """Output the model started on its own (proactive audio) answers no turn sent after it:
+    such a turn may not have reached the server when the handle was issued, so it is
+    replayed, never taken as held."""
+    engine, d, _ = session()
+    d.handle()
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="unprompted"))
+    send(d)
+    d.tick(1.0)  # well beyond a round trip: only the causal proof is missing
+    mid_turn_handle(d)
+    assert [(e.seq, e.held) for e in engine.journal] == [(1, False)]
+
+
+def test_answered_held_turn_sends_only_the_rest_of_its_reply_as_history() -> None:
+    """The reply ended but the handle after it never came: the mid-turn handle holds the turn
+    and the reply up to that handle; the rest goes as history, not the turn again."""
+    engine, d, _ = session()
+    d.handle()
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="part"))
+    mid_turn_handle(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="ial answer"))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [a for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert len(replay) == 1 and replay[0].as_history and not replay[0].continuation
+    entry = replay[0].entry
+    assert entry.held and entry.reply_text[entry.held_chars:] == "ial answer"
+    assert engine.counters.continued == 0
+
+
+def test_transparent_mode_holds_a_consumed_turn_whose_reply_was_cut() -> None:
+    """Vertex: a turn the index says was consumed but that was not answered yet is held (its
+    reply is owed), not pruned: the resume asks the model to continue."""
+    engine, d, _ = session(backend=Backend.VERTEX)
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="par"))
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H", resumable=True,
+                            last_consumed_index=1))
+    assert [(e.seq, e.held) for e in engine.journal] == [(1, True)]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [a for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert [(a.entry.seq, a.continuation) for a in replay] == [(1, True)]
+
+
 def test_vertex_handle_validity_is_24h() -> None:
     """The backend picks the handle validity unless the caller set one."""
     assert Lifecycle(backend=Backend.VERTEX, audit=lambda r: None).policy.limits.handle_validity \

@@ -320,6 +320,32 @@ async def test_generation_3_issues_handles_mid_turn(emu: LiveEmulator) -> None:
     assert reply_text(msgs).startswith(turns[-1].text) and reply_text(msgs) != turns[-1].text
 
 
+async def test_turn_complete_without_turns_answers_the_turn_a_mid_turn_handle_holds(
+    emu: LiveEmulator,
+) -> None:
+    """`turnComplete` with no turns means "generate from what you have": after resuming a
+    mid-turn handle the model answers the cut turn again, in full, without taking a new user
+    turn; with nothing owed it waits for input (NEED_MORE_INPUT, no reply)."""
+    client = emu.client()
+    async with client.aio.live.connect(model=MODEL_3, config=RESUMABLE) as session:
+        await collect(session, is_handle)
+        await session.send_client_content(turns=user("hello"), turn_complete=True)
+        msgs = await collect(session, turn_complete)
+    mid = next(m for m in msgs[1:] if is_handle(m) and msgs.index(m) < len(msgs) - 1)
+    config = text_config(session_resumption=types.SessionResumptionConfig(
+        handle=mid.session_resumption_update.new_handle))  # type: ignore[union-attr]
+    async with client.aio.live.connect(model=MODEL_3, config=config) as session:
+        await session.send_client_content(turn_complete=True)
+        again = await collect(session, turn_complete)
+        await session.send_client_content(turn_complete=True)
+        idle = await collect(session, turn_complete)
+    assert reply_text(again) == reply_text(msgs)
+    assert reply_text(idle) == ""
+    assert idle[-1].server_content.turn_complete_reason == (  # type: ignore[union-attr]
+        types.TurnCompleteReason.NEED_MORE_INPUT)
+    assert emu.sessions[0].context.user_texts() == ["hello"]
+
+
 async def test_generation_3_extended_thinking_keeps_status_in_progress() -> None:
     """3.x with extended thinking: turnComplete says IN_PROGRESS, IDLE follows; the setup must
     name a thinking level (else 1007); proactive audio cannot be turned off (1007)."""

@@ -13,7 +13,7 @@ from statemachine.core.actions import InputDropped, RepeatedReply
 from statemachine.emulator import ConnectionPlan, LiveEmulator
 
 from .app import FAST_ROTATION, start
-from .sdk import MODEL, user
+from .sdk import user
 
 FAULTS = ["drop", "unavailable", "normal_close", "silent_go_away", "garbage", "refuse_resume"]
 
@@ -49,10 +49,6 @@ async def inject(emu: LiveEmulator, rng: random.Random, stop: asyncio.Event,
     return done
 
 
-@pytest.mark.xfail(MODEL.startswith("gemini-3"), strict=False, reason=(
-    "3.x issues handles mid-turn: a turn whose reply a fault cuts after such a handle is in "
-    "the model's context once and replayed once more (consumed twice, never lost); exact "
-    "replay for mid-turn handles is not built yet"))
 @pytest.mark.parametrize("seed", range(6))
 async def test_random_faults_lose_and_duplicate_nothing(seed: int) -> None:
     """Whatever the fault schedule: every turn is answered once, or (only when a refused resume

@@ -707,7 +707,9 @@ class LiveSession:
             action = await conn.outbox.get()
             entry = action.entry
             try:
-                if entry.kind is InputKind.CONTENT:
+                if action.continuation:
+                    await sdk.send_client_content(turn_complete=True)
+                elif entry.kind is InputKind.CONTENT:
                     if action.as_history:
                         await sdk.send_client_content(turns=_as_history(entry),
                                                       turn_complete=False)
@@ -791,7 +793,11 @@ def _only_model_turn(message: Message) -> bool:
 
 
 def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
-    """The user's input and the reply it already got, as history the model will not answer."""
+    """The user's input and the reply it already got, as history the model will not answer.
+    For a turn the resumed session holds, only the part of the reply it does not hold."""
+    if entry.held:
+        rest = entry.reply_text[entry.held_chars:]
+        return [types.Content(role="model", parts=[types.Part(text=rest)])]
     user: list[Any]
     if entry.kind is InputKind.TEXT:
         user = [types.Content(role="user", parts=[types.Part(text=entry.payload["text"])])]

@@ -51,6 +51,9 @@ class Send(Action):
     entry: Entry
     replay: bool = False
     as_history: bool = False
+    #: `entry` is a turn the resumed session holds: send `clientContent` with `turnComplete`
+    #: and no turns, so the model answers it from the accumulated prompt
+    continuation: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -120,6 +123,8 @@ class Resumed(Notice):
     as_history: int
     repeated: int
     dropped: int
+    #: turns the resumed session holds whose reply was cut: the model was asked to answer them
+    continued: int = 0
 
 
 @attrs.frozen(kw_only=True)

@@ -120,6 +120,7 @@ class Counters:
     replayed: int = 0
     replayed_as_history: int = 0
     repeated_replies: int = 0
+    continued: int = 0
     dropped: int = 0
     confirmed: int = 0
     rotations: int = 0
@@ -170,6 +171,8 @@ class Turn:
     """The model's turn on the current connection; a connection's end replaces it."""
 
     in_flight: bool = False
+    #: when its first message (a model chunk or a tool call) arrived
+    began_at: float | None = None
     text: list[str] = attrs.Factory(list)
     #: the turn completed but the service says the interaction is still going on (3.x
     #: `interactionStatus: IN_PROGRESS`, extended thinking): not a safe point yet
@@ -516,11 +519,11 @@ class Lifecycle:
         elif isinstance(event, ResumptionUpdate):
             self._on_update(event)
         elif isinstance(event, ModelOutput):
-            self.turn.in_flight = True
+            self._began(event.at)
             if event.text:
                 self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
-            self.turn.in_flight = True
+            self._began(event.at)
             for call in event.ids:
                 self.calls.pending[call] = event.at
                 self.calls.issued[call] = event.at
@@ -545,6 +548,11 @@ class Lifecycle:
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
+    def _began(self, at: float) -> None:
+        turn = self.turn
+        if not turn.in_flight:
+            turn.in_flight, turn.began_at = True, at
+
     def _on_update(self, event: ResumptionUpdate) -> None:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
@@ -553,14 +561,19 @@ class Lifecycle:
         if len(self._secrets) > 64:  # keep the latest handles (and what the shell added)
             del self._secrets[next(iter(self._secrets))]
         self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
+        # a handle issued while a reply streams (3.x) holds the turn and the reply so far
+        reply_chars = sum(map(len, self.turn.text)) if self.turn.in_flight else 0
         if self.transparent and event.last_consumed_index is not None:
-            covered = self.journal.prune_by_index(self.conn.generation, event.last_consumed_index)
+            covered = self.journal.prune_by_index(self.conn.generation, event.last_consumed_index,
+                                                  reply_chars)
         else:
             replay = self.policy.replay
             window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
-            covered = self.journal.prune_covered(
-                self.conn.generation, sent_before=event.at - window - replay.crossing_slack
-            )
+            sent_before = event.at - window - replay.crossing_slack
+            if self.turn.began_at is not None:
+                self.journal.hold_in_flight(self.conn.generation, self.turn.began_at,
+                                            sent_before, reply_chars)
+            covered = self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
         self._count(confirmed=len(covered))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
@@ -848,16 +861,20 @@ class Lifecycle:
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
-        history = repeated = 0
+        history = repeated = continued = 0
         for item in plan.items:
             replay = item.entry.sends > 0
-            self._send(item.entry, replay=replay, as_history=item.as_history)
+            self._send(item.entry, replay=replay, as_history=item.as_history,
+                       continuation=item.continuation)
             if item.as_history:
                 history += 1
+            if item.continuation:
+                continued += 1
             if item.repeated:
                 repeated += 1
                 self._notify(RepeatedReply(seq=item.entry.seq))
-        self._count(replayed_as_history=history, repeated_replies=repeated)
+        self._count(replayed_as_history=history, repeated_replies=repeated, continued=continued,
+                    confirmed=len(plan.settled))
         if source is State.RESUMING:
             self._notify(
                 Resumed(
@@ -866,6 +883,7 @@ class Lifecycle:
                     as_history=history,
                     repeated=repeated,
                     dropped=len(plan.dropped),
+                    continued=continued,
                 )
             )
 
@@ -1051,7 +1069,8 @@ class Lifecycle:
             self.conn.open = False
         self.conn.setup_done = False
 
-    def _send(self, entry: Entry, *, replay: bool, as_history: bool) -> None:
+    def _send(self, entry: Entry, *, replay: bool, as_history: bool,
+              continuation: bool = False) -> None:
         conn = self.conn
         self.journal.mark_sent(entry, conn.generation, conn.next_index)
         conn.next_index += 1
@@ -1060,7 +1079,8 @@ class Lifecycle:
         if replay:
             counters.replayed += 1
         self._actions.append(
-            Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history)
+            Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
+                 continuation=continuation)
         )
 
     def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:

@@ -3,6 +3,12 @@
 An entry leaves the journal in exactly one of two ways: a resumable handle covers it (pruned), or
 it is reported dropped with a reason. Until then it is replayed after every resume.
 
+A turn a handle holds before its reply ended (a mid-turn handle: 3.x; or, on Vertex, a turn the
+index says was consumed) is `held`: the resumed session has it, with the part of the reply
+streamed before the handle. It is not sent again; a resume asks the model to continue instead
+(`clientContent` with `turnComplete` and no turns: generate from the accumulated prompt), and
+it leaves the journal once answered and covered like any turn.
+
 What a handle covers:
 - transparent mode (Vertex): entries whose per-connection index is at most the server's
   `lastConsumedClientMessageIndex` on the connection that sent them;
@@ -40,6 +46,10 @@ class Entry:
     sends: int = 0
     answered: bool = False
     reply_text: str = ""
+    #: the latest resumable handle holds this turn input (its reply was not complete then)
+    held: bool = False
+    #: characters of the reply that handle holds (what streamed before it)
+    held_chars: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -49,12 +59,16 @@ class ReplayItem:
     entry: Entry
     as_history: bool = False
     repeated: bool = False
+    #: a held turn: ask the model to continue (turnComplete, no turns) instead of resending it
+    continuation: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class ReplayPlan:
     items: tuple[ReplayItem, ...]
     dropped: tuple[tuple[Entry, str], ...]
+    #: held turns whose reply arrived and that need nothing more: the handle has them
+    settled: tuple[Entry, ...] = ()
 
 
 class Journal:
@@ -106,13 +120,47 @@ class Journal:
                 first = False
         return any_answered
 
-    def prune_by_index(self, generation: int, last_consumed: int) -> list[Entry]:
-        """Transparent mode: drop what the server says it consumed on this connection."""
-        return self._prune(
-            lambda e: e.sent_generation == generation
-            and e.sent_index is not None
-            and e.sent_index <= last_consumed
-        )
+    def prune_by_index(self, generation: int, last_consumed: int,
+                       reply_chars: int = 0) -> list[Entry]:
+        """Transparent mode: drop what the server says it consumed on this connection, except
+        turn input whose reply has not ended: the handle holds it (`held`), the reply is owed."""
+        def consumed(e: Entry) -> bool:
+            return (e.sent_generation == generation and e.sent_index is not None
+                    and e.sent_index <= last_consumed)
+
+        self._hold([e for e in self._entries if e.trigger and not e.answered and consumed(e)],
+                   reply_chars)
+        return self._prune(lambda e: consumed(e) and (e.answered or not e.trigger))
+
+    def hold_in_flight(self, generation: int, began_at: float, sent_before: float,
+                       reply_chars: int) -> None:
+        """Gemini API: a resumable handle arrived while a reply was under way (3.x issues them
+        mid-turn), so it holds `reply_chars` of that reply and the turn it answers: the oldest
+        unanswered turn input, if it went out before the reply's first message arrived at
+        `began_at` (a reply cannot come before its turn). Tool responses have no such proof:
+        the handle holds those that went out before `sent_before` (its arrival less a round
+        trip)."""
+        turn_found = False
+        doomed: list[Entry] = []
+        for e in self._entries:
+            if not e.trigger or e.answered or e.sent_generation != generation:
+                continue
+            if e.kind is InputKind.TOOL_RESPONSE:
+                if e.sent_at is not None and e.sent_at < sent_before:
+                    doomed.append(e)
+            elif not turn_found:
+                turn_found = True
+                if e.sent_at is None or e.sent_at >= began_at:
+                    break  # not what the reply answers: it is replayed
+                doomed.append(e)
+        self._hold(doomed, reply_chars)
+
+    @staticmethod
+    def _hold(entries: list[Entry], reply_chars: int) -> None:
+        for e in entries:
+            e.held = True
+            if e.kind is not InputKind.TOOL_RESPONSE:
+                e.held_chars = reply_chars
 
     def prune_covered(self, generation: int, sent_before: float) -> list[Entry]:
         """Gemini API: a resumable handle arrived on `generation`. Answered turn input is
@@ -149,8 +197,25 @@ class Journal:
             (e.seq for e in self._entries if e.kind is InputKind.VIDEO), default=None
         )
         history_turn = False
+        settled: list[Entry] = []
+        continuation: ReplayItem | None = None  # sent after the tool responses that follow it
         for entry in self._entries:
-            if entry.kind is InputKind.AUDIO and now - entry.created_at > policy.audio_staleness:
+            if continuation is not None and entry.kind is not InputKind.TOOL_RESPONSE:
+                items.append(continuation)
+                continuation = None
+            if entry.held and entry.trigger:
+                if entry.kind is InputKind.TOOL_RESPONSE:
+                    continue  # the server has it; the entry leaves once the turn is answered
+                if not entry.answered:
+                    continuation = ReplayItem(entry=entry, continuation=True)
+                elif policy.answered_turns is AnsweredTurnReplay.REPEAT:
+                    continuation = ReplayItem(entry=entry, continuation=True, repeated=True)
+                elif len(entry.reply_text) > entry.held_chars:
+                    items.append(ReplayItem(entry=entry, as_history=True))  # the reply's rest
+                    history_turn = True
+                else:
+                    settled.append(entry)
+            elif entry.kind is InputKind.AUDIO and now - entry.created_at > policy.audio_staleness:
                 dropped.append(
                     (entry, f"audio older than the replay window ({policy.audio_staleness:g}s)")
                 )
@@ -170,5 +235,7 @@ class Journal:
                     items.append(ReplayItem(entry=entry, repeated=True))
             else:
                 items.append(ReplayItem(entry=entry))
-        self.remove([e for e, _ in dropped])
-        return ReplayPlan(items=tuple(items), dropped=tuple(dropped))
+        if continuation is not None:
+            items.append(continuation)
+        self.remove([e for e, _ in dropped] + settled)
+        return ReplayPlan(items=tuple(items), dropped=tuple(dropped), settled=tuple(settled))

@@ -28,6 +28,8 @@ class Turn:
     audio_bytes: int = 0
     video_frames: int = 0
     tool: dict[str, Any] | None = None
+    #: a model turn that ended before the reply did (a cut connection, a mid-turn handle)
+    cut: bool = False
 
     @property
     def tokens(self) -> int:
@@ -108,6 +110,17 @@ class Context:
             self.turns.pop(0)
         self.compressions += 1
         return True
+
+    def owed_turn(self) -> Turn | None:
+        """The user turn the model has not finished answering: the last user turn when only
+        tool traffic or a cut model turn follows it. What `turnComplete` with no new content
+        makes the model answer."""
+        for turn in reversed(self.turns):
+            if turn.role == "user" and turn.tool is None:
+                return turn if turn.text or turn.audio_bytes or turn.video_frames else None
+            if turn.role == "model" and not turn.cut:
+                return None
+        return None
 
     def user_texts(self) -> list[str]:
         return [t.text for t in self.turns if t.role == "user" and t.text]

@@ -409,7 +409,7 @@ class Connection:
         assert session is not None
         state = session.context.snapshot()
         if partial_reply is not None:
-            state.add(Turn(role="model", text=partial_reply))
+            state.add(Turn(role="model", text=partial_reply, cut=True))
         handle = "emu-" + secrets.token_urlsafe(18)
         self.emu.handles[handle] = HandleEntry(
             session=session, context=state, issued_at=self.emu.now()

@@ -126,7 +126,9 @@ class TurnEngine:
                     texts.append(text)
                 else:
                     ctx.add(Turn(role=role, text=text))
-            if content.get("turn_complete"):
+            if content.get("turn_complete") and not content.get("turns"):
+                await self.continue_turn()
+            elif content.get("turn_complete"):
                 if self.conn.emu.settings.track_inputs:
                     ctx.consumed.extend("t:" + t for t in texts)
                 await self.start_turn(" ".join(texts))
@@ -238,13 +240,29 @@ class TurnEngine:
                 "inputTranscription": {"text": heard, "finished": True}}})
         self._launch(text, reply)
 
-    def _launch(self, text: str | None, reply: str, *, results: str = "") -> None:
-        task = asyncio.get_running_loop().create_task(self._generate(text, reply, results))
+    async def continue_turn(self) -> None:
+        """`turnComplete` with no turns: generate from the accumulated prompt. A user turn whose
+        reply was cut (a resumed mid-turn handle holds it) is answered again, in full; the calls
+        it already made are not made again. With nothing owed the model waits for input."""
+        await self._stop_current()
+        ctx = self.session.context
+        owed = ctx.owed_turn()
+        if owed is None:
+            self._launch(None, "")
+            return
+        reply = ctx.reply_to(owed.text) if owed.text else ctx.reply_to_audio(owed.audio_bytes)
+        self._launch(owed.text or None, reply, calls=False)
+
+    def _launch(self, text: str | None, reply: str, *, results: str = "",
+                calls: bool = True) -> None:
+        task = asyncio.get_running_loop().create_task(
+            self._generate(text, reply, results, calls=calls))
         self._generation = task
         self._thinking = False
         self.conn.track(task)
 
-    async def _generate(self, text: str | None, reply: str, results: str) -> None:
+    async def _generate(self, text: str | None, reply: str, results: str,
+                        calls: bool = True) -> None:
         conn, ctx = self.conn, self.session.context
         settings = conn.emu.settings
         if self.session.compression is not None:
@@ -262,7 +280,7 @@ class TurnEngine:
         if not reply and not results:
             await self._complete(prompt, "", reason="NEED_MORE_INPUT")
             return
-        call = _TOOL_RE.search(text or "")
+        call = _TOOL_RE.search(text or "") if calls else None
         if call and call.group(1) in self.tools:
             name = call.group(1)
             if name in self.non_blocking:
@@ -272,7 +290,7 @@ class TurnEngine:
                 call_id = await self._issue_call(name, blocking=True)
                 results += await self._wait_for({call_id})
         reply = results + reply
-        sent = ""
+        sent, whole = "", False
         try:
             for chunk in split(reply, settings.chunks_per_reply):
                 await self._stream(chunk)
@@ -280,8 +298,9 @@ class TurnEngine:
                 await asyncio.sleep(settings.seconds("chunk_interval"))
                 if conn.resumption and conn.profile.mid_turn_handles:
                     await conn.issue_handle(partial_reply=sent)
+            whole = True
         finally:
-            ctx.add(Turn(role="model", text=sent))
+            ctx.add(Turn(role="model", text=sent, cut=not whole))
         await conn.send({"serverContent": {"generationComplete": True}})
         await asyncio.sleep(settings.seconds("playback_delay"))
         await self._complete(prompt, reply)
