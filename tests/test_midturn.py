@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from google.genai import types
 
-from statemachine.core.actions import ReplyInterrupted, Resumed
+from statemachine.core.actions import InputDropped, ReplyInterrupted, Resumed
 from statemachine.emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 
 from .app import SCALE, App, context_user_texts, start, user_texts_consumed
 from .sdk import text_config, user
+from .test_emulator_live import silence, tone
 
 MODEL_3 = "gemini-3.1-flash-live-preview"
 #: replies of 25 chunks 10 ms apart: a mid-turn handle follows each chunk
@@ -94,4 +95,26 @@ async def test_tool_call_held_by_a_mid_turn_handle_is_answered_not_reissued() ->
         assert sum(1 for m in app.messages if m.tool_call) == 1
         assert user_texts_consumed(emu)["please call lookup"] == 1
         assert context_user_texts(emu) == ["please call lookup"]
+        await app.stop()
+
+
+async def test_cut_reply_to_speech_after_a_mid_turn_handle_is_continued() -> None:
+    """Speech the service's activity detection ended is no turn input, and the handle holds
+    it: the reply a drop cut after a mid-turn handle is still owed. The resume asks the model
+    to continue, and the whole reply comes once."""
+    async with LiveEmulator(SLOW_REPLIES) as emu:
+        app = await start(emu, model=MODEL_3)
+        pcm = tone(400) + silence(600)
+        for i in range(0, len(pcm), 640):
+            await app.session.send_realtime_input(
+                audio=types.Blob(data=pcm[i:i + 640], mime_type="audio/pcm;rate=16000"))
+        await app.wait_until(lambda: chunks_seen(app) > 0 and held(app))
+        emu.connections[-1].drop()
+        replies = await app.wait_replies(1)
+        assert replies[0].startswith("I heard ") and len(replies) == 1, replies
+        assert [n.continued for n in app.notices if isinstance(n, Resumed)] == [1]
+        assert not any(isinstance(n, InputDropped) for n in app.notices)
+        user_turns = [t for t in emu.sessions[-1].context.turns
+                      if t.role == "user" and t.audio_bytes]
+        assert len(user_turns) == 1
         await app.stop()

@@ -81,7 +81,7 @@ from .events import (
     Usage,
     is_turn_trigger,
 )
-from .journal import Entry, Journal
+from .journal import OWED, Entry, Journal
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
@@ -562,19 +562,21 @@ class Lifecycle:
             del self._secrets[next(iter(self._secrets))]
         self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
-        reply_chars = sum(map(len, self.turn.text)) if self.turn.in_flight else 0
+        began = self.turn.began_at
+        reply_chars = sum(map(len, self.turn.text)) if began is not None else 0
         if self.transparent and event.last_consumed_index is not None:
-            covered = self.journal.prune_by_index(self.conn.generation, event.last_consumed_index,
-                                                  reply_chars)
+            covered = self.journal.prune_by_index(
+                self.conn.generation, event.last_consumed_index,
+                (began, reply_chars) if began is not None else None)
         else:
             replay = self.policy.replay
             window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
             sent_before = event.at - window - replay.crossing_slack
-            if self.turn.began_at is not None:
-                self.journal.hold_in_flight(self.conn.generation, self.turn.began_at,
-                                            sent_before, reply_chars)
+            if began is not None:
+                self.journal.hold_in_flight(self.conn.generation, began, sent_before,
+                                            reply_chars)
             covered = self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
-        self._count(confirmed=len(covered))
+        self._count(confirmed=sum(1 for e in covered if e.seq != OWED))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
@@ -815,7 +817,7 @@ class Lifecycle:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
             if self.span.confirmed:
-                unsent = self.journal.take_all()
+                unsent = [e for e in self.journal.take_all() if e.seq != OWED]
                 for entry in unsent:
                     self._drop(entry, "context lost: the session expired before it was "
                                       "confirmed")
@@ -874,7 +876,7 @@ class Lifecycle:
                 repeated += 1
                 self._notify(RepeatedReply(seq=item.entry.seq))
         self._count(replayed_as_history=history, repeated_replies=repeated, continued=continued,
-                    confirmed=len(plan.settled))
+                    confirmed=sum(1 for e in plan.settled if e.seq != OWED))
         if source is State.RESUMING:
             self._notify(
                 Resumed(

@@ -28,6 +28,10 @@ import attrs
 from .events import InputKind
 from .policy import AnsweredTurnReplay, ReplayPolicy
 
+#: the sequence number of an entry no client message stands behind: a reply a mid-turn handle
+#: holds that answers realtime input, not a turn (it is continued, never reported dropped)
+OWED = 0
+
 
 @attrs.define(kw_only=True, slots=True)
 class Entry:
@@ -121,15 +125,18 @@ class Journal:
         return any_answered
 
     def prune_by_index(self, generation: int, last_consumed: int,
-                       reply_chars: int = 0) -> list[Entry]:
+                       reply: tuple[float, int] | None = None) -> list[Entry]:
         """Transparent mode: drop what the server says it consumed on this connection, except
-        turn input whose reply has not ended: the handle holds it (`held`), the reply is owed."""
+        turn input whose reply has not ended: the handle holds it (`held`), the reply is owed.
+        `reply`: (when its first message arrived, characters so far) of a reply under way."""
         def consumed(e: Entry) -> bool:
             return (e.sent_generation == generation and e.sent_index is not None
                     and e.sent_index <= last_consumed)
 
-        self._hold([e for e in self._entries if e.trigger and not e.answered and consumed(e)],
-                   reply_chars)
+        taken = [e for e in self._entries if e.trigger and not e.answered and consumed(e)]
+        self._hold(taken, reply[1] if reply else 0)
+        if reply is not None and not any(e.kind is not InputKind.TOOL_RESPONSE for e in taken):
+            self._owe_reply(generation, *reply)
         return self._prune(lambda e: consumed(e) and (e.answered or not e.trigger))
 
     def hold_in_flight(self, generation: int, began_at: float, sent_before: float,
@@ -139,7 +146,8 @@ class Journal:
         unanswered turn input, if it went out before the reply's first message arrived at
         `began_at` (a reply cannot come before its turn). Tool responses have no such proof:
         the handle holds those that went out before `sent_before` (its arrival less a round
-        trip)."""
+        trip). With no turn input unanswered the reply answers realtime input (speech that
+        the service's activity detection ended): an `OWED` entry stands for it."""
         turn_found = False
         doomed: list[Entry] = []
         for e in self._entries:
@@ -150,10 +158,20 @@ class Journal:
                     doomed.append(e)
             elif not turn_found:
                 turn_found = True
-                if e.sent_at is None or e.sent_at >= began_at:
+                if e.seq != OWED and (e.sent_at is None or e.sent_at >= began_at):
                     break  # not what the reply answers: it is replayed
                 doomed.append(e)
         self._hold(doomed, reply_chars)
+        if not turn_found:
+            self._owe_reply(generation, began_at, reply_chars)
+
+    def _owe_reply(self, generation: int, began_at: float, reply_chars: int) -> None:
+        if any(e.seq == OWED and not e.answered for e in self._entries):
+            return
+        self._entries.append(Entry(
+            seq=OWED, kind=InputKind.CONTENT, payload={"turn_complete": True},
+            created_at=began_at, turn_complete=True, trigger=True, sent_generation=generation,
+            sent_at=began_at, sends=1, held=True, held_chars=reply_chars))
 
     @staticmethod
     def _hold(entries: list[Entry], reply_chars: int) -> None:
@@ -208,7 +226,7 @@ class Journal:
                     continue  # the server has it; the entry leaves once the turn is answered
                 if not entry.answered:
                     continuation = ReplayItem(entry=entry, continuation=True)
-                elif policy.answered_turns is AnsweredTurnReplay.REPEAT:
+                elif policy.answered_turns is AnsweredTurnReplay.REPEAT and entry.seq != OWED:
                     continuation = ReplayItem(entry=entry, continuation=True, repeated=True)
                 elif len(entry.reply_text) > entry.held_chars:
                     items.append(ReplayItem(entry=entry, as_history=True))  # the reply's rest
