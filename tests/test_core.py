@@ -517,6 +517,18 @@ def test_audit_records_are_complete_and_secret_free() -> None:
     assert records[-1]["handle_fp"].startswith("h-")
 
 
+def test_the_api_key_stays_secret_after_many_handles() -> None:
+    """The engine keeps the latest handles as secrets, bounded; a long session's handles must
+    never push out the key the shell added (it then showed in a close reason)."""
+    engine, d, records = session()
+    engine.add_secret("AIza-secret-key", "[api key]")
+    for i in range(100):
+        d.handle(f"handle-{i}")
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
+                          reason="quota exceeded for AIza-secret-key and handle-99-1"))
+    assert "AIza-secret-key" not in repr(records) and "handle-99" not in repr(records)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -228,6 +228,7 @@ class Lifecycle:
         "_followups",
         "_fp",
         "_fp_of",
+        "_handles_seen",
         "_machine_state",
         "_next_seq",
         "_now",
@@ -300,7 +301,10 @@ class Lifecycle:
         self._fp: str | None = None
         #: values that must never reach a record, a notice or an error: every handle seen, and
         #: what the I/O layer adds (the API key); replaced where a server echoes them
+        #: values never to show, with what to show instead: keys and tokens (the shell's) and
+        #: the latest handles
         self._secrets: dict[str, str] = {}
+        self._handles_seen: deque[str] = deque()
         #: the state's name, read and written by the shared machine (`machine.MODEL_ATTRIBUTE`)
         self._machine_state: str = table.INITIAL.value
 
@@ -382,6 +386,16 @@ class Lifecycle:
         if value:
             self._secrets[value] = shown_as
 
+    def _remember_handle(self, handle: str) -> None:
+        """Handles are secrets too; the latest 64 are kept (a session may see thousands), and
+        never at the expense of a key or token the shell added."""
+        if handle in self._secrets:
+            return
+        self._secrets[handle] = fingerprint(handle) or "h-?"
+        self._handles_seen.append(handle)
+        if len(self._handles_seen) > 64:
+            self._secrets.pop(self._handles_seen.popleft(), None)
+
     def redact(self, text: str) -> str:
         """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
         for value, shown in self._secrets.items():
@@ -416,7 +430,7 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
         self.resumption = Resumption(handle=handle, at=at - age)
-        self._secrets[handle] = fingerprint(handle) or "h-?"
+        self._remember_handle(handle)
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
@@ -557,9 +571,7 @@ class Lifecycle:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
-        self._secrets[event.handle] = fingerprint(event.handle) or "h-?"
-        if len(self._secrets) > 64:  # keep the latest handles (and what the shell added)
-            del self._secrets[next(iter(self._secrets))]
+        self._remember_handle(event.handle)
         self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
