@@ -10,6 +10,7 @@ google-genai.
 from typing import TYPE_CHECKING, Any
 
 from . import testing
+from .aio.tokens import Token, TokenProvider
 from .core.actions import (
     ContextLost,
     Ended,
@@ -20,6 +21,7 @@ from .core.actions import (
     Resumed,
     StoreDegraded,
     StoreRecovered,
+    TokenExpiring,
     ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
@@ -47,6 +49,7 @@ from .errors import (
     SettingsError,
     StoreError,
     TableError,
+    TokenProviderError,
 )
 
 if TYPE_CHECKING:
@@ -104,6 +107,10 @@ __all__ = [
     "StoreError",
     "StoreRecovered",
     "TableError",
+    "Token",
+    "TokenExpiring",
+    "TokenProvider",
+    "TokenProviderError",
     "ToolCallsCancelled",
     "Trigger",
     "classify_close",

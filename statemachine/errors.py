@@ -53,6 +53,11 @@ class RemoteProtocolError(SessionTerminated):
     allow (frames that are not JSON objects, or too large): the cause is chained."""
 
 
+class TokenProviderError(LifecycleError, ConnectionError):
+    """The application's token provider raised, timed out or returned no token; the session
+    retries it like a failed connection (the provider's own error is the cause)."""
+
+
 class StoreError(LifecycleError, ConnectionError):
     """The store cannot be reached or failed; a live session degrades to memory on it."""
 

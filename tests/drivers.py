@@ -161,6 +161,15 @@ def _retry(d: Driver, row: Transition) -> None:
     d.fire_timer(Timer.BACKOFF)
 
 
+def _token_expiring(d: Driver, row: Transition) -> None:
+    """A fresh token (the session has a provider) that expires within the lead, mid-reply."""
+    assert d.engine.tokens.fresh, "drive a Lifecycle made with fresh_tokens=True"
+    d.feed(events.ModelOutput(at=d.tick(), generation=d.gen, text="busy"))
+    lead = d.engine.policy.limits.token_lead
+    d.feed(events.TokenIssued(at=d.tick(), generation=d.gen, expires_at=d.now + lead / 2))
+    d.fire_timer(Timer.TOKEN)
+
+
 def _session_cap(d: Driver, row: Transition) -> None:
     d.fire_timer(Timer.SESSION_CAP)
 
@@ -170,6 +179,7 @@ STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
     Trigger.SETUP_COMPLETE: _setup,
     Trigger.COMPRESSION_DETECTED: _compress,
     Trigger.GO_AWAY: _go_away,
+    Trigger.TOKEN_EXPIRING: _token_expiring,
     Trigger.SAFE_POINT: _safe_point,
     Trigger.ROTATION_DEADLINE: _rotation_deadline,
     Trigger.CONNECTION_LOST: _lost,

@@ -86,7 +86,8 @@ def test_google_genai_private_members_are_present() -> None:
     assert set(sdk.PRIVATE_MEMBERS) == {"AsyncSession._receive", "AsyncSession._ws",
                                         "google.genai._transformers.t_model",
                                         "BaseApiClient._websocket_ssl_ctx",
-                                        "BaseApiClient.api_key"}
+                                        "BaseApiClient.api_key",
+                                        "BaseApiClient._http_options"}
     assert inspect.iscoroutinefunction(AsyncSession._receive), "AsyncSession._receive"
     from google import genai
 
@@ -94,6 +95,8 @@ def test_google_genai_private_members_are_present() -> None:
     assert isinstance(client._api_client._websocket_ssl_ctx, dict), \
         "BaseApiClient._websocket_ssl_ctx is no longer the dict passed to websockets' connect"
     assert client._api_client.api_key == "k", "BaseApiClient.api_key"
+    assert isinstance(client._api_client._http_options, genai.types.HttpOptions), \
+        "BaseApiClient._http_options"
     init = inspect.getsource(AsyncSession.__init__)
     assert "self._ws" in init, "AsyncSession._ws is no longer set by AsyncSession.__init__"
     assert callable(_transformers.t_model), "google.genai._transformers.t_model"

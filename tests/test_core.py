@@ -28,18 +28,21 @@ from statemachine.core.actions import (
     ReplyInterrupted,
     Resumed,
     Send,
+    TokenExpiring,
 )
 from statemachine.core.events import (
     ClientInput,
     Close,
     Connect,
     ConnectionLost,
+    Failure,
     GoAway,
     InputKind,
     ModelOutput,
     ResumptionUpdate,
     SetupComplete,
     Timer,
+    TokenIssued,
     ToolCall,
     TurnComplete,
     Usage,
@@ -60,7 +63,7 @@ def make(policy: Policy | None = None, **kw: Any) -> tuple[Lifecycle, Driver, li
 
 
 def drive_to(state: State, policy: Policy | None = None) -> tuple[Lifecycle, Driver, list[Any]]:
-    engine, d, records = make(policy)
+    engine, d, records = make(policy, fresh_tokens=True)
     for src, row in table.shortest_paths()[state]:
         d.take(src, row)
     return engine, d, records
@@ -68,7 +71,7 @@ def drive_to(state: State, policy: Policy | None = None) -> tuple[Lifecycle, Dri
 
 def drive_live_to(state: State, policy: Policy) -> tuple[Lifecycle, Driver, list[Any]]:
     """connect, setup_complete, then on to `state` by the rows a live session takes."""
-    engine, d, records = make(policy)
+    engine, d, records = make(policy, fresh_tokens=True)
     route = {State.STREAMING: [], State.DRAINING: [Trigger.GO_AWAY],
              State.RESUMING: [Trigger.CONNECTION_LOST]}[state]
     for trigger in [Trigger.CONNECT, Trigger.SETUP_COMPLETE, *route]:
@@ -757,3 +760,83 @@ def test_an_idle_hang_up_spends_no_retry_budget() -> None:
         d.feed(SetupComplete(at=d.tick(), generation=d.gen))
         assert engine.state is State.STREAMING
     assert engine.session_attempts == 0
+
+
+# -- ephemeral tokens --------------------------------------------------------------------------
+
+
+def token_session(expires_in: float) -> tuple[Lifecycle, Driver]:
+    """A session whose connections each get a fresh token from a provider."""
+    engine, d, _ = make(fresh_tokens=True)
+    d.feed(Connect(at=d.tick()))
+    d.feed(TokenIssued(at=d.tick(), generation=d.gen, expires_at=d.now + expires_in))
+    d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+    return engine, d
+
+
+def test_a_token_near_its_expiry_moves_the_session_to_a_fresh_one() -> None:
+    """token_lead before the token expires: the application is told, the session drains like
+    after a goAway (the reply in flight finishes) and rotates at the safe point; the next
+    connection dials with a fresh token."""
+    engine, d = token_session(expires_in=1800.0)
+    lead = engine.policy.limits.token_lead
+    send(d)
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="mid reply"))
+    d.tick(1800.0 - lead)
+    d.fire_timer(Timer.TOKEN)
+    assert notices(d, TokenExpiring) == [TokenExpiring(expires_in=pytest.approx(lead, abs=0.1),
+                                                       renewing=True)]
+    assert engine.state is State.DRAINING
+    d.handle()  # the turn completes and a handle covers it: the safe point
+    assert engine.state is State.RESUMING
+    assert [a.handle for a in d.actions if isinstance(a, OpenConnection)][-1] == "h-1"
+    d.feed(TokenIssued(at=d.tick(), generation=2, expires_at=d.now + 1800.0))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    assert engine.counters.rotations == 1 and engine.state is State.STREAMING
+
+
+def test_a_provider_without_a_later_token_gets_a_warning_not_a_churn() -> None:
+    """A provider that hands out the same token (or tokens no younger by token_lead) buys no
+    time by moving: the application is told the session ends at the expiry, and it stays."""
+    engine, d = token_session(expires_in=1800.0)
+    expiry = d.now + 1800.0 - 0.02
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(TokenIssued(at=d.tick(), generation=2, expires_at=expiry))  # the same token
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    d.tick(1800.0)
+    d.fire_timer(Timer.TOKEN)
+    assert [n.renewing for n in notices(d, TokenExpiring)] == [False]
+    assert engine.state is State.STREAMING
+
+
+@pytest.mark.parametrize(("fresh", "outcome"), [(False, State.TERMINATED),
+                                                (True, State.RESUMING)])
+def test_a_token_expiry_close_resumes_only_with_a_fresh_token(fresh: bool,
+                                                              outcome: State) -> None:
+    """The service closes 1008 when the token expires. Without a provider that ends the
+    session (with what to do); with one, the next connection gets a fresh token and resumes."""
+    engine, d, _ = make(fresh_tokens=fresh)
+    d.feed(Connect(at=d.tick()))
+    d.feed(SetupComplete(at=d.tick(), generation=1))
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1008, reason="Ephemeral token expired."))
+    assert engine.state is outcome
+    if not fresh:
+        assert engine.end is not None and "token_provider" in engine.end.reason
+
+
+def test_a_failing_token_provider_is_retried_with_backoff_then_ends_the_session() -> None:
+    """The provider's failure is no close code: it backs off and retries, within the budget."""
+    engine, d, _ = make(Policy(retry=RetryPolicy(per_drop_attempts=2),
+                               on_expired=OnExpired.TERMINATE), fresh_tokens=True)
+    d.feed(Connect(at=d.tick()))
+    d.feed(SetupComplete(at=d.tick(), generation=1))
+    d.handle()
+    for _ in range(3):
+        d.feed(ConnectionLost(at=d.tick(), generation=d.gen, failure=Failure.TOKEN_PROVIDER,
+                              reason="provider down", during_setup=True))
+        if engine.state is State.RESUMING and Timer.BACKOFF in engine._timers:
+            d.fire_timer(Timer.BACKOFF)
+    assert engine.state is State.TERMINATED
+    assert engine.end is not None and "token provider" in engine.end.reason

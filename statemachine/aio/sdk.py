@@ -29,7 +29,7 @@ from google.genai.live import AsyncSession
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from ..core.events import Failure
-from ..errors import SettingsError
+from ..errors import SettingsError, TokenProviderError
 
 Message = types.LiveServerMessage
 
@@ -41,6 +41,8 @@ PRIVATE_MEMBERS: dict[str, str] = {
     "BaseApiClient._websocket_ssl_ctx": "give the library's connections a logger that never "
                                          "shows the API key or a handle",
     "BaseApiClient.api_key": "keep the key out of every text the library produces",
+    "BaseApiClient._http_options": "a client for one ephemeral token with the application's "
+                                   "base URL, TLS and headers",
 }
 
 
@@ -129,6 +131,20 @@ class _RedactWebsocketLogs(logging.Filter):
 WEBSOCKET_LOGGER.addFilter(_RedactWebsocketLogs())
 
 
+def with_token(client: genai.Client, token: str) -> genai.Client:
+    """A client like `client` (base URL, TLS, proxy, the application's headers) that dials
+    with the ephemeral `token`: the SDK then takes the constrained endpoint, on v1alpha as it
+    requires. The key header of `client` is not carried over."""
+    options: types.HttpOptions = client._api_client._http_options
+    headers = {k: v for k, v in (options.headers or {}).items()
+               if k.lower() not in _SECRET_HEADERS}
+    made = genai.Client(api_key=token, http_options=options.model_copy(
+        update={"api_version": "v1alpha", "headers": headers}))
+    made._statemachine_time_scale = time_scale(client)  # type: ignore[attr-defined]
+    quiet_websocket_logs(made)
+    return made
+
+
 def quiet_websocket_logs(client: genai.Client) -> None:
     """Give the client's WebSocket connections the redacting logger (unless the application
     chose one): `async_client_args` reach websockets' `connect`, whose `logger` is this."""
@@ -162,6 +178,8 @@ LOCAL_SOURCES = ("google/genai/_transformers.py",)
 def observe(exc: BaseException) -> Observed:
     """Map an exception from connecting or reading to what happened (the core decides what it
     calls for). The order is the lookup order: the first matching row wins."""
+    if isinstance(exc, TokenProviderError):
+        return Observed(failure=Failure.TOKEN_PROVIDER, reason=str(exc)[:200])
     if isinstance(exc, genai_errors.APIError):
         return Observed(failure=Failure.CLOSED, code=exc.code,
                         reason=str(exc.details or exc.message or ""))

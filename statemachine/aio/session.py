@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
@@ -23,6 +24,7 @@ from typing import Any
 
 import attrs
 from google import genai
+from google.genai import errors as genai_errors
 from google.genai import types
 from google.genai.live import AsyncSession
 
@@ -60,6 +62,7 @@ from ..core.events import (
     SetupComplete,
     Timer,
     TimerFired,
+    TokenIssued,
     ToolCall,
     ToolCallCancellation,
     TurnComplete,
@@ -74,8 +77,10 @@ from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
 from . import sdk as adapter
+from . import tokens
 from .flag import Flag
 from .persistence import StoreWorker
+from .tokens import TokenProvider
 
 Message = types.LiveServerMessage
 _END = object()
@@ -159,12 +164,18 @@ class LiveSession:
         session_key: str | None = None,
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
+        token_provider: TokenProvider | None = None,
     ) -> None:
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
         adapter.check_model(client, model)
         adapter.quiet_websocket_logs(client)
+        if token_provider is not None:
+            _check_token_provider(client, token_provider)
+        self._token_provider = token_provider
+        #: the latest tokens, kept secret (older ones are forgotten: a session may see many)
+        self._tokens_seen: deque[str] = deque()
         self._store: StoreWorker | None = None
         persistence = None
         if session_key is not None:
@@ -195,7 +206,7 @@ class LiveSession:
         self._on_notice = on_notice
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
-            persistence=persistence,
+            persistence=persistence, fresh_tokens=token_provider is not None,
         )
         key = adapter.api_key(client)
         if key:
@@ -573,7 +584,10 @@ class LiveSession:
         try:
             if self._closing:  # the old socket of the session is closed first
                 await asyncio.wait(list(self._closing))
-            async with self._client.aio.live.connect(
+            client = self._client
+            if self._token_provider is not None:
+                client = await self._client_with_fresh_token(gen)
+            async with client.aio.live.connect(
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
@@ -598,6 +612,22 @@ class LiveSession:
                 self._live = None
             if not conn.closing:  # lost, not closed by us: nothing else will forget it
                 self._conns.pop(gen, None)
+
+    async def _client_with_fresh_token(self, gen: int) -> genai.Client:
+        """Ask the provider for this connection's token (bounded by the setup timeout), keep it
+        secret, tell the core when it expires, and make a client that dials with it."""
+        assert self._token_provider is not None
+        token = await tokens.fetch(self._token_provider, self._core.policy.limits.setup_timeout)
+        if token.value not in self._tokens_seen:
+            self._core.add_secret(token.value, "[token]")
+            self._tokens_seen.append(token.value)
+            if len(self._tokens_seen) > 4:
+                self._core.forget_secret(self._tokens_seen.popleft())
+        left = token.seconds_left()
+        now = self._now()
+        self._feed(TokenIssued(at=now, generation=gen,
+                               expires_at=None if left is None else now + left))
+        return adapter.with_token(self._client, token.value)
 
     async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
         """Read while the application is not reading itself; stop when its read failed."""
@@ -792,6 +822,19 @@ def _only_model_turn(message: Message) -> bool:
     )
 
 
+def _check_token_provider(client: genai.Client, provider: object) -> None:
+    if not callable(provider):
+        raise SettingsError(f"token_provider must be callable (it is asked before every "
+                            f"connection), not {type(provider).__name__}")
+    if client.vertexai:
+        raise SettingsError("ephemeral tokens are a Gemini API feature: a Vertex client "
+                            "authenticates with its own credentials (drop token_provider)")
+    # the application chose ephemeral tokens: the SDK's note that its support is experimental
+    # would otherwise be printed at the first connection (a library is quiet)
+    warnings.filterwarnings("ignore", message="The SDK's ephemeral token support",
+                            category=genai_errors.ExperimentalWarning)
+
+
 def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
     """The user's input and the reply it already got, as history the model will not answer.
     For a turn the resumed session holds, only the part of the reply it does not hold."""
@@ -820,5 +863,5 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait)."""
+    session_key, lease_ttl, lease_wait, token_provider)."""
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)

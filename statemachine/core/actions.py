@@ -128,6 +128,17 @@ class Resumed(Notice):
 
 
 @attrs.frozen(kw_only=True)
+class TokenExpiring(Notice):
+    """The ephemeral token of the current connection expires in `expires_in` seconds, and its
+    expiry ends the connection whatever the resumption. `renewing`: the session is moving to
+    a connection with a fresh token from the provider; otherwise (no provider, or it gave no
+    later token) the session ends then, with a fatal close."""
+
+    expires_in: float
+    renewing: bool
+
+
+@attrs.frozen(kw_only=True)
 class InputDropped(Notice):
     """An input will never reach the model: `reason` says why. `turn`: it was a turn the
     model would have answered; the receive stream marks it with `interrupted`+`turnComplete`,

@@ -41,6 +41,8 @@ class Rule:
     spends_budget: bool = True
     #: what the application can do, for a fatal close whose code alone says too little
     hint: str = ""
+    #: what the close calls for instead when a token provider can give a fresh token
+    with_fresh_token: Disposition | None = None
 
 
 CLOSE_RULES: tuple[Rule, ...] = (
@@ -79,8 +81,10 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="the server rejected a client message as invalid; replaying it would loop"),
     Rule(code=1008, phase=None, reason_contains="token", disposition=Disposition.FATAL,
          why="the ephemeral token expired or has no use left",
-         hint="ephemeral tokens end the session whatever the resumption: mint a new token "
-              "and start a new session"),
+         hint="ephemeral tokens end the session whatever the resumption: pass a "
+              "token_provider to connect() so each connection gets a fresh one, or mint a new "
+              "token and start a new session",
+         with_fresh_token=Disposition.RESUME),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
          why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
              "an unknown model or a policy violation"),
@@ -115,6 +119,7 @@ FAILURE_RULES: dict[Failure, tuple[Disposition, str]] = {
     Failure.TLS: (Disposition.FATAL, "the server's TLS certificate is not trusted"),
     Failure.LOCAL: (Disposition.FATAL, "the client library refused the request before sending "
                                        "it"),
+    Failure.TOKEN_PROVIDER: (Disposition.BACKOFF, "the token provider failed to give a token"),
 }
 
 #: What to do about a fatal failure that has no close code or status.
@@ -162,20 +167,32 @@ def close_rule(code: int | None, reason: str, phase: Phase) -> Rule | None:
     return None
 
 
-def classify_close(code: int | None, reason: str, phase: Phase) -> tuple[Disposition, str]:
-    """Disposition and the reason for it, for a WebSocket close code (None: no code at all)."""
+def classify_close(code: int | None, reason: str, phase: Phase,
+                   fresh_tokens: bool = False) -> tuple[Disposition, str]:
+    """Disposition and the reason for it, for a WebSocket close code (None: no code at all).
+    `fresh_tokens`: a token provider gives every connection a fresh ephemeral token."""
     if code is None:
         return Disposition.BACKOFF, "connection failed before a close code was known"
     rule = close_rule(code, reason, phase)
     if rule is not None:
+        if fresh_tokens and rule.with_fresh_token is not None:
+            return rule.with_fresh_token, f"{rule.why}; the next connection gets a fresh token"
         return rule.disposition, rule.why
     if 4000 <= code < 5000:
         return Disposition.FATAL, "application-defined close code"
     return Disposition.BACKOFF, "unrecognised close code: treated as transient"
 
 
-def classify_http(status: int) -> tuple[Disposition, str]:
+#: A refused handshake when the connection dialed with a token from the provider.
+TOKEN_REFUSED_WHY = "the service refused the ephemeral token (expired, used up or unknown)"
+TOKEN_REFUSED_HINT = ("the token provider must return a token valid now, with a use left for "
+                      "a new session (client.auth_tokens.create), each time it is called")
+
+
+def classify_http(status: int, fresh_tokens: bool = False) -> tuple[Disposition, str]:
     """Disposition for a WebSocket handshake refused with an HTTP status."""
+    if fresh_tokens and status == 401:
+        return Disposition.FATAL, TOKEN_REFUSED_WHY
     if status in HTTP_RULES:
         disposition = HTTP_RULES[status]
     elif status >= 500:
@@ -188,10 +205,12 @@ def classify_http(status: int) -> tuple[Disposition, str]:
 
 
 def classify_failure(failure: Failure, *, code: int | None, reason: str,
-                     http_status: int | None, during_setup: bool) -> tuple[Disposition, str]:
+                     http_status: int | None, during_setup: bool,
+                     fresh_tokens: bool = False) -> tuple[Disposition, str]:
     """Disposition and the reason for it, for any way a connection can end."""
     if http_status is not None:
-        return classify_http(http_status)
+        return classify_http(http_status, fresh_tokens)
     if failure in FAILURE_RULES:
         return FAILURE_RULES[failure]
-    return classify_close(code, reason, Phase.SETUP if during_setup else Phase.LIVE)
+    return classify_close(code, reason, Phase.SETUP if during_setup else Phase.LIVE,
+                          fresh_tokens)

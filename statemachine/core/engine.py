@@ -48,9 +48,17 @@ from .actions import (
     StoreAction,
     StoreDegraded,
     StoreRecovered,
+    TokenExpiring,
     ToolCallsCancelled,
 )
-from .closecodes import Disposition, Phase, classify_failure, close_rule, hint
+from .closecodes import (
+    TOKEN_REFUSED_HINT,
+    Disposition,
+    Phase,
+    classify_failure,
+    close_rule,
+    hint,
+)
 from .events import (
     ClientInput,
     Close,
@@ -75,6 +83,7 @@ from .events import (
     StoreOp,
     Timer,
     TimerFired,
+    TokenIssued,
     ToolCall,
     ToolCallCancellation,
     TurnComplete,
@@ -212,6 +221,16 @@ class Durability:
     failures: int = 0  # consecutive, for the retry backoff
 
 
+@attrs.define(kw_only=True, slots=True)
+class Tokens:
+    """Ephemeral tokens, when a provider gives each connection a fresh one (`fresh`): when the
+    current connection's token expires and when the one before it did."""
+
+    fresh: bool = False
+    expires_at: float | None = None
+    previous: float | None = None
+
+
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
 
@@ -251,6 +270,7 @@ class Lifecycle:
         "resumption",
         "session_id",
         "span",
+        "tokens",
         "transparent",
         "turn",
     )
@@ -265,7 +285,10 @@ class Lifecycle:
         wall_clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         persistence: Persistence | None = None,
+        fresh_tokens: bool = False,
     ) -> None:
+        """`fresh_tokens`: the I/O layer asks a token provider for a fresh ephemeral token for
+        every connection (and reports it with `TokenIssued`)."""
         self.policy = (policy or Policy()).for_backend(backend)
         self.backend = backend
         self.transparent = (
@@ -287,6 +310,7 @@ class Lifecycle:
         self.calls = Calls()
         self.budget = Budget()
         self.durable = Durability()
+        self.tokens = Tokens(fresh=fresh_tokens)
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._timers: dict[Timer, int] = {}
@@ -299,8 +323,6 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
-        #: values that must never reach a record, a notice or an error: every handle seen, and
-        #: what the I/O layer adds (the API key); replaced where a server echoes them
         #: values never to show, with what to show instead: keys and tokens (the shell's) and
         #: the latest handles
         self._secrets: dict[str, str] = {}
@@ -385,6 +407,10 @@ class Lifecycle:
         (a close reason, an error) would carry it into a record, a notice or an error."""
         if value:
             self._secrets[value] = shown_as
+
+    def forget_secret(self, value: str) -> None:
+        """Stop looking for a value added with `add_secret` (an ephemeral token long replaced)."""
+        self._secrets.pop(value, None)
 
     def _remember_handle(self, handle: str) -> None:
         """Handles are secrets too; the latest 64 are kept (a session may see thousands), and
@@ -559,6 +585,8 @@ class Lifecycle:
             self._on_usage(event)
         elif isinstance(event, Latency):
             self.conn.rtt = event.rtt
+        elif isinstance(event, TokenIssued):
+            self._on_token(event)
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
@@ -592,6 +620,46 @@ class Lifecycle:
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
+    def _on_token(self, event: TokenIssued) -> None:
+        tokens = self.tokens
+        tokens.previous, tokens.expires_at = tokens.expires_at, event.expires_at
+        if event.expires_at is not None and event.expires_at <= event.at and self.conn.open:
+            # dialing with it would be refused: end here, saying whose token it is
+            self._actions.append(CloseConnection(generation=self.conn.generation, code=1000,
+                                                 reason="expired token"))
+            ago = event.at - event.expires_at
+            self._lose(Loss(disposition=Disposition.FATAL, failure=Failure.TOKEN_PROVIDER,
+                            why=f"the token provider returned a token that expired {ago:.1f}s "
+                                "ago", hint=TOKEN_REFUSED_HINT), {})
+        elif self.conn.setup_done:  # normally before setup: `_enter_live` arms the timer
+            self._arm_token_timer()
+
+    def _arm_token_timer(self) -> None:
+        expires_at = self.tokens.expires_at
+        if expires_at is not None:
+            lead = self.policy.limits.token_lead
+            self._arm(Timer.TOKEN, max(0.0, expires_at - lead - self._now))
+
+    def _token_expiring(self, cause: dict[str, Any]) -> None:
+        """The connection's token expires within `token_lead`. Move to a connection with a
+        fresh one when that buys time: a provider gives fresh tokens and the last move got a
+        token at least `token_lead` younger (one that hands out the same token, or tokens too
+        short-lived, would make the session churn). Either way the application is told."""
+        tokens, lead = self.tokens, self.policy.limits.token_lead
+        expires_at = tokens.expires_at
+        if expires_at is None:
+            return
+        renewing = (tokens.fresh and self._can(Trigger.TOKEN_EXPIRING)
+                    and (tokens.previous is None or expires_at >= tokens.previous + lead))
+        self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
+                                   renewing=renewing))
+        if renewing:
+            current = self.conn.go_away_deadline
+            self.conn.go_away_deadline = (expires_at if current is None
+                                          else min(current, expires_at))
+            self._fire(Trigger.TOKEN_EXPIRING, {**cause, "expires_in": round(
+                expires_at - self._now, 3)})
+
     def _on_usage(self, event: Usage) -> None:
         previous = self.span.prompt_tokens
         self.span.prompt_tokens = event.prompt_tokens
@@ -616,16 +684,18 @@ class Lifecycle:
         during_setup = event.during_setup or not self.conn.setup_done
         disposition, why = classify_failure(
             event.failure, code=event.code, reason=event.reason, http_status=event.http_status,
-            during_setup=during_setup,
+            during_setup=during_setup, fresh_tokens=self.tokens.fresh,
         )
         rule = None
         if event.failure is Failure.CLOSED and event.http_status is None:
             rule = close_rule(event.code, event.reason,
                               Phase.SETUP if during_setup else Phase.LIVE)
+        todo = rule.hint if rule else ""
+        if self.tokens.fresh and event.http_status == 401:
+            todo = TOKEN_REFUSED_HINT
         self._lose(Loss(disposition=disposition, why=why, code=event.code, reason=event.reason,
                         http_status=event.http_status, failure=event.failure,
-                        spends_budget=rule.spends_budget if rule else True,
-                        hint=rule.hint if rule else ""), {})
+                        spends_budget=rule.spends_budget if rule else True, hint=todo), {})
 
     def _lose(self, loss: Loss, cause: dict[str, Any]) -> None:
         """The current connection is gone: record why, then let the table decide what follows.
@@ -636,6 +706,7 @@ class Lifecycle:
         self.conn.open = False
         self.conn.setup_done = False
         self._cancel(Timer.SETUP)
+        self._cancel(Timer.TOKEN)
         cause = {
             **cause,
             "code": loss.code,
@@ -672,6 +743,8 @@ class Lifecycle:
                 self._fire(Trigger.ROTATION_DEADLINE, cause)
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
+        elif event.timer is Timer.TOKEN:
+            self._token_expiring(cause)
         elif event.timer is Timer.BACKOFF:
             self._fire(Trigger.RETRY, cause)
         elif event.timer is Timer.LEASE:
@@ -872,6 +945,7 @@ class Lifecycle:
             self._arm_session_cap()
         if source is State.RESUMING:
             self._count(resumes=1)
+        self._arm_token_timer()
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
@@ -933,7 +1007,7 @@ class Lifecycle:
 
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
-        for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP):
+        for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
             self._cancel(timer)
         self._followups.append(
             (Trigger.RESTART_OR_GIVE_UP, {"reason": self._expiry_reason(trigger)}))
@@ -1076,6 +1150,7 @@ class Lifecycle:
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
     def _leave_connection(self, reason: str) -> None:
+        self._cancel(Timer.TOKEN)  # the token's expiry ends that connection only
         if self.conn.open:
             self._actions.append(
                 CloseConnection(generation=self.conn.generation, code=1000, reason=reason[:120])

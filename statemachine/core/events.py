@@ -41,6 +41,7 @@ class Timer(enum.StrEnum):
     BACKOFF = "backoff"  # wait before the next connection attempt
     LEASE = "lease"  # renew the store lease
     STORE_RETRY = "store_retry"  # try the store again after it failed
+    TOKEN = "token"  # the connection's ephemeral token nears its expiry
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +62,14 @@ class Connect(Event):
 @attrs.frozen(kw_only=True)
 class SetupComplete(ConnectionEvent):
     session_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TokenIssued(ConnectionEvent):
+    """The connection of `generation` dials with an ephemeral token from the application's
+    provider, valid until `expires_at` (this clock; None: the provider did not say)."""
+
+    expires_at: float | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +155,7 @@ class Failure(enum.StrEnum):
     MALFORMED = "malformed"  # the server sent a frame the protocol does not allow
     LOCAL = "local"  # the client library refused the request before it was sent
     SETUP_TIMEOUT = "setup_timeout"  # no setupComplete in time (the core's own timer)
+    TOKEN_PROVIDER = "token_provider"  # the application's token provider failed or timed out
 
 
 @attrs.frozen(kw_only=True)

@@ -80,6 +80,10 @@ class Limits:
         default=None, validator=attrs.validators.optional(_positive)
     )
     setup_timeout: float = attrs.field(default=15.0, validator=_positive)
+    #: how long before an ephemeral token from a token provider expires the session moves to
+    #: a connection with a fresh token (like after a goAway), or, when the provider has no
+    #: later token, warns that the session ends then (`TokenExpiring`)
+    token_lead: float = attrs.field(default=60.0, validator=_positive)
     #: the factor `scaled()` applied: a backend default filled in later is scaled by it too
     time_scale: float = attrs.field(default=1.0, validator=_positive)
 
@@ -95,6 +99,10 @@ class Limits:
                 f"({self.go_away_lead}s, the shortest goAway notice planned for): otherwise "
                 "every rotation would be forced at once and cut the reply in progress"
             )
+        if self.go_away_margin >= self.token_lead:
+            raise SettingsError(
+                f"go_away_margin ({self.go_away_margin}s) must be smaller than token_lead "
+                f"({self.token_lead}s): the move to a fresh token would be forced at once")
         if self.session_cap_video > self.session_cap_audio:
             raise SettingsError(
                 f"Limits.session_cap_video ({self.session_cap_video!r}s) cannot exceed "

@@ -65,7 +65,8 @@ STATE_DOCS: Mapping[State, str] = {
     State.STREAMING: "live; input flows",
     State.COMPRESSED: "live, and the server's sliding window has trimmed the context "
     "(same exits as streaming, except the session cap, which compression lifts)",
-    State.DRAINING: "goAway received: finish the turn, keep journaling, rotate at a safe point",
+    State.DRAINING: "goAway received (or the ephemeral token nears its expiry): finish the turn, "
+    "keep journaling, rotate at a safe point",
     State.RESUMING: "old socket closed; connecting with the latest resumable handle",
     State.EXPIRED: "this session cannot continue; policy restarts fresh or gives up",
     State.TERMINATED: "closed by the application, a fatal error or an exhausted budget",
@@ -78,6 +79,7 @@ class Trigger(enum.StrEnum):
     CONNECT = "connect"
     SETUP_COMPLETE = "setup_complete"
     GO_AWAY = "go_away"
+    TOKEN_EXPIRING = "token_expiring"
     COMPRESSION_DETECTED = "compression_detected"
     SAFE_POINT = "safe_point"
     ROTATION_DEADLINE = "rotation_deadline"
@@ -94,6 +96,8 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     Trigger.CONNECT: "the application opens the session (resuming a stored handle if valid)",
     Trigger.SETUP_COMPLETE: "the server answered setup with setupComplete",
     Trigger.GO_AWAY: "the server announced the end of this connection (timeLeft)",
+    Trigger.TOKEN_EXPIRING: "the connection's ephemeral token expires within token_lead and the "
+    "token provider can give a fresh one: move like after a goAway",
     Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
     Trigger.SAFE_POINT: "turn complete and a resumable handle newer than the last turn input",
     Trigger.ROTATION_DEADLINE: "goAway deadline minus margin reached before a safe point",
@@ -143,8 +147,9 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     State.STREAMING: "from setup_complete: cancel the setup timer, start the session clock, "
     "replay the journal (Resumed after a resume)",
     State.COMPRESSED: "as streaming when entered from setup_complete; nothing on detection",
-    State.DRAINING: "arm the rotation timer at the goAway deadline minus the margin (a later "
-    "goAway may only move it earlier); rotate at once if this is already a safe point",
+    State.DRAINING: "arm the rotation timer at the goAway deadline (or the token's expiry) minus "
+    "the margin (a later one may only move it earlier); rotate at once if this is already a "
+    "safe point",
     State.RESUMING: "close the old socket (cutting a reply in flight is announced in-band), then "
     "open a connection with the latest resumable handle: at once for a rotation, a restored "
     "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise",
@@ -187,6 +192,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.STREAMING),
     _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
     _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
+    _t(Trigger.TOKEN_EXPIRING, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
     _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),

@@ -1,0 +1,139 @@
+"""Ephemeral tokens: a provider gives every connection a fresh token, so a session outlives
+each token's expiry (which ends every connection it opened, resumed or not)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+from google.genai import types
+
+import statemachine
+from statemachine import Ended, SettingsError, Token, TokenExpiring, TokenProviderError
+from statemachine.aio.tokens import fetch
+from statemachine.emulator import EmulatorSettings, LiveEmulator
+
+from .app import SCALE, start
+from .sdk import text_config
+
+#: connections that would live 10 min: only the tokens (5 min each) make the session move
+LONG_CONNECTIONS = EmulatorSettings(time_scale=SCALE, chunk_interval=1.0)
+TOKEN_LIFE = 300.0  # emulated seconds (3 s here)
+
+
+class Minter:
+    """A token provider as an application writes one: a new token from the service each time
+    (here the emulator's `auth_tokens.create`), with the expire_time it asked for."""
+
+    def __init__(self, emu: LiveEmulator, *, same: bool = False, fail_first: int = 0,
+                 sdk_type: bool = False) -> None:
+        self.emu, self.same, self.fail_first, self.sdk_type = emu, same, fail_first, sdk_type
+        self.given: list[str] = []
+        self.calls = 0
+
+    async def __call__(self) -> Token | types.AuthToken:
+        self.calls += 1
+        if self.calls <= self.fail_first:
+            raise ConnectionRefusedError("token service unreachable")
+        if self.same and self.given:
+            return self.token
+        name = self.emu.mint_token(expire_in=TOKEN_LIFE, uses=1)
+        self.given.append(name)
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=TOKEN_LIFE * SCALE)
+        if self.sdk_type:  # what client.aio.auth_tokens.create returns
+            return types.AuthToken(name=name, uses=1,
+                                   expire_time=expires.isoformat().replace("+00:00", "Z"))
+        self.token = Token(value=name, expires_at=expires)
+        return self.token
+
+
+def secrets_absent(records: list[dict[str, Any]], notices: list[Any], values: list[str]) -> bool:
+    text = repr(records) + repr(notices)
+    return not any(v in text or v.split("/")[-1] in text for v in values)
+
+
+async def test_a_session_outlives_its_tokens_with_a_provider() -> None:
+    """Each connection dials with a fresh token; before a token expires the session moves to a
+    new connection (announced by TokenExpiring) and keeps its context; no token's expiry ever
+    closes a connection, and no token reaches a record or a notice."""
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        minter = Minter(emu, sdk_type=True)
+        app = await start(emu, token_provider=minter)
+        await app.ask("remember this")
+        await app.wait_until(lambda: len(minter.given) >= 3, within=30)
+        reply = await app.ask("and now?")
+        assert '"remember this"' in reply
+        renewing = [n.renewing for n in app.notices if isinstance(n, TokenExpiring)]
+        assert renewing and all(renewing)
+        assert all(c.token is not None and c.path.endswith("Constrained")
+                   for c in emu.connections)
+        assert len({id(c.token) for c in emu.connections}) == len(emu.connections)
+        assert not [r for r in app.records if r["name"] == "connection_lost"
+                    and r["kind"] == "event" and r["cause"].get("code") == 1008]
+        assert len(emu.sessions) == 1  # resumed each time: one use of the first token only
+        await app.stop()
+        assert secrets_absent(app.records, app.notices, minter.given)
+
+
+async def test_without_a_later_token_the_application_is_warned_then_the_session_ends() -> None:
+    """A provider that keeps handing out the same token buys no time: the first move finds
+    that out, the application is told the session ends at the expiry, and the expiry ends it
+    with what to do."""
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        minter = Minter(emu, same=True)
+        app = await start(emu, token_provider=minter)
+        await app.ask("hello")
+        await app.wait_until(lambda: app.session.state == "terminated", within=30)
+        warned = [n for n in app.notices if isinstance(n, TokenExpiring)]
+        assert [n.renewing for n in warned] == [True, False]
+        end = next(n for n in app.notices if isinstance(n, Ended))
+        assert end.failure == "token_provider" and "expired" in end.reason, end
+        with pytest.raises(statemachine.SessionTerminated, match="token provider returned"):
+            await app.stop()
+
+
+async def test_a_failing_provider_is_retried_and_its_error_chained() -> None:
+    """The provider fails twice: the session backs off and asks again; the audit says why."""
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        minter = Minter(emu, fail_first=2)
+        app = await start(emu, token_provider=minter)
+        assert await app.ask("hi")
+        assert minter.calls == 3
+        reasons = [str(r.get("cause", {}).get("reason", "")) for r in app.records
+                   if r["name"] == "connection_lost" and r["kind"] == "event"]
+        assert len(reasons) == 2 and all("token provider raised" in r for r in reasons)
+        await app.stop()
+
+
+async def test_a_provider_is_checked_when_the_session_is_made() -> None:
+    """Not callable, or with a Vertex client (ephemeral tokens are a Gemini API feature)."""
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        with pytest.raises(SettingsError, match="callable"):
+            statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview",
+                                 config=text_config(), token_provider="auth_tokens/x")  # type: ignore[arg-type]
+        with pytest.raises(SettingsError, match="Gemini API"):
+            statemachine.connect(emu.client(vertexai=True), model="gemini-live-2.5-flash-preview",
+                                 config=text_config(), token_provider=lambda: "auth_tokens/x")
+
+
+async def test_what_a_provider_may_return() -> None:
+    """A Token, an AuthToken, a str (no expiry known); anything else, an error or no answer
+    within the bound is a TokenProviderError with the cause chained."""
+    at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    sdk = types.AuthToken(name="auth_tokens/a", expire_time="2030-01-01T00:00:00.123456789Z")
+    assert (await fetch(lambda: sdk, 1)) == Token(
+        value="auth_tokens/a", expires_at=at.replace(microsecond=123456))
+    assert (await fetch(lambda: "auth_tokens/b", 1)) == Token(value="auth_tokens/b")
+    assert "auth_tokens" not in repr(Token(value="auth_tokens/c"))
+    with pytest.raises(TokenProviderError, match="returned int"):
+        await fetch(lambda: 42, 1)
+
+    async def never() -> str:
+        await asyncio.Event().wait()
+        return ""
+
+    with pytest.raises(TokenProviderError, match=r"within 0\.05s") as err:
+        await fetch(never, 0.05)
+    assert isinstance(err.value.__cause__, TimeoutError)
