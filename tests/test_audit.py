@@ -166,6 +166,36 @@ def test_illegal_transitions_and_gaps_are_violations(tmp_path: Path) -> None:
     assert "session ends in 'resuming'" in out
 
 
+def test_a_log_from_before_the_trigger_renames_still_reads_as_legal(tmp_path: Path) -> None:
+    """Logs written by the earlier table used resume_rejected, handle_expired, restart_fresh
+    and give_up; each is checked as the trigger whose rows replaced it (same states), and an
+    old name used between other states is still illegal."""
+    path = tmp_path / "old.jsonl"
+    _forge(path, [
+        _rec(1, "transition", "connect", "connecting", source="idle", dest="connecting"),
+        _rec(2, "transition", "setup_complete", "streaming", source="connecting",
+             dest="streaming"),
+        _rec(3, "transition", "connection_lost", "resuming", source="streaming",
+             dest="resuming"),
+        _rec(4, "transition", "resume_rejected", "expired", source="resuming", dest="expired"),
+        _rec(5, "transition", "restart_fresh", "connecting", source="expired",
+             dest="connecting"),
+        _rec(6, "transition", "setup_complete", "streaming", source="connecting",
+             dest="streaming"),
+        _rec(7, "transition", "connection_lost", "resuming", source="streaming",
+             dest="resuming"),
+        _rec(8, "transition", "handle_expired", "expired", source="resuming", dest="expired"),
+        _rec(9, "transition", "give_up", "terminated", source="expired", dest="terminated"),
+    ])
+    done = audit(path)
+    assert done.returncode == 0, done.stdout
+    _forge(path, [
+        _rec(1, "transition", "connect", "connecting", source="idle", dest="connecting"),
+        _rec(2, "transition", "give_up", "terminated", source="connecting", dest="terminated"),
+    ])
+    assert "illegal transition" in audit(path).stdout
+
+
 def test_processor_in_an_application_structlog_chain(tmp_path: Path) -> None:
     """An application that configures structlog itself adds the writer as one processor; its
     own processors and output stay, and the audit log is still valid."""

@@ -418,7 +418,8 @@ def _check_record(record: dict[str, Any], summary: SessionSummary, flag: Any) ->
     summary.records += 1
     kind = record["kind"]
     if kind == "transition":
-        source, dest, name = record.get("source"), record.get("dest"), record["name"]
+        source, dest = record.get("source"), record.get("dest")
+        name = table.current_name(record["name"])
         if source != summary.state:
             flag(f"transition {name} from {source!r}, but the session was in {summary.state!r}",
                  sid)

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from ..core.table import State
+from ..core.table import State, current_name
 from ..errors import LogError
 
 
@@ -110,7 +110,7 @@ class SessionLog:
         visited: list[str] = [State.IDLE.value]
         final = State.IDLE.value
         for record in self.transitions():
-            edges[(record["source"], record["dest"], record["name"])] += 1
+            edges[(record["source"], record["dest"], current_name(record["name"]))] += 1
             for state in (record["source"], record["dest"]):
                 if state not in visited:
                     visited.append(state)

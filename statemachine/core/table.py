@@ -113,6 +113,23 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
 }
 
 
+#: Trigger names an earlier table used, and the trigger whose rows took their place (same
+#: source and destination, now chosen by a guard). Logs written before the rename still read
+#: as legal: a transition recorded under an old name is checked as the new trigger's.
+RENAMED_TRIGGERS: Mapping[str, Trigger] = {
+    "resume_rejected": Trigger.SETUP_REFUSED,  # resuming -> expired
+    "handle_expired": Trigger.RETRY,  # resuming -> expired
+    "restart_fresh": Trigger.RESTART_OR_GIVE_UP,  # expired -> connecting
+    "give_up": Trigger.RESTART_OR_GIVE_UP,  # expired -> terminated
+}
+
+
+def current_name(name: str) -> str:
+    """A recorded trigger name as the table names it now."""
+    renamed = RENAMED_TRIGGERS.get(name)
+    return renamed.value if renamed is not None else name
+
+
 #: Triggers that move to a new connection on purpose after a goAway (a rotation), as opposed to
 #: recovering from a failure: rotations spend no retry budget, and the audit counts them apart.
 ROTATIONS = frozenset({Trigger.SAFE_POINT, Trigger.ROTATION_DEADLINE})
