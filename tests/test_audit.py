@@ -245,3 +245,28 @@ def test_memory_stays_flat_as_the_log_grows(tmp_path: Path) -> None:
 
     small, large = peak(2_000), peak(20_000)
     assert large < small * 2 + 200_000, (small, large)
+
+
+def test_an_old_log_counts_its_fresh_restart(tmp_path: Path) -> None:
+    """A log written before the renames names the fresh restart `restart_fresh`: it is legal
+    now, and the summary must count it as the fresh restart it is."""
+    path = tmp_path / "old.jsonl"
+    _forge(path, [
+        _rec(1, "transition", "connect", "connecting", source="idle", dest="connecting"),
+        _rec(2, "transition", "setup_complete", "streaming", source="connecting",
+             dest="streaming"),
+        _rec(3, "transition", "connection_lost", "resuming", source="streaming",
+             dest="resuming"),
+        _rec(4, "transition", "resume_rejected", "expired", source="resuming", dest="expired"),
+        _rec(5, "transition", "restart_fresh", "connecting", source="expired",
+             dest="connecting"),
+        _rec(6, "transition", "setup_complete", "streaming", source="connecting",
+             dest="streaming"),
+        _rec(7, "transition", "close", "terminated", source="streaming", dest="terminated"),
+    ])
+    done = audit(path, json_out=True)
+    assert done.returncode == 0, done.stdout
+    report = json.loads(done.stdout)
+    sessions = report["sessions"] if isinstance(report, dict) else report
+    summary = sessions[0] if isinstance(sessions, list) else next(iter(sessions.values()))
+    assert summary["fresh_restarts"] == 1, summary

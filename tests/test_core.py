@@ -317,7 +317,7 @@ def test_turn_held_by_a_mid_turn_handle_is_continued_not_resent() -> None:
     engine, d, _ = session()
     d.handle()
     send(d)
-    d.feed(ModelOutput(at=d.tick(), generation=1, text="par"))
+    d.feed(ModelOutput(at=d.tick(0.5), generation=1, text="par"))
     send(d)  # a second turn while the first one's reply streams
     mid_turn_handle(d)
     assert [(e.seq, e.held) for e in engine.journal] == [(1, True), (2, False)]
@@ -334,17 +334,31 @@ def test_turn_held_by_a_mid_turn_handle_is_continued_not_resent() -> None:
     assert len(engine.journal) == 0
 
 
-def test_a_turn_sent_after_the_reply_began_is_not_held() -> None:
-    """Output the model started on its own (proactive audio) answers no turn sent after it:
-    such a turn may not have reached the server when the handle was issued, so it is
-    replayed, never taken as held."""
+def test_a_turn_sent_less_than_a_round_trip_before_a_mid_turn_handle_is_not_held() -> None:
+    """A reply the server started on its own (to speech, proactive audio) streams; a turn goes
+    out a moment before a mid-turn handle comes. The server may not have had it when it
+    issued the handle: it is replayed (a possible duplicate), never taken as held (a loss).
+    One that went out well before the handle is held even though the reply began before it:
+    the server had it, and a continuation gets it answered."""
+    engine, d, _ = session()
+    d.handle()
+    send(d, InputKind.AUDIO, turn_complete=False)  # the speech
+    d.feed(ModelOutput(at=d.tick(1.0), generation=1, text="I heard"))
+    send(d)  # a text turn, a millisecond before the handle
+    d.feed(ResumptionUpdate(at=d.now + 0.001, generation=1, handle="mid", resumable=True))
+    assert [(e.seq, e.held) for e in engine.journal if e.seq] == [(2, False)]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = [(a.entry.seq, a.continuation) for a in d.actions
+              if isinstance(a, Send) and a.generation == 2]
+    assert (2, False) in replay, replay  # sent again as a turn
     engine, d, _ = session()
     d.handle()
     d.feed(ModelOutput(at=d.tick(), generation=1, text="unprompted"))
     send(d)
-    d.tick(1.0)  # well beyond a round trip: only the causal proof is missing
+    d.tick(1.0)
     mid_turn_handle(d)
-    assert [(e.seq, e.held) for e in engine.journal] == [(1, False)]
+    assert [(e.seq, e.held) for e in engine.journal] == [(1, True)]
 
 
 def test_answered_held_turn_sends_only_the_rest_of_its_reply_as_history() -> None:
@@ -353,7 +367,7 @@ def test_answered_held_turn_sends_only_the_rest_of_its_reply_as_history() -> Non
     engine, d, _ = session()
     d.handle()
     send(d)
-    d.feed(ModelOutput(at=d.tick(), generation=1, text="part"))
+    d.feed(ModelOutput(at=d.tick(0.5), generation=1, text="part"))
     mid_turn_handle(d)
     d.feed(ModelOutput(at=d.tick(), generation=1, text="ial answer"))
     d.feed(TurnComplete(at=d.tick(), generation=1))
@@ -801,13 +815,17 @@ def test_a_provider_without_a_later_token_gets_a_warning_not_a_churn() -> None:
     engine, d = token_session(expires_in=1800.0)
     expiry = d.now + 1800.0 - 0.02
     d.handle()
-    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))  # a drop: no move for tokens
     d.feed(TokenIssued(at=d.tick(), generation=2, expires_at=expiry))  # the same token
     d.feed(SetupComplete(at=d.tick(), generation=2))
-    d.tick(1800.0)
+    d.tick(1800.0 - engine.policy.limits.token_lead - 1.0)
+    d.fire_timer(Timer.TOKEN)  # the first move: it cannot know the provider has no other
+    d.handle()
+    d.feed(TokenIssued(at=d.tick(), generation=3, expires_at=expiry))  # the same token again
+    d.feed(SetupComplete(at=d.tick(), generation=3))
     d.fire_timer(Timer.TOKEN)
-    assert [n.renewing for n in notices(d, TokenExpiring)] == [False]
-    assert engine.state is State.STREAMING
+    assert [n.renewing for n in notices(d, TokenExpiring)] == [True, False]
+    assert engine.state is State.STREAMING and engine.generation == 3
 
 
 @pytest.mark.parametrize(("fresh", "outcome"), [(False, State.TERMINATED),

@@ -3,6 +3,7 @@ sent twice nor left unanswered after a resume (the engine asks the model to cont
 
 from __future__ import annotations
 
+import attrs
 import pytest
 from google.genai import types
 
@@ -77,7 +78,10 @@ async def test_tool_call_held_by_a_mid_turn_handle_is_answered_not_reissued() ->
     with the result. The turn is taken in once and the call is made once."""
     tools = [types.Tool(function_declarations=[types.FunctionDeclaration(
         name="lookup", behavior=types.Behavior.BLOCKING)])]
-    async with LiveEmulator(SLOW_REPLIES) as emu:
+    # the model takes 100 ms to make the call, as a real one takes its time: the handle right
+    # after the call then comes more than a round trip after the turn went out, so it holds it
+    settings = attrs.evolve(SLOW_REPLIES, response_delay=10.0)
+    async with LiveEmulator(settings) as emu:
         app = await start(emu, model=MODEL_3, config=text_config(tools=tools))
         await app.session.send_client_content(turns=user("please call lookup"),
                                               turn_complete=True)

@@ -13,10 +13,13 @@ from google.genai import types
 import statemachine
 from statemachine import Ended, SettingsError, Token, TokenExpiring, TokenProviderError
 from statemachine.aio.tokens import fetch
+from statemachine.core.events import ConnectionLost, SetupComplete, Timer, TokenIssued
+from statemachine.core.table import State
 from statemachine.emulator import EmulatorSettings, LiveEmulator
 
 from .app import SCALE, start
 from .sdk import text_config
+from .test_core import notices, token_session
 
 #: connections that would live 10 min: only the tokens (5 min each) make the session move
 LONG_CONNECTIONS = EmulatorSettings(time_scale=SCALE, chunk_interval=1.0)
@@ -137,3 +140,77 @@ async def test_what_a_provider_may_return() -> None:
     with pytest.raises(TokenProviderError, match=r"within 0\.05s") as err:
         await fetch(never, 0.05)
     assert isinstance(err.value.__cause__, TimeoutError)
+
+
+def test_a_drop_soon_after_connecting_does_not_cancel_the_next_renewal() -> None:
+    """The connection drops 10 s after it opened; the resumed one dials with a fresh token
+    (30 min, like every token from this provider). Its expiry must still be planned for: at
+    token_lead before it the session renews, instead of warning that it ends."""
+    engine, d = token_session(expires_in=1800.0)
+    d.handle()
+    d.tick(10.0)
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(TokenIssued(at=d.tick(), generation=2, expires_at=d.now + 1800.0))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    d.tick(1800.0 - engine.policy.limits.token_lead)
+    d.fire_timer(Timer.TOKEN)
+    assert [n.renewing for n in notices(d, TokenExpiring)] == [True]
+    assert engine.state is State.RESUMING  # nothing in flight: it moves at once
+
+
+async def test_a_drop_soon_after_connecting_live() -> None:
+    """Real client and emulator: the first connection drops at once; the session resumes with
+    a fresh token. Its expiry must then be renewed ahead (TokenExpiring renewing) rather than
+    announced as the end and hit by the service's 1008 close."""
+    from statemachine.emulator import LiveEmulator
+
+
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        minter = Minter(emu)
+        app = await start(emu, token_provider=minter)
+        await app.ask("hello")
+        emu.connections[-1].drop()
+        await app.wait_until(lambda: app.session.core.counters.resumes == 1)
+        await app.wait_until(lambda: any(isinstance(n, TokenExpiring) for n in app.notices),
+                             within=30)
+        warned = [n.renewing for n in app.notices if isinstance(n, TokenExpiring)]
+        closed_1008 = [r for r in app.records if r["name"] == "connection_lost"
+                       and r["kind"] == "event" and r["cause"].get("code") == 1008]
+        assert warned == [True], (warned, closed_1008)
+        await app.stop()
+
+
+async def test_a_blocking_provider_does_not_stall_the_event_loop() -> None:
+    """An application's provider is often synchronous (`client.auth_tokens.create(...)` is a
+    blocking HTTP call). While it runs, the event loop must keep going (other sessions' audio,
+    timers), and the setup bound must be able to fire. Here the provider waits (at most 1 s)
+    for a callback the loop was asked to run at once."""
+    import asyncio
+    import threading
+
+    from statemachine.aio.tokens import fetch
+
+    loop_ran = threading.Event()
+
+    def provider() -> str:
+        loop_ran.wait(timeout=1.0)
+        return "auth_tokens/ok" if loop_ran.is_set() else "auth_tokens/loop-was-blocked"
+
+    asyncio.get_running_loop().call_soon(loop_ran.set)
+    assert (await fetch(provider, 5.0)).value == "auth_tokens/ok"
+
+
+def test_the_token_client_stays_a_gemini_api_client_whatever_the_environment(
+        monkeypatch: object) -> None:
+    """GOOGLE_GENAI_USE_VERTEXAI in the environment must not turn the client made for an
+    ephemeral token into a Vertex client (the token would go to another service)."""
+    from google import genai
+
+    from statemachine.aio import sdk
+
+    mp: pytest.MonkeyPatch = monkeypatch  # type: ignore[assignment]
+    mp.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    mp.setenv("GOOGLE_CLOUD_PROJECT", "p")
+    mp.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
+    base = genai.Client(api_key="AIza-x", vertexai=False)
+    assert not sdk.with_token(base, "auth_tokens/abc").vertexai

@@ -138,7 +138,7 @@ def with_token(client: genai.Client, token: str) -> genai.Client:
     options: types.HttpOptions = client._api_client._http_options
     headers = {k: v for k, v in (options.headers or {}).items()
                if k.lower() not in _SECRET_HEADERS}
-    made = genai.Client(api_key=token, http_options=options.model_copy(
+    made = genai.Client(api_key=token, vertexai=False, http_options=options.model_copy(
         update={"api_version": "v1alpha", "headers": headers}))
     made._statemachine_time_scale = time_scale(client)  # type: ignore[attr-defined]
     quiet_websocket_logs(made)

@@ -176,6 +176,7 @@ class LiveSession:
         self._token_provider = token_provider
         #: the latest tokens, kept secret (older ones are forgotten: a session may see many)
         self._tokens_seen: deque[str] = deque()
+        self._token_client: tuple[str, genai.Client] | None = None
         self._store: StoreWorker | None = None
         persistence = None
         if session_key is not None:
@@ -627,7 +628,13 @@ class LiveSession:
         now = self._now()
         self._feed(TokenIssued(at=now, generation=gen,
                                expires_at=None if left is None else now + left))
-        return adapter.with_token(self._client, token.value)
+        cached = self._token_client
+        if cached is not None and cached[0] == token.value:
+            return cached[1]
+        # making a client takes tens of milliseconds: not on the loop, where every session runs
+        client = await asyncio.to_thread(adapter.with_token, self._client, token.value)
+        self._token_client = (token.value, client)
+        return client
 
     async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
         """Read while the application is not reading itself; stop when its read failed."""

@@ -60,10 +60,15 @@ TokenProvider = Callable[[], Any]
 
 
 async def fetch(provider: TokenProvider, within: float) -> Token:
-    """The provider's next token, waited for at most `within` seconds."""
+    """The provider's next token, waited for at most `within` seconds. A provider that is not
+    a coroutine function runs in a worker thread: a blocking one (google-genai's synchronous
+    `auth_tokens.create`) must not stop every session on the event loop."""
     try:
         async with asyncio.timeout(within):
-            got = provider()
+            if inspect.iscoroutinefunction(provider):
+                got = await provider()
+            else:
+                got = await asyncio.to_thread(provider)
             if inspect.isawaitable(got):
                 got = await got
     except TimeoutError as exc:

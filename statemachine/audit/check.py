@@ -87,7 +87,7 @@ class SessionSummary:
         self.last_mono = mono
         kind, name = record["kind"], record["name"]
         if kind == "transition":
-            dest = record["dest"]
+            dest, name = record["dest"], table.current_name(name)
             self.time_in[self.state] += mono - (self.since if self.since is not None else mono)
             self.since = mono
             self.transitions[f"{record['source']} -{name}-> {dest}"] += 1

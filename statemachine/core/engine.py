@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import InvalidTransition, LocalMisuse, SessionClosed
+from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
 from . import table
 from .actions import (
     Action,
@@ -228,7 +228,8 @@ class Tokens:
 
     fresh: bool = False
     expires_at: float | None = None
-    previous: float | None = None
+    #: the expiry of the token the session last moved away from (None: it never moved)
+    moved_from: float | None = None
 
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
@@ -290,6 +291,12 @@ class Lifecycle:
         """`fresh_tokens`: the I/O layer asks a token provider for a fresh ephemeral token for
         every connection (and reports it with `TokenIssued`)."""
         self.policy = (policy or Policy()).for_backend(backend)
+        limits = self.policy.limits
+        if fresh_tokens and limits.go_away_margin >= limits.token_lead:
+            raise SettingsError(
+                f"Limits.go_away_margin ({limits.go_away_margin:g}s) must be smaller than "
+                f"token_lead ({limits.token_lead:g}s) with a token provider: each move to a "
+                "fresh token would be forced at once and cut the reply in progress")
         self.backend = backend
         self.transparent = (
             self.policy.transparent
@@ -612,17 +619,18 @@ class Lifecycle:
             replay = self.policy.replay
             window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
             sent_before = event.at - window - replay.crossing_slack
+            covered = []
             if began is not None:
-                self.journal.hold_in_flight(self.conn.generation, began, sent_before,
-                                            reply_chars)
-            covered = self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
+                covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
+                                                      reply_chars)
+            covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
         self._count(confirmed=sum(1 for e in covered if e.seq != OWED))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
     def _on_token(self, event: TokenIssued) -> None:
         tokens = self.tokens
-        tokens.previous, tokens.expires_at = tokens.expires_at, event.expires_at
+        tokens.expires_at = event.expires_at
         if event.expires_at is not None and event.expires_at <= event.at and self.conn.open:
             # dialing with it would be refused: end here, saying whose token it is
             self._actions.append(CloseConnection(generation=self.conn.generation, code=1000,
@@ -642,18 +650,20 @@ class Lifecycle:
 
     def _token_expiring(self, cause: dict[str, Any]) -> None:
         """The connection's token expires within `token_lead`. Move to a connection with a
-        fresh one when that buys time: a provider gives fresh tokens and the last move got a
-        token at least `token_lead` younger (one that hands out the same token, or tokens too
-        short-lived, would make the session churn). Either way the application is told."""
+        fresh one when that buys time: a provider gives fresh tokens and the last such move
+        got a token at least `token_lead` younger (one that hands out the same token, or
+        tokens too short-lived, would make the session churn; reconnections in between do not
+        count). Either way the application is told."""
         tokens, lead = self.tokens, self.policy.limits.token_lead
         expires_at = tokens.expires_at
         if expires_at is None:
             return
         renewing = (tokens.fresh and self._can(Trigger.TOKEN_EXPIRING)
-                    and (tokens.previous is None or expires_at >= tokens.previous + lead))
+                    and (tokens.moved_from is None or expires_at >= tokens.moved_from + lead))
         self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
                                    renewing=renewing))
         if renewing:
+            tokens.moved_from = expires_at
             current = self.conn.go_away_deadline
             self.conn.go_away_deadline = (expires_at if current is None
                                           else min(current, expires_at))
@@ -951,7 +961,7 @@ class Lifecycle:
             self._drop(entry, reason, remove=False)
         history = repeated = continued = 0
         for item in plan.items:
-            replay = item.entry.sends > 0
+            replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)
             if item.as_history:
@@ -967,7 +977,8 @@ class Lifecycle:
             self._notify(
                 Resumed(
                     generation=self.conn.generation,
-                    replayed=sum(1 for i in plan.items if i.entry.sends > 1),
+                    replayed=sum(1 for i in plan.items
+                                 if i.entry.sends > 1 and not i.continuation),
                     as_history=history,
                     repeated=repeated,
                     dropped=len(plan.dropped),

@@ -130,40 +130,41 @@ class Journal:
         turn input whose reply has not ended: the handle holds it (`held`), the reply is owed.
         `reply`: (when its first message arrived, characters so far) of a reply under way."""
         def consumed(e: Entry) -> bool:
-            return (e.sent_generation == generation and e.sent_index is not None
-                    and e.sent_index <= last_consumed)
+            if e.sent_generation != generation:
+                return False
+            return e.seq == OWED or (e.sent_index is not None and e.sent_index <= last_consumed)
 
-        taken = [e for e in self._entries if e.trigger and not e.answered and consumed(e)]
+        taken = [e for e in self._entries if e.trigger and not e.answered
+                 and e.kind is not InputKind.TOOL_RESPONSE and consumed(e)]
         self._hold(taken, reply[1] if reply else 0)
-        if reply is not None and not any(e.kind is not InputKind.TOOL_RESPONSE for e in taken):
+        if reply is not None and not taken:
             self._owe_reply(generation, *reply)
-        return self._prune(lambda e: consumed(e) and (e.answered or not e.trigger))
+        return self._prune(lambda e: consumed(e) and (
+            e.answered or not e.trigger or e.kind is InputKind.TOOL_RESPONSE))
 
     def hold_in_flight(self, generation: int, began_at: float, sent_before: float,
-                       reply_chars: int) -> None:
+                       reply_chars: int) -> list[Entry]:
         """Gemini API: a resumable handle arrived while a reply was under way (3.x issues them
-        mid-turn), so it holds `reply_chars` of that reply and the turn it answers: the oldest
-        unanswered turn input, if it went out before the reply's first message arrived at
-        `began_at` (a reply cannot come before its turn). Tool responses have no such proof:
-        the handle holds those that went out before `sent_before` (its arrival less a round
-        trip). With no turn input unanswered the reply answers realtime input (speech that
-        the service's activity detection ended): an `OWED` entry stands for it."""
+        mid-turn), so it holds `reply_chars` of that reply, and what the server had when it
+        issued the handle: input that went out before `sent_before` (the handle's arrival less
+        a round trip). The oldest unanswered turn input is held if it went out by then (the
+        reply is owed to it), else replayed; tool responses that did are covered (returned,
+        removed). With no turn input unanswered, the reply answers realtime input (speech the
+        service's activity detection ended): an `OWED` entry stands for it."""
         turn_found = False
-        doomed: list[Entry] = []
         for e in self._entries:
-            if not e.trigger or e.answered or e.sent_generation != generation:
+            if (not e.trigger or e.answered or e.sent_generation != generation
+                    or e.kind is InputKind.TOOL_RESPONSE):
                 continue
-            if e.kind is InputKind.TOOL_RESPONSE:
-                if e.sent_at is not None and e.sent_at < sent_before:
-                    doomed.append(e)
-            elif not turn_found:
-                turn_found = True
-                if e.seq != OWED and (e.sent_at is None or e.sent_at >= began_at):
-                    break  # not what the reply answers: it is replayed
-                doomed.append(e)
-        self._hold(doomed, reply_chars)
+            turn_found = True
+            if e.seq == OWED or (e.sent_at is not None and e.sent_at < sent_before):
+                self._hold([e], reply_chars)
+            break
         if not turn_found:
             self._owe_reply(generation, began_at, reply_chars)
+        return self._prune(lambda e: e.kind is InputKind.TOOL_RESPONSE
+                           and e.sent_generation == generation
+                           and e.sent_at is not None and e.sent_at < sent_before)
 
     def _owe_reply(self, generation: int, began_at: float, reply_chars: int) -> None:
         if any(e.seq == OWED and not e.answered for e in self._entries):
@@ -177,8 +178,7 @@ class Journal:
     def _hold(entries: list[Entry], reply_chars: int) -> None:
         for e in entries:
             e.held = True
-            if e.kind is not InputKind.TOOL_RESPONSE:
-                e.held_chars = reply_chars
+            e.held_chars = reply_chars
 
     def prune_covered(self, generation: int, sent_before: float) -> list[Entry]:
         """Gemini API: a resumable handle arrived on `generation`. Answered turn input is
@@ -217,20 +217,23 @@ class Journal:
         history_turn = False
         settled: list[Entry] = []
         continuation: ReplayItem | None = None  # sent after the tool responses that follow it
+        # only the latest turn the handle holds unanswered is owed a reply: the model had
+        # moved on from the ones before it (a later turn cut their replies)
+        owed = [e for e in self._entries if e.held and e.trigger and not e.answered]
         for entry in self._entries:
             if continuation is not None and entry.kind is not InputKind.TOOL_RESPONSE:
                 items.append(continuation)
                 continuation = None
             if entry.held and entry.trigger:
-                if entry.kind is InputKind.TOOL_RESPONSE:
-                    continue  # the server has it; the entry leaves once the turn is answered
                 if not entry.answered:
-                    continuation = ReplayItem(entry=entry, continuation=True)
+                    if entry is owed[-1]:
+                        continuation = ReplayItem(entry=entry, continuation=True)
+                    else:
+                        settled.append(entry)
                 elif policy.answered_turns is AnsweredTurnReplay.REPEAT and entry.seq != OWED:
                     continuation = ReplayItem(entry=entry, continuation=True, repeated=True)
                 elif len(entry.reply_text) > entry.held_chars:
                     items.append(ReplayItem(entry=entry, as_history=True))  # the reply's rest
-                    history_turn = True
                 else:
                     settled.append(entry)
             elif entry.kind is InputKind.AUDIO and now - entry.created_at > policy.audio_staleness:
@@ -247,7 +250,9 @@ class Journal:
                 ):
                     items.append(ReplayItem(entry=entry, as_history=True))
                     history_turn = True
-                elif entry.kind is InputKind.TOOL_RESPONSE and history_turn:
+                elif entry.kind is InputKind.TOOL_RESPONSE and history_turn and not entry.tool_ids:
+                    # with ids, a call the resumed session knows waits for its response (3.x);
+                    # one it does not know was dropped already (`_cancel_unknown_calls`)
                     dropped.append((entry, "answered tool response: covered by history replay"))
                 else:
                     items.append(ReplayItem(entry=entry, repeated=True))

@@ -99,10 +99,6 @@ class Limits:
                 f"({self.go_away_lead}s, the shortest goAway notice planned for): otherwise "
                 "every rotation would be forced at once and cut the reply in progress"
             )
-        if self.go_away_margin >= self.token_lead:
-            raise SettingsError(
-                f"go_away_margin ({self.go_away_margin}s) must be smaller than token_lead "
-                f"({self.token_lead}s): the move to a fresh token would be forced at once")
         if self.session_cap_video > self.session_cap_audio:
             raise SettingsError(
                 f"Limits.session_cap_video ({self.session_cap_video!r}s) cannot exceed "

@@ -20,7 +20,7 @@ EXHAUSTION_KINDS = ("quota", "credits")
 #: durations that must be finite and > 0, or >= 0 (validity 0: every handle is expired)
 _POSITIVE = ("time_scale", "connection_lifetime", "session_cap_audio", "session_cap_video")
 _NON_NEGATIVE = ("go_away_lead", "handle_validity", "setup_delay", "chunk_interval",
-                 "playback_delay")
+                 "playback_delay", "response_delay")
 _COUNTS = {"chunks_per_reply": 1, "context_window": 1, "reject_resume_code": 1000}
 
 
@@ -48,6 +48,9 @@ class EmulatorSettings:
     #: pause between two streamed `modelTurn` chunks, and before `turnComplete` (playback)
     chunk_interval: float = attrs.field(default=0.02, validator=_duration)
     playback_delay: float = attrs.field(default=0.0, validator=_duration)
+    #: the model's time to its first output (a chunk or a call) of a reply; the service
+    #: takes hundreds of milliseconds, the emulator none unless asked
+    response_delay: float = attrs.field(default=0.0, validator=_duration)
     chunks_per_reply: int = 3
     #: close code for an unknown or expired handle (undocumented; reports say 1007)
     reject_resume_code: int = 1007

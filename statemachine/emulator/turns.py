@@ -280,6 +280,8 @@ class TurnEngine:
         if not reply and not results:
             await self._complete(prompt, "", reason="NEED_MORE_INPUT")
             return
+        if settings.response_delay:
+            await asyncio.sleep(settings.seconds("response_delay"))
         call = _TOOL_RE.search(text or "") if calls else None
         if call and call.group(1) in self.tools:
             name = call.group(1)
