@@ -120,6 +120,33 @@ class _Fanout:
             self._queues.remove(queue)
 
 
+class _Outbox:
+    """A connection's sends in order, for its one writer task: what `asyncio.Queue` does here,
+    with less work per message (one future per wait, none per message while the writer keeps
+    up) and less memory per connection."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Send] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Send) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Send:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.popleft()
+
+
 @attrs.define
 class _Conn:
     generation: int
@@ -127,7 +154,7 @@ class _Conn:
     sdk: AsyncSession | None = None
     closing: bool = False
     #: the sends for this connection, in order, written by `writer`
-    outbox: asyncio.Queue[Send] = attrs.field(factory=asyncio.Queue)
+    outbox: _Outbox = attrs.field(factory=_Outbox)
     writer: asyncio.Task[None] | None = None
     #: the background's pending read, cancelled when the application takes over reading
     bg_read: asyncio.Task[Message] | None = None
@@ -294,7 +321,9 @@ class LiveSession:
         """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
         if audio is not None and video is None and text is None and audio_stream_end is None \
                 and activity_start is None and activity_end is None:
-            await self._input(InputKind.AUDIO, {"audio": audio})  # the hot path: 50 a second
+            # the hot path, 50 a second: `_input` inlined
+            self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
+                                   payload={"audio": audio}))
             return
         given = {
             InputKind.AUDIO: ("audio", audio),
@@ -477,6 +506,8 @@ class LiveSession:
             actions = core.feed(event)
             if actions:
                 self._perform(actions)
+        if self._store is None:
+            return  # nothing to settle: flush_handle() answers True without a store
         if core.store_settled:
             self._store_settled.set()
         else:
@@ -707,7 +738,9 @@ class LiveSession:
             action = await conn.outbox.get()
             entry = action.entry
             try:
-                if entry.kind is InputKind.CONTENT:
+                if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
+                    await sdk.send_realtime_input(**entry.payload)
+                elif entry.kind is InputKind.CONTENT:
                     if action.as_history:
                         await sdk.send_client_content(turns=_as_history(entry),
                                                       turn_complete=False)
