@@ -86,6 +86,20 @@ class Journal:
         if entry.sent_generation == generation:
             entry.sent_at = at
 
+    def release_stale_audio(self, before: float) -> None:
+        """Let go of the payload of audio created before `before` (now minus
+        `ReplayPolicy.audio_staleness`) that is on the wire already or was never sent: a resume
+        drops such audio (`plan_replay`), so nothing reads its payload again. The entry stays
+        until a handle covers it or the drop is reported. Between two handles a session holds
+        seconds of 20 ms chunks: their buffers weigh on memory and on the garbage collector,
+        whose full collections pause every session of the process."""
+        for entry in self._entries:
+            if entry.created_at >= before:
+                break
+            if entry.kind is InputKind.AUDIO and entry.payload is not None and (
+                    entry.sent_at is not None or entry.sent_generation is None):
+                entry.payload = None  # a Send queued for it would have cleared sent_at
+
     def has_turn_input(self) -> bool:
         """Whether turn input went out and no handle covers it yet (no safe point then). Input
         held back while draining has not gone out and does not count."""
