@@ -143,6 +143,25 @@ def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
     assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
     assert any("sessions per core" in line for line in capacity.table(cap))
+    assert cap["us_per_message_ratio_smallest"] is not None
+    assert cap["us_per_message_at"] == {"smallest": 3, "largest": 3}
+
+
+def test_capacity_cost_growth_pairs_the_best_tries_at_the_same_size() -> None:
+    """The CPU ratio compares ours and the raw SDK at the same N, each at its better try (a
+    retry after a miss), at the smallest and the largest N both ran."""
+    steps = [
+        {"kind": "raw", "sessions": 10, "us_per_message": 200.0},
+        {"kind": "ours", "sessions": 10, "us_per_message": 220.0},
+        {"kind": "raw", "sessions": 40, "us_per_message": 190.0},
+        {"kind": "ours", "sessions": 40, "us_per_message": 209.0},
+        {"kind": "ours", "sessions": 40, "us_per_message": 260.0},
+        {"kind": "ours", "sessions": 70, "us_per_message": 205.0},
+    ]
+    got = capacity.cost_growth(steps)
+    assert got["us_per_message_ratio_smallest"] == 1.1
+    assert got["us_per_message_ratio_largest"] == 1.1
+    assert got["us_per_message_at"] == {"smallest": 10, "largest": 40}
 
 
 def test_memory_benchmark_traces_components_and_no_per_session_bindings(quick: Any) -> None:
