@@ -104,7 +104,8 @@ class _Fanout:
         self._ended = False
 
     def put(self, item: Any) -> None:
-        self._ended = self._ended or item is _END
+        if item is _END:
+            self._ended = True
         for queue in self._queues:
             queue.put_nowait(item)
 
