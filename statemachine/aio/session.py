@@ -124,12 +124,13 @@ class _Fanout:
 class _Outbox:
     """A connection's sends in order, for its one writer task: what `asyncio.Queue` does here,
     with less work per message (one future per wait, none per message while the writer keeps
-    up) and less memory per connection."""
+    up) and less memory per connection (a list: it mostly holds zero or one send, and an empty
+    deque takes 0.6 KB)."""
 
     __slots__ = ("_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[Send] = deque()
+        self._items: list[Send] = []
         self._waiter: asyncio.Future[None] | None = None
 
     def empty(self) -> bool:
@@ -145,7 +146,7 @@ class _Outbox:
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        return self._items.popleft()
+        return self._items.pop(0)
 
 
 @attrs.define
