@@ -64,18 +64,24 @@ def _config(handle: str | None = None, resume: bool = False) -> types.LiveConnec
     )
 
 
-def emulator_settings() -> EmulatorSettings:
+def emulator_settings(lifetime: float = LIFETIME) -> EmulatorSettings:
     return EmulatorSettings(
-        connection_lifetime=LIFETIME, go_away_lead=GO_AWAY_LEAD, chunk_interval=OUTPUT_CHUNK,
+        connection_lifetime=lifetime, go_away_lead=_lead(lifetime), chunk_interval=OUTPUT_CHUNK,
         chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False, track_inputs=True)
 
 
-def first_lifetimes(n: int, settle: float, seed: int = 7) -> list[ConnectionPlan]:
+def _lead(lifetime: float) -> float:
+    """The goAway notice, in the same proportion to the lifetime as at the real rates."""
+    return GO_AWAY_LEAD * lifetime / LIFETIME
+
+
+def first_lifetimes(n: int, settle: float, seed: int = 7,
+                    lifetime: float = LIFETIME) -> list[ConnectionPlan]:
     """The first connection of each session lives `settle` s plus a random part of a lifetime
     (evenly spread, shuffled), so rotations come at the steady rate of a long-running fleet."""
     parts = [(i + 0.5) / n for i in range(n)]
     random.Random(seed).shuffle(parts)
-    return [ConnectionPlan(lifetime=GO_AWAY_LEAD + settle + p * LIFETIME) for p in parts]
+    return [ConnectionPlan(lifetime=_lead(lifetime) + settle + p * lifetime) for p in parts]
 
 
 def _cpu_of(pid: int) -> float:
@@ -327,11 +333,14 @@ def cores() -> tuple[int | None, int | None]:
     return mine[-1], mine[0]
 
 
-async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) -> dict[str, Any]:
-    """One measurement: N sessions of `kind` ("ours" or "raw") against a fresh emulator."""
+async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
+               lifetime: float = LIFETIME) -> dict[str, Any]:
+    """One measurement: N sessions of `kind` ("ours" or "raw") against a fresh emulator
+    (`lifetime` shorter than `LIFETIME` only for toy runs that must see a rotation)."""
     client_cpu, emu_cpu = cores()
-    settings = emulator_settings()
-    async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm)) as remote:
+    settings = emulator_settings(lifetime)
+    async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm,
+                                                        lifetime=lifetime)) as remote:
         if emu_cpu is not None and remote.info.get("pid"):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(remote.info["pid"]), {emu_cpu})
@@ -398,7 +407,7 @@ async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: floa
     is the closer estimate of what the core carries; ours and the raw SDK get the same rule."""
     for attempt in (1, 2):
         result = await step(kind, n, ramp=timing["ramp"], warm=timing["warm"],
-                            window=timing["window"])
+                            window=timing["window"], lifetime=timing["lifetime"])
         result["attempt"] = attempt
         steps.append(result)
         if result["met"]:
@@ -407,12 +416,12 @@ async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: floa
 
 
 async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
-              refine: bool = True) -> dict[str, Any]:
+              refine: bool = True, lifetime: float = LIFETIME) -> dict[str, Any]:
     """Ours and the raw SDK at each size in turn, each until it misses (a miss is tried twice:
     `_decide`); which of the two goes first alternates from size to size, so drift on a shared
     machine moves both. Then, when `refine`, once more halfway between the last size met and
     the first missed."""
-    timing = {"ramp": ramp, "warm": warm, "window": window}
+    timing = {"ramp": ramp, "warm": warm, "window": window, "lifetime": lifetime}
     steps: list[dict[str, Any]] = []
     best: dict[str, int] = {"ours": 0, "raw": 0}
     missed: dict[str, int | None] = {"ours": None, "raw": None}
