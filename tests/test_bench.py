@@ -36,7 +36,8 @@ async def _quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     core = corecost.run(5, rounds=1)
     scaled = await scale.run([3], 1.0, 3.0)
     mem = await memory.run(5)
-    cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False)
+    # connections of 3 s, so the 1 s window sees a rotation (the loaded outage target)
+    cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False, lifetime=3.0)
     rot = {"ours": ours, "baseline (b): reconnect on goAway": base}
     return rot, {"overhead": overhead, "core": core, "scale": scaled, "memory": mem,
                  "capacity": cap}, assemble(rot, overhead, core, scaled, mem, cap)
@@ -81,7 +82,7 @@ def test_report_shows_units_whole_headings_and_a_verdict_per_target(quick: Any) 
     for target in TARGETS:
         assert re.search(rf"^  (met   |MISSED)  {re.escape(str(target))} +got ", text, re.M), \
             target.figure
-    assert re.search(r"^Verdict: \d of 8 targets met", text, re.M)
+    assert re.search(rf"^Verdict: \d of {len(TARGETS)} targets met", text, re.M)
     for heading in ("outage p50 (ms)", "outage p99 (ms)", "worst input delay (ms)",
                     "floor: bare connect()+setup p50 (ms)", "outage p99 / floor p50 (x)",
                     "msg/s (median)", "events/s", "KB/session above SDK", "SDK KB/connection"):
@@ -121,7 +122,7 @@ def test_check_from_a_saved_run(quick: Any, tmp_path: Path) -> None:
     met = _meeting_every_target(results)
     unmeasured = copy.deepcopy(met)
     unmeasured["rotation"]["outage_p99_over_floor"] = None  # no floor sample in the run
-    for data, status, shown in ((met, 0, "Verdict: 8 of 8 targets met"),
+    for data, status, shown in ((met, 0, f"Verdict: {len(TARGETS)} of {len(TARGETS)} targets met"),
                                 (unmeasured, 1, "MISSED  rotation.outage_p99_over_floor")):
         path = tmp_path / "bench.json"
         path.write_text(json.dumps(data))
@@ -143,6 +144,25 @@ def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
     assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
     assert any("sessions per core" in line for line in capacity.table(cap))
+    assert cap["us_per_message_ratio_smallest"] is not None
+    assert cap["us_per_message_at"] == {"smallest": 3, "largest": 3}
+
+
+def test_capacity_cost_growth_pairs_the_best_tries_at_the_same_size() -> None:
+    """The CPU ratio compares ours and the raw SDK at the same N, each at its better try (a
+    retry after a miss), at the smallest and the largest N both ran."""
+    steps = [
+        {"kind": "raw", "sessions": 10, "us_per_message": 200.0},
+        {"kind": "ours", "sessions": 10, "us_per_message": 220.0},
+        {"kind": "raw", "sessions": 40, "us_per_message": 190.0},
+        {"kind": "ours", "sessions": 40, "us_per_message": 209.0},
+        {"kind": "ours", "sessions": 40, "us_per_message": 260.0},
+        {"kind": "ours", "sessions": 70, "us_per_message": 205.0},
+    ]
+    got = capacity.cost_growth(steps)
+    assert got["us_per_message_ratio_smallest"] == 1.1
+    assert got["us_per_message_ratio_largest"] == 1.1
+    assert got["us_per_message_at"] == {"smallest": 10, "largest": 40}
 
 
 def test_memory_benchmark_traces_components_and_no_per_session_bindings(quick: Any) -> None:

@@ -858,3 +858,36 @@ def test_a_failing_token_provider_is_retried_with_backoff_then_ends_the_session(
             d.fire_timer(Timer.BACKOFF)
     assert engine.state is State.TERMINATED
     assert engine.end is not None and "token provider" in engine.end.reason
+
+
+def test_stale_audio_lets_go_of_its_payload_and_a_resume_still_drops_it() -> None:
+    """Audio older than the replay window is never sent again: once written (or never sent),
+    its payload is released (seconds of chunks weigh on memory and the garbage collector), the
+    entry stays journaled, and a resume drops it with its notice as before. Audio handed to a
+    writer that has not written it yet keeps its payload."""
+    policy = Policy(replay=ReplayPolicy(audio_staleness=1.0))
+    engine, d, _ = session(policy)
+    queued = [engine.feed(ClientInput(at=d.tick(), kind=InputKind.AUDIO, payload="q"))[0]
+              for _ in range(70)]  # a writer that stopped: never reported written
+    for _ in range(200):  # 2 s of 10 ms chunks, written at once
+        send(d, InputKind.AUDIO, turn_complete=False)
+    entries = list(engine.journal)
+    released = [e for e in entries if e.payload is None]
+    assert released and all(e.created_at < d.now - 1.0 for e in released)
+    assert all(e.payload is not None for e in entries if e.created_at >= d.now - 1.0)
+    assert all(isinstance(a, Send) and a.entry.payload == "q" for a in queued)
+    for action in queued:  # the writer catches up: released at the next look
+        assert isinstance(action, Send)
+        engine.written(action.entry, 1, d.now)
+    for _ in range(64):
+        send(d, InputKind.AUDIO, turn_complete=False)
+    assert all(isinstance(a, Send) and a.entry.payload is None for a in queued)
+    entries = list(engine.journal)
+    released = [e for e in entries if e.payload is None]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replayed = [a.entry for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert replayed and all(e.payload is not None for e in replayed)
+    dropped = {n.seq for n in notices(d, InputDropped)}
+    assert {e.seq for e in released} <= dropped
+    assert len(dropped) + len(replayed) == len(entries)

@@ -109,7 +109,8 @@ class _Fanout:
         self._ended = False
 
     def put(self, item: Any) -> None:
-        self._ended = self._ended or item is _END
+        if item is _END:
+            self._ended = True
         for queue in self._queues:
             queue.put_nowait(item)
 
@@ -125,6 +126,34 @@ class _Fanout:
             self._queues.remove(queue)
 
 
+class _Outbox:
+    """A connection's sends in order, for its one writer task: what `asyncio.Queue` does here,
+    with less work per message (one future per wait, none per message while the writer keeps
+    up) and less memory per connection (a list: it mostly holds zero or one send, and an empty
+    deque takes 0.6 KB)."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Send] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def put_nowait(self, item: Send) -> None:
+        self._items.append(item)
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Send:
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return self._items.pop(0)
+
+
 @attrs.define
 class _Conn:
     generation: int
@@ -132,7 +161,7 @@ class _Conn:
     sdk: AsyncSession | None = None
     closing: bool = False
     #: the sends for this connection, in order, written by `writer`
-    outbox: asyncio.Queue[Send] = attrs.field(factory=asyncio.Queue)
+    outbox: _Outbox = attrs.field(factory=_Outbox)
     writer: asyncio.Task[None] | None = None
     #: the background's pending read, cancelled when the application takes over reading
     bg_read: asyncio.Task[Message] | None = None
@@ -306,7 +335,9 @@ class LiveSession:
         """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
         if audio is not None and video is None and text is None and audio_stream_end is None \
                 and activity_start is None and activity_end is None:
-            await self._input(InputKind.AUDIO, {"audio": audio})  # the hot path: 50 a second
+            # the hot path, 50 a second: `_input` inlined
+            self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
+                                   payload={"audio": audio}))
             return
         given = {
             InputKind.AUDIO: ("audio", audio),
@@ -489,6 +520,8 @@ class LiveSession:
             actions = core.feed(event)
             if actions:
                 self._perform(actions)
+        if self._store is None:
+            return  # nothing to settle: flush_handle() answers True without a store
         if core.store_settled:
             self._store_settled.set()
         else:
@@ -744,7 +777,9 @@ class LiveSession:
             action = await conn.outbox.get()
             entry = action.entry
             try:
-                if action.continuation:
+                if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
+                    await sdk.send_realtime_input(**entry.payload)
+                elif action.continuation:
                     await sdk.send_client_content(turn_complete=True)
                 elif entry.kind is InputKind.CONTENT:
                     if action.as_history:

@@ -13,7 +13,8 @@ chunk is from when it was due (its 20 ms tick) to when its send call returned: t
 process took to get to it and hand it to the socket. A step is met when the p99 of that delay
 stays under `TARGET_P99_MS`, no session failed and (ours) no input was lost silently (what its
 replay policy drops, such as stale audio at a resume, it reports: counted as dropped). N steps up
-until a step is missed; the capacity is the largest N met. The CPU time per message (in and out)
+until a step is missed twice in a row (`_decide`), then one halving step; the capacity is the
+largest N met. The CPU time per message (in and out)
 is the process's own CPU time in the window divided by the messages it handled.
 """
 
@@ -63,18 +64,24 @@ def _config(handle: str | None = None, resume: bool = False) -> types.LiveConnec
     )
 
 
-def emulator_settings() -> EmulatorSettings:
+def emulator_settings(lifetime: float = LIFETIME) -> EmulatorSettings:
     return EmulatorSettings(
-        connection_lifetime=LIFETIME, go_away_lead=GO_AWAY_LEAD, chunk_interval=OUTPUT_CHUNK,
+        connection_lifetime=lifetime, go_away_lead=_lead(lifetime), chunk_interval=OUTPUT_CHUNK,
         chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False, track_inputs=True)
 
 
-def first_lifetimes(n: int, settle: float, seed: int = 7) -> list[ConnectionPlan]:
+def _lead(lifetime: float) -> float:
+    """The goAway notice, in the same proportion to the lifetime as at the real rates."""
+    return GO_AWAY_LEAD * lifetime / LIFETIME
+
+
+def first_lifetimes(n: int, settle: float, seed: int = 7,
+                    lifetime: float = LIFETIME) -> list[ConnectionPlan]:
     """The first connection of each session lives `settle` s plus a random part of a lifetime
     (evenly spread, shuffled), so rotations come at the steady rate of a long-running fleet."""
     parts = [(i + 0.5) / n for i in range(n)]
     random.Random(seed).shuffle(parts)
-    return [ConnectionPlan(lifetime=GO_AWAY_LEAD + settle + p * LIFETIME) for p in parts]
+    return [ConnectionPlan(lifetime=_lead(lifetime) + settle + p * lifetime) for p in parts]
 
 
 def _cpu_of(pid: int) -> float:
@@ -326,11 +333,14 @@ def cores() -> tuple[int | None, int | None]:
     return mine[-1], mine[0]
 
 
-async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) -> dict[str, Any]:
-    """One measurement: N sessions of `kind` ("ours" or "raw") against a fresh emulator."""
+async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
+               lifetime: float = LIFETIME) -> dict[str, Any]:
+    """One measurement: N sessions of `kind` ("ours" or "raw") against a fresh emulator
+    (`lifetime` shorter than `LIFETIME` only for toy runs that must see a rotation)."""
     client_cpu, emu_cpu = cores()
-    settings = emulator_settings()
-    async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm)) as remote:
+    settings = emulator_settings(lifetime)
+    async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm,
+                                                        lifetime=lifetime)) as remote:
         if emu_cpu is not None and remote.info.get("pid"):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(remote.info["pid"]), {emu_cpu})
@@ -352,6 +362,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) ->
     delays, outages, floor = out["delays"], out["outages"], out["floor"]
     p99 = percentile(delays, 0.99)
     floor_ms = _ms(percentile(floor, 0.5))
+    floor_p99 = _ms(percentile(floor, 0.99))
     outage_p99 = _ms(percentile(outages, 0.99))
     ok = p99 is not None and p99 * 1000 < TARGET_P99_MS and out["failed"] == 0
     if kind == "ours":
@@ -374,6 +385,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float) ->
         "floor_ms": floor_ms,
         "outage_p99_over_floor": round(outage_p99 / floor_ms, 2)
         if outage_p99 and floor_ms else None,
+        "floor_p99_over_floor": round(floor_p99 / floor_ms, 2) if floor_p99 and floor_ms else None,
         "inputs": len(out["sent"]),
         "lost": lost,
         "missing": len(missing),
@@ -389,21 +401,35 @@ def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
 
 
+async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: float) -> bool:
+    """Whether `kind` carries N sessions: one step, and when it misses, one more (both are kept
+    in `steps`). Other jobs on a shared machine only ever add delay, so the better of two tries
+    is the closer estimate of what the core carries; ours and the raw SDK get the same rule."""
+    for attempt in (1, 2):
+        result = await step(kind, n, ramp=timing["ramp"], warm=timing["warm"],
+                            window=timing["window"], lifetime=timing["lifetime"])
+        result["attempt"] = attempt
+        steps.append(result)
+        if result["met"]:
+            return True
+    return False
+
+
 async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
-              refine: bool = True) -> dict[str, Any]:
-    """Ours and the raw SDK at each size in turn (alternating, so drift on a shared machine
-    moves both), each until it misses; then, when `refine`, once more halfway between the last
-    size met and the first missed."""
+              refine: bool = True, lifetime: float = LIFETIME) -> dict[str, Any]:
+    """Ours and the raw SDK at each size in turn, each until it misses (a miss is tried twice:
+    `_decide`); which of the two goes first alternates from size to size, so drift on a shared
+    machine moves both. Then, when `refine`, once more halfway between the last size met and
+    the first missed."""
+    timing = {"ramp": ramp, "warm": warm, "window": window, "lifetime": lifetime}
     steps: list[dict[str, Any]] = []
     best: dict[str, int] = {"ours": 0, "raw": 0}
     missed: dict[str, int | None] = {"ours": None, "raw": None}
-    for n in sizes:
-        for kind in ("raw", "ours"):
+    for index, n in enumerate(sizes):
+        for kind in ("raw", "ours") if index % 2 == 0 else ("ours", "raw"):
             if missed[kind] is not None:
                 continue
-            result = await step(kind, n, ramp=ramp, warm=warm, window=window)
-            steps.append(result)
-            if result["met"]:
+            if await _decide(kind, n, steps, **timing):
                 best[kind] = n
             else:
                 missed[kind] = n
@@ -413,11 +439,9 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         for kind in ("raw", "ours"):
             high = missed[kind]
             mid = (best[kind] + high) // 2 if high is not None else 0
-            if high is not None and best[kind] < mid < high:
-                result = await step(kind, mid, ramp=ramp, warm=warm, window=window)
-                steps.append(result)
-                if result["met"]:
-                    best[kind] = mid
+            if high is not None and best[kind] < mid < high \
+                    and await _decide(kind, mid, steps, **timing):
+                best[kind] = mid
     ours_steps = [s for s in steps if s["kind"] == "ours"]
     loaded = max((s for s in ours_steps if s["met"]), key=lambda s: s["sessions"],
                  default=ours_steps[-1] if ours_steps else None)
@@ -427,9 +451,31 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "ratio": round(best["ours"] / best["raw"], 3) if best["raw"] else None,
         "target_p99_ms": TARGET_P99_MS,
         "outage_p99_over_floor_loaded": loaded["outage_p99_over_floor"] if loaded else None,
-        "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"])),
+        "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
+        **cost_growth(steps),
+        "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"], s["attempt"])),
         "window_s": window,
         "cores": dict(zip(("client", "emulator"), cores(), strict=True)),
+    }
+
+
+def cost_growth(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU time per message, ours over the raw SDK's, at the smallest and the largest N both
+    ran (the best of each one's tries there: the same reasoning as `_decide`)."""
+    cost: dict[tuple[str, int], float] = {}
+    for s in steps:
+        us = s["us_per_message"]
+        if us is not None:
+            key = (s["kind"], s["sessions"])
+            cost[key] = min(us, cost.get(key, us))
+    both = sorted(n for kind, n in cost if kind == "ours" and ("raw", n) in cost)
+    if not both:
+        return {"us_per_message_ratio_smallest": None, "us_per_message_ratio_largest": None}
+    low, high = both[0], both[-1]
+    return {
+        "us_per_message_ratio_smallest": round(cost["ours", low] / cost["raw", low], 3),
+        "us_per_message_ratio_largest": round(cost["ours", high] / cost["raw", high], 3),
+        "us_per_message_at": {"smallest": low, "largest": high},
     }
 
 
@@ -440,10 +486,17 @@ def table(cap: dict[str, Any]) -> list[str]:
              f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
             "outage_p99_ms", "floor_ms", "lost", "dropped", "met"]
-    lines.append(f"  {'sessions':>8} {'':5}" + "".join(f"{c[:13]:>14}" for c in cols))
+    lines.append(f"  {'sessions':>8} {'':7}" + "".join(f"{c[:13]:>14}" for c in cols))
     for s in cap["steps"]:
-        lines.append(f"  {s['sessions']:>8} {s['kind']:5}" + "".join(f"{s[c]!s:>14}" for c in cols))
+        kind = s["kind"] + (f" #{s['attempt']}" if s.get("attempt", 1) > 1 else "")
+        lines.append(f"  {s['sessions']:>8} {kind:7}" + "".join(f"{s[c]!s:>14}" for c in cols))
     lines.append(f"  ours {cap['sessions_per_core']} sessions per core vs raw SDK "
                  f"{cap['raw_sessions_per_core']}, ratio {cap['ratio']}; rotation outage p99 "
-                 f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']}")
+                 f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']} "
+                 f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')})")
+    at = cap.get("us_per_message_at")
+    if at:
+        lines.append(f"  CPU per message ours/raw: {cap['us_per_message_ratio_smallest']} at "
+                     f"{at['smallest']} sessions, {cap['us_per_message_ratio_largest']} at "
+                     f"{at['largest']}; a step missed is tried once more (#2), for both")
     return lines

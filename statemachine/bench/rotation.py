@@ -111,6 +111,10 @@ class Outcome:
             "outage_p99_over_floor_p99": _r(
                 p99 / self.floor_p99_ms if p99 and self.floor_p99_ms else None, 3),
             "outage_p50_over_floor": _r(p50 / floor_ms if p50 and floor_ms else None, 3),
+            # the floor's own tail on the same scale: what a bare connect() would score against
+            # the outage target (its p99 over its p50), under the same load
+            "floor_p99_over_floor": _r(
+                self.floor_p99_ms / floor_ms if self.floor_p99_ms and floor_ms else None, 3),
             "worst_input_delay_ms": _r(self.worst_delay_ms),
             "inputs": self.inputs,
             "lost": self.lost,

@@ -53,6 +53,9 @@ TARGETS: tuple[Target, ...] = (
     Target(figure="capacity.ratio", op=">=", bound=0.9, unit="x raw SDK",
            meaning="voice sessions one core carries (p99 input delay < 20 ms) against the raw "
                    "SDK's"),
+    Target(figure="capacity.outage_p99_over_floor_loaded", op="<=", bound=1.5, unit="x floor",
+           meaning="rotation outage p99 over the same run's bare connect()+setup, at the "
+                   "largest N ours carries"),
     Target(figure="memory.kb_per_session", op="<=", bound=20, unit="KB",
            meaning="memory of an idle session above a raw SDK connection"),
 )

@@ -20,6 +20,7 @@ What a handle covers:
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,10 @@ class Entry:
     held_chars: int = 0
 
 
+def _seq(entry: Entry) -> int:
+    return entry.seq
+
+
 @attrs.frozen(kw_only=True)
 class ReplayItem:
     """One entry to send after a resume; `as_history` carries the earlier reply along with it."""
@@ -80,6 +85,7 @@ class Journal:
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
+        self._released_seq = 0  # entries up to this seq have no payload to release
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -103,6 +109,28 @@ class Journal:
         """The writer put `entry` on the wire of `generation` at `at`."""
         if entry.sent_generation == generation:
             entry.sent_at = at
+
+    def release_stale_audio(self, before: float) -> None:
+        """Let go of the payload of audio created before `before` (now minus
+        `ReplayPolicy.audio_staleness`) that is on the wire already or was never sent: a resume
+        drops such audio (`plan_replay`), so nothing reads its payload again. The entry stays
+        until a handle covers it or the drop is reported. Between two handles a session holds
+        seconds of 20 ms chunks: their buffers weigh on memory and on the garbage collector,
+        whose full collections pause every session of the process."""
+        entries = self._entries
+        # entries are in sequence order: start after the last one already looked at
+        waiting = False  # audio handed to a writer, not written yet: looked at again next time
+        for i in range(bisect.bisect_right(entries, self._released_seq, key=_seq), len(entries)):
+            entry = entries[i]
+            if entry.created_at >= before:
+                break
+            if entry.kind is InputKind.AUDIO and entry.payload is not None:
+                if entry.sent_at is None and entry.sent_generation is not None:
+                    waiting = True
+                    continue
+                entry.payload = None
+            if not waiting:
+                self._released_seq = entry.seq
 
     def has_turn_input(self) -> bool:
         """Whether turn input went out and no handle covers it yet (no safe point then). Input
