@@ -87,7 +87,8 @@ def test_google_genai_private_members_are_present() -> None:
                                         "google.genai._transformers.t_model",
                                         "BaseApiClient._websocket_ssl_ctx",
                                         "BaseApiClient.api_key",
-                                        "BaseApiClient._http_options"}
+                                        "BaseApiClient._http_options",
+                                        "websockets Connection.recv_messages.put"}
     assert inspect.iscoroutinefunction(AsyncSession._receive), "AsyncSession._receive"
     from google import genai
 
@@ -113,10 +114,13 @@ async def test_adapter_members_work_on_a_live_connection() -> None:
         async with client.aio.live.connect(model="gemini-live-2.5-flash-preview",
                                            config={"response_modalities": ["TEXT"]}) as live:
             assert await sdk.ping(live, within=5) >= 0
+            clock = iter(range(1, 1000))
+            arrived = sdk.stamp_arrivals(live, lambda: float(next(clock)))
             await live.send_client_content(
                 turns={"role": "user", "parts": [{"text": "hi"}]}, turn_complete=True)
             message = await sdk.receive_one(live)
             assert message.server_content is not None
+            assert arrived() == 1.0, "websockets no longer queues messages through recv_messages"
             await sdk.close(live, within=2)
 
 

@@ -38,6 +38,7 @@ from statemachine.core.events import (
     Failure,
     GoAway,
     InputKind,
+    Latency,
     ModelOutput,
     ResumptionUpdate,
     SetupComplete,
@@ -891,3 +892,18 @@ def test_stale_audio_lets_go_of_its_payload_and_a_resume_still_drops_it() -> Non
     dropped = {n.seq for n in notices(d, InputDropped)}
     assert {e.seq for e in released} <= dropped
     assert len(dropped) + len(replayed) == len(entries)
+
+
+def test_input_written_while_an_update_waited_is_not_taken_as_covered() -> None:
+    """A handle is processed `lag` after it arrived (a busy event loop, a reader away): audio
+    written in that time went out after the server issued the handle, so it is kept for replay,
+    not pruned as covered (a silent loss at the next resume)."""
+    for lag, kept in ((0.0, []), (0.2, [2])):
+        engine, d, _ = session()
+        d.feed(Latency(at=d.tick(), generation=1, rtt=0.01))
+        send(d, InputKind.AUDIO, turn_complete=False)
+        d.tick(0.5)
+        send(d, InputKind.AUDIO, turn_complete=False)  # written 0.1 s before processing
+        d.feed(ResumptionUpdate(at=d.tick(0.1), generation=1, handle="h", resumable=True,
+                                lag=lag))
+        assert [e.seq for e in engine.journal] == kept, lag

@@ -18,6 +18,8 @@ import logging
 import re
 import ssl
 import traceback
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -43,12 +45,33 @@ PRIVATE_MEMBERS: dict[str, str] = {
     "BaseApiClient.api_key": "keep the key out of every text the library produces",
     "BaseApiClient._http_options": "a client for one ephemeral token with the application's "
                                    "base URL, TLS and headers",
+    "websockets Connection.recv_messages.put": "when each server message arrived, so the "
+                                               "replay window counts the time it waited",
 }
 
 
 async def receive_one(sdk: AsyncSession) -> Message:
     """The next server message; raises as the SDK does (APIError on a close)."""
     return await sdk._receive()
+
+
+def stamp_arrivals(sdk: AsyncSession, clock: Callable[[], float]) -> Callable[[], float | None]:
+    """Stamp each server message with `clock()` when websockets queues it; the returned
+    function gives the stamp of the message read last (call it once per message read). Without
+    the member (another websockets) every stamp is None and the caller falls back."""
+    assembler = getattr(sdk._ws, "recv_messages", None)
+    put = getattr(assembler, "put", None)
+    if put is None:
+        return lambda: None
+    stamps: deque[float] = deque()
+
+    def stamped(frame: Any) -> None:
+        put(frame)
+        if getattr(frame, "fin", True):
+            stamps.append(clock())
+
+    assembler.put = stamped  # type: ignore[union-attr]  # the instance's, not the class's
+    return lambda: stamps.popleft() if stamps else None
 
 
 async def ping(sdk: AsyncSession, within: float) -> float:

@@ -76,8 +76,8 @@ from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
+from . import lag, tokens
 from . import sdk as adapter
-from . import tokens
 from .flag import Flag
 from .persistence import StoreWorker
 from .tokens import TokenProvider
@@ -168,6 +168,8 @@ class _Conn:
     takeover: bool = False
     #: set when the application's own read failed: the connection task then ends
     failed: Flag = attrs.field(factory=Flag)
+    #: when the message read last arrived (`adapter.stamp_arrivals`), one call per message
+    arrived: Callable[[], float | None] | None = None
 
 
 class LiveSession:
@@ -268,6 +270,8 @@ class LiveSession:
         self._started = Flag()
         self._ended = Flag()
         self._loop = asyncio.get_running_loop()
+        self._lag = lag.monitor(self._loop)
+        self._lag_held = False
         #: the most recent notices (bounded: a session may run for hours)
         self.notices_seen: deque[Notice] = deque(maxlen=256)
 
@@ -294,6 +298,9 @@ class LiveSession:
     async def start(self) -> None:
         """Open the first connection (resuming a valid stored handle, if a store holds one);
         return once it is live, raise if the session ended."""
+        if not self._core.transparent and not self._lag_held:  # the window needs the lag
+            self._lag.acquire()
+            self._lag_held = True
         if self._store is not None:
             record = await self._store.start()
             if record is not None:
@@ -435,7 +442,8 @@ class LiveSession:
                     conn.failed.set()
                     self._read_failed(conn, exc, live=True)
                 return None
-            self._on_message(conn.generation, message, deliver=False)
+            self._on_message(conn.generation, message, deliver=False,
+                             arrived=conn.arrived() if conn.arrived else None)
             return message
         finally:
             self._app_reading = False
@@ -606,6 +614,11 @@ class LiveSession:
 
     # -- connections -----------------------------------------------------------------------------
 
+    def _arrival_clock(self) -> float:
+        """When a message websockets queues now arrived at the latest: before that queueing,
+        the bytes may have waited in the socket for as long as the loop runs late."""
+        return self._loop.time() - self._lag.lag()
+
     def _config_for(self, action: OpenConnection) -> types.LiveConnectConfig:
         resumption = types.SessionResumptionConfig(
             handle=action.handle, transparent=True if action.transparent else None
@@ -625,6 +638,7 @@ class LiveSession:
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
+                conn.arrived = adapter.stamp_arrivals(sdk, self._arrival_clock)
                 live = True
                 conn.writer = self._spawn(self._write(conn, sdk))
                 self._feed(SetupComplete(at=self._now(), generation=gen,
@@ -695,7 +709,8 @@ class LiveSession:
             finally:
                 conn.bg_read = None
                 self._bg_idle.set()
-            self._on_message(conn.generation, message)
+            self._on_message(conn.generation, message,
+                             arrived=conn.arrived() if conn.arrived else None)
 
     def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
         """Tell the core what ended a connection (the adapter says what it was; the core decides
@@ -718,7 +733,8 @@ class LiveSession:
         if not conn.closing:
             self._feed(Latency(at=self._now(), generation=conn.generation, rtt=rtt))
 
-    def _on_message(self, gen: int, message: Message, *, deliver: bool = True) -> None:
+    def _on_message(self, gen: int, message: Message, *, deliver: bool = True,
+                    arrived: float | None = None) -> None:
         """Turn a server message into the core's events. Model chunks are the bulk of the
         traffic: their text goes to the core's turn (`model_chunk`), and only the first of a
         turn is fed as an event (the driver contract in actions.py)."""
@@ -765,7 +781,8 @@ class LiveSession:
             index = update.last_consumed_client_message_index
             events.append(ResumptionUpdate(
                 at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
-                last_consumed_index=int(index) if index is not None else None))
+                last_consumed_index=int(index) if index is not None else None,
+                lag=max(0.0, now - arrived) if arrived is not None else self._lag.lag()))
         if events:
             self._feed(*events)
 
@@ -827,6 +844,9 @@ class LiveSession:
 
     async def _shutdown(self) -> None:
         """Stop everything this session started; safe to call more than once."""
+        if self._lag_held:
+            self._lag_held = False
+            self._lag.release()
         if self._store is not None:
             await self._store.stop(self._core.policy.keepalive.close_timeout)
         for timer in list(self._timers):

@@ -629,7 +629,7 @@ class Lifecycle:
         else:
             replay = self.policy.replay
             window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
-            sent_before = event.at - window - replay.crossing_slack
+            sent_before = event.at - window - replay.crossing_slack - event.lag
             covered = []
             if began is not None:
                 covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,

@@ -85,6 +85,9 @@ class ResumptionUpdate(ConnectionEvent):
     handle: str | None
     resumable: bool
     last_consumed_index: int | None = None
+    #: how long the update may have waited before `at` (the I/O layer's event loop ran this
+    #: late recently): input written in that time may have crossed it too
+    lag: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
