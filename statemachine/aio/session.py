@@ -180,6 +180,49 @@ class LiveSession:
     every `turnComplete`). Use through `statemachine.connect(...)`.
     """
 
+    #: slots: a session's attribute dict alone was 1.7 KB (`__dict__` stays for subclasses'
+    #: and applications' own attributes, made only when first used)
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_app_left_at",
+        "_app_reading",
+        "_app_wake",
+        "_base_config",
+        "_bg_allowed",
+        "_bg_idle",
+        "_bg_timer",
+        "_client",
+        "_closing",
+        "_conns",
+        "_core",
+        "_ended",
+        "_events",
+        "_lag",
+        "_lag_held",
+        "_last_error",
+        "_live",
+        "_loop",
+        "_messages",
+        "_model",
+        "_notices",
+        "_on_event",
+        "_on_notice",
+        "_receiver",
+        "_receiver_waiting",
+        "_seen",
+        "_sink",
+        "_started",
+        "_store",
+        "_store_settled",
+        "_tasks",
+        "_timers",
+        "_token_client",
+        "_token_provider",
+        "_tokens_seen",
+        "backend",
+    )
+
     def __init__(
         self,
         client: genai.Client,
@@ -206,7 +249,7 @@ class LiveSession:
             _check_token_provider(client, token_provider)
         self._token_provider = token_provider
         #: the latest tokens, kept secret (older ones are forgotten: a session may see many)
-        self._tokens_seen: deque[str] = deque()
+        self._tokens_seen: list[str] = []
         self._token_client: tuple[str, genai.Client] | None = None
         self._store: StoreWorker | None = None
         persistence = None
@@ -273,9 +316,16 @@ class LiveSession:
         self._lag = lag.monitor(self._loop)
         self._lag_held = False
         #: the most recent notices (bounded: a session may run for hours)
-        self.notices_seen: deque[Notice] = deque(maxlen=256)
+        self._seen: deque[Notice] | None = None  # made at the first notice (0.8 KB a session)
 
     # -- what the application sees ---------------------------------------------------------------
+
+    @property
+    def notices_seen(self) -> deque[Notice]:
+        """The most recent notices (the last 256: a session may run for hours)."""
+        if self._seen is None:
+            self._seen = deque(maxlen=256)
+        return self._seen
 
     @property
     def state(self) -> str:
@@ -602,7 +652,9 @@ class LiveSession:
         elif isinstance(notice, ToolCallsCancelled):
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
-        self.notices_seen.append(notice)
+        if self._seen is None:
+            self._seen = deque(maxlen=256)
+        self._seen.append(notice)
         self._notices.put(notice)
         if self._on_notice is not None:
             self._on_notice(notice)
@@ -670,7 +722,7 @@ class LiveSession:
             self._core.add_secret(token.value, "[token]")
             self._tokens_seen.append(token.value)
             if len(self._tokens_seen) > 4:
-                self._core.forget_secret(self._tokens_seen.popleft())
+                self._core.forget_secret(self._tokens_seen.pop(0))
         left = token.seconds_left()
         now = self._now()
         self._feed(TokenIssued(at=now, generation=gen,

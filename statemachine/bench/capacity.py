@@ -386,6 +386,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         "outage_p99_over_floor": round(outage_p99 / floor_ms, 2)
         if outage_p99 and floor_ms else None,
         "floor_p99_over_floor": round(floor_p99 / floor_ms, 2) if floor_p99 and floor_ms else None,
+        "outage_p99_over_floor_p99": round(outage_p99 / floor_p99, 2)
+        if outage_p99 and floor_p99 else None,
         "inputs": len(out["sent"]),
         "lost": lost,
         "missing": len(missing),
@@ -452,6 +454,8 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "target_p99_ms": TARGET_P99_MS,
         "outage_p99_over_floor_loaded": loaded["outage_p99_over_floor"] if loaded else None,
         "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
+        "outage_p99_over_floor_p99_loaded": loaded["outage_p99_over_floor_p99"]
+        if loaded else None,
         **cost_growth(steps),
         "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"], s["attempt"])),
         "window_s": window,
