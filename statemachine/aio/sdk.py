@@ -66,7 +66,7 @@ def stamp_arrivals(sdk: AsyncSession, clock: Callable[[], float]) -> Callable[[]
 
     def stamped(frame: Any) -> None:
         put(frame)
-        if getattr(frame, "fin", True):
+        if frame.fin:
             stamps.append(clock())
 
     assembler.put = stamped  # type: ignore[union-attr]  # the instance's, not the class's

@@ -666,11 +666,6 @@ class LiveSession:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _arrival_clock(self) -> float:
-        """When a message websockets queues now arrived at the latest: before that queueing,
-        the bytes may have waited in the socket for as long as the loop runs late."""
-        return self._loop.time() - self._lag.lag()
-
     def _config_for(self, action: OpenConnection) -> types.LiveConnectConfig:
         resumption = types.SessionResumptionConfig(
             handle=action.handle, transparent=True if action.transparent else None
@@ -690,7 +685,7 @@ class LiveSession:
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
-                conn.arrived = adapter.stamp_arrivals(sdk, self._arrival_clock)
+                conn.arrived = adapter.stamp_arrivals(sdk, self._loop.time)
                 live = True
                 conn.writer = self._spawn(self._write(conn, sdk))
                 self._feed(SetupComplete(at=self._now(), generation=gen,
@@ -834,7 +829,9 @@ class LiveSession:
             events.append(ResumptionUpdate(
                 at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
                 last_consumed_index=int(index) if index is not None else None,
-                lag=max(0.0, now - arrived) if arrived is not None else self._lag.lag()))
+                # queued at `arrived`; before that the bytes may have waited in the socket for
+                # as long as the loop runs late
+                lag=(max(0.0, now - arrived) if arrived is not None else 0.0) + self._lag.lag()))
         if events:
             self._feed(*events)
 
