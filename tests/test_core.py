@@ -353,6 +353,7 @@ def test_a_turn_sent_less_than_a_round_trip_before_a_mid_turn_handle_is_not_held
     replay = [(a.entry.seq, a.continuation) for a in d.actions
               if isinstance(a, Send) and a.generation == 2]
     assert (2, False) in replay, replay  # sent again as a turn
+    assert notices(d, RepeatedReply) == [RepeatedReply(seq=2, possible=True)]  # told first
     engine, d, _ = session()
     d.handle()
     d.feed(ModelOutput(at=d.tick(), generation=1, text="unprompted"))

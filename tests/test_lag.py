@@ -24,8 +24,11 @@ async def test_the_monitor_sees_a_blocked_loop_and_stops_when_released() -> None
     await asyncio.sleep(0.05)
     time.sleep(0.12)  # noqa: ASYNC251  # the loop is blocked on purpose: nothing runs
     assert monitor.lag() >= 0.08
+    assert monitor.arrived() <= loop.time() - 0.08  # bytes seen now may have waited that long
     await asyncio.sleep(0.03)
     assert monitor.recent >= 0.07  # remembered, decaying
+    before = loop.time()
+    assert monitor.arrived() >= before  # on time again: no wait assumed
     monitor.release()
     assert monitor._handle is None and monitor.lag() == 0.0
 

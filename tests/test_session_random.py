@@ -81,9 +81,14 @@ async def test_random_faults_lose_and_duplicate_nothing(seed: int) -> None:
     if not can_lose_context:
         assert not dropped, (faults, dropped)
     repeated = sum(isinstance(n, RepeatedReply) for n in app.notices)
+    # a turn may be taken in twice only when the application was told so in advance: it went
+    # out less than a round trip before a mid-turn handle (3.x), and a fault came before the
+    # next handle (RepeatedReply with possible=True)
+    flagged = {texts[n.seq - 1] for n in app.notices if isinstance(n, RepeatedReply)}
     for session in emu.sessions:
         counts = Counter(session.context.user_texts())
-        assert all(v == 1 for v in counts.values()), (faults, counts)
+        assert all(v == 1 or (v == 2 and t in flagged) for t, v in counts.items()), (
+            faults, counts, flagged)
     remembered = {t for s in emu.sessions for t in s.context.user_texts()}
     for text in texts:
         assert text in remembered or text in dropped, (text, faults)

@@ -40,6 +40,15 @@ class LagMonitor:
             self._handle = None
             self.recent = 0.0
 
+    def arrived(self) -> float:
+        """When bytes the loop handles now reached the socket, at the earliest: now, unless the
+        loop runs late, when they may have waited since the sample it missed was due (less one
+        interval: the loop may have been busy since just after the last sample)."""
+        now = self._loop.time()
+        if self._handle is None or now <= self._due:
+            return now
+        return self._due - INTERVAL
+
     def lag(self) -> float:
         """The current bound: the recent lateness, or how late the next sample already is."""
         overdue = self._loop.time() - self._due if self._handle is not None else 0.0

@@ -685,7 +685,7 @@ class LiveSession:
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
-                conn.arrived = adapter.stamp_arrivals(sdk, self._loop.time)
+                conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
                 live = True
                 conn.writer = self._spawn(self._write(conn, sdk))
                 self._feed(SetupComplete(at=self._now(), generation=gen,
@@ -829,9 +829,9 @@ class LiveSession:
             events.append(ResumptionUpdate(
                 at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
                 last_consumed_index=int(index) if index is not None else None,
-                # queued at `arrived`; before that the bytes may have waited in the socket for
-                # as long as the loop runs late
-                lag=(max(0.0, now - arrived) if arrived is not None else 0.0) + self._lag.lag()))
+                # arrived at `arrived` at the earliest (stamped as websockets queued it, less
+                # how late the loop ran then)
+                lag=max(0.0, now - arrived) if arrived is not None else self._lag.lag()))
         if events:
             self._feed(*events)
 

@@ -162,9 +162,13 @@ class ToolCallsCancelled(Notice):
 
 @attrs.frozen(kw_only=True)
 class RepeatedReply(Notice):
-    """The model will answer `seq` again: its first reply arrived, its handle did not."""
+    """The model will answer `seq` again: its first reply arrived, its handle did not. With
+    `possible`: the turn went out less than a round trip before a mid-turn handle (3.x), so
+    the resumed session may hold it already; it is sent again (the model may take it in twice
+    and answer twice: a possible duplicate, never a loss)."""
 
     seq: int
+    possible: bool = False
 
 
 @attrs.frozen(kw_only=True)

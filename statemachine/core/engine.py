@@ -985,7 +985,8 @@ class Lifecycle:
                 continued += 1
             if item.repeated:
                 repeated += 1
-                self._notify(RepeatedReply(seq=item.entry.seq))
+                self._notify(RepeatedReply(seq=item.entry.seq,
+                                           possible=not item.entry.answered))
         self._count(replayed_as_history=history, repeated_replies=repeated, continued=continued,
                     confirmed=sum(1 for e in plan.settled if e.seq != OWED))
         if source is State.RESUMING:

@@ -55,6 +55,8 @@ class Entry:
     held: bool = False
     #: characters of the reply that handle holds (what streamed before it)
     held_chars: int = 0
+    #: it went out less than a round trip before a mid-turn handle: that handle may hold it
+    crossed: bool = False
 
 
 def _seq(entry: Entry) -> int:
@@ -103,6 +105,7 @@ class Journal:
         entry.sent_index = index
         entry.sent_at = None
         entry.sends += 1
+        entry.crossed = False
 
     @staticmethod
     def written(entry: Entry, generation: int, at: float) -> None:
@@ -187,6 +190,8 @@ class Journal:
             turn_found = True
             if e.seq == OWED or (e.sent_at is not None and e.sent_at < sent_before):
                 self._hold([e], reply_chars)
+            else:
+                e.crossed = True
             break
         if not turn_found:
             self._owe_reply(generation, began_at, reply_chars)
@@ -285,7 +290,7 @@ class Journal:
                 else:
                     items.append(ReplayItem(entry=entry, repeated=True))
             else:
-                items.append(ReplayItem(entry=entry))
+                items.append(ReplayItem(entry=entry, repeated=entry.crossed and entry.trigger))
         if continuation is not None:
             items.append(continuation)
         self.remove([e for e, _ in dropped] + settled)
