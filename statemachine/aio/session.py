@@ -685,7 +685,8 @@ class LiveSession:
                 model=self._model, config=self._config_for(action)
             ) as sdk:
                 conn.sdk = sdk
-                conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
+                if not self._core.transparent:  # Vertex's consumed index needs no timing
+                    conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
                 live = True
                 conn.writer = self._spawn(self._write(conn, sdk))
                 self._feed(SetupComplete(at=self._now(), generation=gen,

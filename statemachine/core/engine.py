@@ -89,7 +89,7 @@ from .events import (
     Usage,
     is_turn_trigger,
 )
-from .journal import OWED, Entry, Journal
+from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
@@ -639,7 +639,7 @@ class Lifecycle:
                 covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
                                                       reply_chars)
             covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
-        self._count(confirmed=sum(1 for e in covered if e.seq != OWED))
+        self._count(confirmed=inputs(covered))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
@@ -988,7 +988,7 @@ class Lifecycle:
                 self._notify(RepeatedReply(seq=item.entry.seq,
                                            possible=not item.entry.answered))
         self._count(replayed_as_history=history, repeated_replies=repeated, continued=continued,
-                    confirmed=sum(1 for e in plan.settled if e.seq != OWED))
+                    confirmed=inputs(plan.settled))
         if source is State.RESUMING:
             self._notify(
                 Resumed(

@@ -21,7 +21,7 @@ What a handle covers:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -32,6 +32,11 @@ from .policy import AnsweredTurnReplay, ReplayPolicy
 #: the sequence number of an entry no client message stands behind: a reply a mid-turn handle
 #: holds that answers realtime input, not a turn (it is continued, never reported dropped)
 OWED = 0
+
+
+def inputs(entries: Iterable[Entry]) -> int:
+    """How many of `entries` stand for client messages (the OWED entry does not)."""
+    return sum(1 for e in entries if e.seq != OWED)
 
 
 @attrs.define(kw_only=True, slots=True)
