@@ -171,12 +171,11 @@ def test_illegal_transitions_and_gaps_are_violations(tmp_path: Path) -> None:
     assert "session ends in 'resuming'" in out
 
 
-def test_a_log_from_before_the_trigger_renames_still_reads_as_legal(tmp_path: Path) -> None:
-    """Logs written by the earlier table used resume_rejected, handle_expired, restart_fresh
-    and give_up; each is checked as the trigger whose rows replaced it (same states), and an
-    old name used between other states is still illegal."""
-    path = tmp_path / "old.jsonl"
-    _forge(path, [
+def _old_names_start() -> list[dict[str, Any]]:
+    """A session as the table before the trigger renames logged it: a refused resume, then a
+    fresh restart (`resume_rejected`, `restart_fresh`). New dicts each time (the writer may
+    add to them)."""
+    return [
         _rec(1, "transition", "connect", "connecting", source="idle", dest="connecting"),
         _rec(2, "transition", "setup_complete", "streaming", source="connecting",
              dest="streaming"),
@@ -187,6 +186,16 @@ def test_a_log_from_before_the_trigger_renames_still_reads_as_legal(tmp_path: Pa
              dest="connecting"),
         _rec(6, "transition", "setup_complete", "streaming", source="connecting",
              dest="streaming"),
+    ]
+
+
+def test_a_log_from_before_the_trigger_renames_still_reads_as_legal(tmp_path: Path) -> None:
+    """Logs written by the earlier table used resume_rejected, handle_expired, restart_fresh
+    and give_up; each is checked as the trigger whose rows replaced it (same states), and an
+    old name used between other states is still illegal."""
+    path = tmp_path / "old.jsonl"
+    _forge(path, [
+        *_old_names_start(),
         _rec(7, "transition", "connection_lost", "resuming", source="streaming",
              dest="resuming"),
         _rec(8, "transition", "handle_expired", "expired", source="resuming", dest="expired"),
@@ -257,16 +266,7 @@ def test_an_old_log_counts_its_fresh_restart(tmp_path: Path) -> None:
     now, and the summary must count it as the fresh restart it is."""
     path = tmp_path / "old.jsonl"
     _forge(path, [
-        _rec(1, "transition", "connect", "connecting", source="idle", dest="connecting"),
-        _rec(2, "transition", "setup_complete", "streaming", source="connecting",
-             dest="streaming"),
-        _rec(3, "transition", "connection_lost", "resuming", source="streaming",
-             dest="resuming"),
-        _rec(4, "transition", "resume_rejected", "expired", source="resuming", dest="expired"),
-        _rec(5, "transition", "restart_fresh", "connecting", source="expired",
-             dest="connecting"),
-        _rec(6, "transition", "setup_complete", "streaming", source="connecting",
-             dest="streaming"),
+        *_old_names_start(),
         _rec(7, "transition", "close", "terminated", source="streaming", dest="terminated"),
     ])
     done = audit(path, json_out=True)
