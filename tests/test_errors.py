@@ -9,10 +9,10 @@ import attrs
 import pytest
 
 import statemachine
-from statemachine import RemoteProtocolError, SessionTerminated, SettingsError
+from statemachine import InputDropped, RemoteProtocolError, SessionTerminated, SettingsError
 from statemachine.emulator import ConnectionPlan, LiveEmulator
 
-from .app import fast_policy, open_session
+from .app import App, fast_policy, open_session, start
 
 
 async def test_empty_model_is_refused_when_the_session_is_made(slow_emu: LiveEmulator) -> None:
@@ -97,3 +97,26 @@ async def test_a_server_that_closes_right_after_setup_is_not_hammered() -> None:
     assert all(gap >= 0.04 for gap in gaps[1:]), gaps  # every reconnect after the first waits
     assert gaps[3] > gaps[1]  # and the wait grows
     assert "retry budget" in str(err.value)
+
+
+async def test_an_input_the_sdk_refuses_is_reported_dropped_and_the_session_goes_on(
+        slow_emu: LiveEmulator) -> None:
+    """google-genai refuses a payload it cannot serialise (here audio whose data is not bytes,
+    and a turn that is not content). Each is dropped with the SDK's reason, a turn in-band as
+    well, and the inputs after them go out as before: nothing waits behind a refused send."""
+    app = await start(slow_emu)
+    await app.session.send_realtime_input(audio={"data": 5, "mime_type": "audio/pcm"})
+    await app.session.send_client_content(turns=12345, turn_complete=True)  # type: ignore[arg-type]
+    await app.wait_until(lambda: len(dropped(app)) == 2)
+    audio, turn = dropped(app)
+    assert audio.kind == "audio" and not audio.turn and "google-genai refused" in audio.reason
+    assert turn.kind == "content" and turn.turn
+    assert not app.session.core.journal.has_turn_input()
+    assert "hello" in await app.ask("hello")
+    assert any(m.server_content and m.server_content.interrupted for m in app.messages)
+    assert app.session.core.counters.dropped == 2
+    await app.stop()
+
+
+def dropped(app: App) -> list[InputDropped]:
+    return [n for n in app.notices if isinstance(n, InputDropped)]

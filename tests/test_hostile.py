@@ -53,6 +53,40 @@ async def test_a_server_that_stops_reading_does_not_hold_the_rotation() -> None:
             await app.stop()
 
 
+async def test_sends_held_back_by_a_slow_server_arrive_once_and_in_order() -> None:
+    """The server stops reading for a while. The send that finds the socket full is finished by
+    the connection's writer and those after it queue behind it; the application's own sends
+    never wait. When the server reads again every chunk arrives once, in order, on the same
+    connection."""
+    async with LiveEmulator(EmulatorSettings(track_inputs=True)) as emu:
+        app = await start(emu)
+        await app.ask("hello")
+        conn = emu.connections[-1]
+        conn.stop_reading()
+        for i in range(N):
+            async with asyncio.timeout(5):  # would block here if the send waited for the socket
+                await app.session.send_realtime_input(
+                    audio={"data": bytes([i]) + b"\x01\x02" * 4 + CHUNK,
+                           "mime_type": "audio/pcm;rate=16000"})
+        await app.wait_until(lambda: any(  # held back now
+            not c.outbox.idle for c in app.session._conns.values()), within=20)
+        # the rest wait in the journal: the socket's buffer took one send past its limit, not all
+        sdk = next(iter(app.session._conns.values())).sdk
+        assert sdk is not None
+        assert sdk._ws.transport.get_write_buffer_size() < 4 * len(CHUNK)
+        conn.resume_reading()
+        marks = [f"a:{bytes([i]).hex()}0102" for i in range(N)]
+
+        def audio() -> list[str]:
+            return [c for c in emu.sessions[-1].context.consumed if c.startswith("a:")]
+
+        assert len(audio()) < N
+        assert "hello" in await app.ask("and now?")  # taken in after every chunk before it
+        assert [next(m for m in marks if a.startswith(m)) for a in audio()] == marks
+        assert emu.connections[-1] is conn and app.session.core.counters.rotations == 0
+        await app.stop()
+
+
 async def test_a_second_reader_gets_local_misuse_and_the_first_goes_on(
         slow_emu: LiveEmulator) -> None:
     """A second task iterating receive() while the first waits in it gets LocalMisuse; the

@@ -18,8 +18,9 @@ import contextlib
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
+from types import coroutine as types_coroutine
 from typing import Any
 
 import attrs
@@ -59,6 +60,7 @@ from ..core.events import (
     Latency,
     ModelOutput,
     ResumptionUpdate,
+    SendRefused,
     SetupComplete,
     Timer,
     TimerFired,
@@ -130,28 +132,69 @@ class _Outbox:
     """A connection's sends in order, for its one writer task: what `asyncio.Queue` does here,
     with less work per message (one future per wait, none per message while the writer keeps
     up) and less memory per connection (a list: it mostly holds zero or one send, and an empty
-    deque takes 0.6 KB)."""
+    deque takes 0.6 KB). `idle` says nothing is queued or being written: a send may then be
+    written at once by whoever made it (`LiveSession._write_now`)."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_busy", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: list[Send] = []
+        self._items: list[Send | _Suspended] = []
         self._waiter: asyncio.Future[None] | None = None
+        self._busy = False
 
     def empty(self) -> bool:
         return not self._items
 
-    def put_nowait(self, item: Send) -> None:
+    @property
+    def idle(self) -> bool:
+        return not self._items and not self._busy
+
+    def put_nowait(self, item: Send | _Suspended) -> None:
         self._items.append(item)
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def get(self) -> Send:
+    async def get(self) -> Send | _Suspended:
+        """The next item, oldest first; the outbox is busy until `done()`."""
         while not self._items:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
+        self._busy = True
         return self._items.pop(0)
+
+    def done(self) -> None:
+        self._busy = False
+
+
+@attrs.define(slots=True)
+class _Suspended:
+    """A send begun at once (`LiveSession._write_now`) that the socket's flow control suspended
+    on `waiting_on`: the writer finishes it before anything queued after it."""
+
+    action: Send
+    coro: Coroutine[Any, Any, None]
+    waiting_on: Any
+
+
+@types_coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Await a coroutine that was stepped by hand (`coro.send(None)`) and is suspended on
+    `waiting_on`: hand that future to the awaiting task, and pass what the task sends or throws
+    back in, as a task would have done had it run the coroutine from the start."""
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # a cancellation, thrown in by the task
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration:
+                return
 
 
 @attrs.define
@@ -606,8 +649,12 @@ class LiveSession:
         for action in actions:
             if isinstance(action, Send):
                 conn = self._conns.get(action.generation)
-                if conn is not None and not conn.closing:
-                    conn.outbox.put_nowait(action)  # else still journaled: replayed later
+                if conn is None or conn.closing:
+                    continue  # still journaled: replayed later
+                if conn.sdk is not None and conn.outbox.idle:
+                    self._write_now(conn, conn.sdk, action)
+                else:
+                    conn.outbox.put_nowait(action)
             elif isinstance(action, OpenConnection):
                 conn = _Conn(generation=action.generation)
                 self._conns[action.generation] = conn
@@ -836,33 +883,51 @@ class LiveSession:
         if events:
             self._feed(*events)
 
+    def _write_now(self, conn: _Conn, sdk: AsyncSession, action: Send) -> None:
+        """Write a send at once, in the task that made it, when nothing is queued before it: the
+        SDK's send returns without suspending unless the socket is backed up, and a hand-off to
+        the writer task costs about as much as the rest of our send path. When it does suspend,
+        the writer finishes it (`_Suspended`), so a stalled server still blocks no one else."""
+        coro = _sdk_send(sdk, action)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            self._core.written(action.entry, conn.generation, self._now())
+        except adapter.SEND_AFTER_CLOSE:
+            pass  # the reader reports the close; the entry stays journaled
+        except Exception as exc:
+            self._refused(action, exc)
+        else:
+            conn.outbox.put_nowait(_Suspended(action, coro, waiting_on))
+
+    def _refused(self, action: Send, exc: Exception) -> None:
+        """Tell the core (once the actions in hand are performed) that the SDK would not send
+        an input; it decides what becomes of it."""
+        reason = f"{type(exc).__name__}: {exc}"[:300]
+        self._loop.call_soon(self._feed, SendRefused(at=self._now(), seq=action.entry.seq,
+                                                     reason=reason))
+
     async def _write(self, conn: _Conn, sdk: AsyncSession) -> None:
-        """Send this connection's messages in order. A server that stops reading blocks this
-        task alone; what it holds stays journaled and is replayed on the next connection."""
+        """Send this connection's messages in order, when `_write_now` could not. A server that
+        stops reading blocks this task alone; what it holds stays journaled and is replayed on
+        the next connection."""
         core = self._core
+        outbox = conn.outbox
         while True:
-            action = await conn.outbox.get()
-            entry = action.entry
+            item = await outbox.get()
+            action = item.action if isinstance(item, _Suspended) else item
             try:
-                if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
-                    await sdk.send_realtime_input(**entry.payload)
-                elif action.continuation:
-                    await sdk.send_client_content(turn_complete=True)
-                elif entry.kind is InputKind.CONTENT:
-                    if action.as_history:
-                        await sdk.send_client_content(turns=_as_history(entry),
-                                                      turn_complete=False)
-                    else:
-                        await sdk.send_client_content(**entry.payload)
-                elif entry.kind is InputKind.TOOL_RESPONSE:
-                    await sdk.send_tool_response(**entry.payload)
-                elif entry.kind is InputKind.TEXT and action.as_history:
-                    await sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
+                if isinstance(item, _Suspended):
+                    await _resume(item.coro, item.waiting_on)
                 else:
-                    await sdk.send_realtime_input(**entry.payload)
+                    await _sdk_send(sdk, item)
             except adapter.SEND_AFTER_CLOSE:
                 return  # the reader reports the close; what is left stays journaled
-            core.written(entry, conn.generation, self._now())
+            except Exception as exc:
+                self._refused(action, exc)
+            else:
+                core.written(action.entry, conn.generation, self._now())
+            outbox.done()
 
     def _close_connection(self, generation: int) -> None:
         """Close a connection in a task of its own (bounded by the close timeout); the next
@@ -945,6 +1010,24 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
     # would otherwise be printed at the first connection (a library is quiet)
     warnings.filterwarnings("ignore", message="The SDK's ephemeral token support",
                             category=genai_errors.ExperimentalWarning)
+
+
+def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
+    """The SDK call that writes a `Send` (not yet awaited)."""
+    entry = action.entry
+    if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
+        return sdk.send_realtime_input(**entry.payload)
+    if action.continuation:
+        return sdk.send_client_content(turn_complete=True)
+    if entry.kind is InputKind.CONTENT:
+        if action.as_history:
+            return sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
+        return sdk.send_client_content(**entry.payload)
+    if entry.kind is InputKind.TOOL_RESPONSE:
+        return sdk.send_tool_response(**entry.payload)
+    if entry.kind is InputKind.TEXT and action.as_history:
+        return sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
+    return sdk.send_realtime_input(**entry.payload)
 
 
 def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:

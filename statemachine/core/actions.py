@@ -4,7 +4,8 @@ Driver contract: after each `Lifecycle.feed`, perform the returned actions in or
 the next event. `OpenConnection` means: connect (closing nothing: a `CloseConnection` for the old
 socket always comes first), wait for `setupComplete` and feed `SetupComplete`, or feed
 `ConnectionLost(during_setup=True)`. `Send` actions go out in order on the connection named;
-report each written one with `Lifecycle.written()` (until then no handle covers it).
+report each written one with `Lifecycle.written()` (until then no handle covers it), and feed
+`SendRefused` for one the SDK would not send (any error but a closed connection).
 `ArmTimer` replaces any timer of the same kind; feed `TimerFired` with its token when it expires.
 `StoreAction`s may be performed in the background, one at a time and in order, without holding
 the session up; feed `StoreDone`, `StoreFailed` (on `StoreError`) or, when a lease renewal

@@ -76,6 +76,7 @@ from .events import (
     LeaseLost,
     ModelOutput,
     ResumptionUpdate,
+    SendRefused,
     SetupComplete,
     StoreDone,
     StoreFailed,
@@ -393,7 +394,8 @@ class Lifecycle:
             if self.persistence is not None:
                 self._persist()
             return self._actions
-        if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed):
+        if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
+                                        | SendRefused):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
@@ -416,6 +418,8 @@ class Lifecycle:
             self._on_timer(event)
         elif isinstance(event, StoreDone | StoreFailed | LeaseLost):
             self._on_store(event)
+        elif isinstance(event, SendRefused):
+            self._on_refused(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
@@ -449,7 +453,7 @@ class Lifecycle:
                 text = text.replace(value, shown)
         return text
 
-    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed) -> Event:
+    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
         if isinstance(event, StoreFailed):
             return attrs.evolve(event, error=self.redact(event.error))
         return attrs.evolve(event, reason=self.redact(event.reason))
@@ -552,6 +556,15 @@ class Lifecycle:
         conn = self.conn
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
             self._send(entry, replay=False, as_history=False)
+
+    def _on_refused(self, event: SendRefused) -> None:
+        """The SDK would not send an input: it leaves the journal, and the application is told,
+        in-band when it was a turn (a replay would only be refused again)."""
+        for entry in self.journal:
+            if entry.seq == event.seq:
+                self._drop(entry, f"google-genai refused to send it ({event.reason}): check what "
+                                  "was passed to the send call")
+                return
 
     def _held(self, entry: Entry) -> bool:
         """In a state that holds turns (draining), a new turn would start on a connection about

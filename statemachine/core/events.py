@@ -200,6 +200,15 @@ class FatalError(Event):
     reason: str
 
 
+@attrs.frozen(kw_only=True)
+class SendRefused(Event):
+    """google-genai refused to send the input `seq` for a reason other than a closed connection
+    (a payload it cannot serialise, for example): sent again, it would be refused again."""
+
+    seq: int
+    reason: str
+
+
 class StoreOp(enum.StrEnum):
     """The store operations the core asks for."""
 

@@ -176,6 +176,12 @@ class Connection:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
         transport.pause_reading()  # the TCP window closes: nothing more is taken in
 
+    def resume_reading(self) -> None:
+        """Read again after `stop_reading` (a server that was slow, not gone): what the client
+        held back arrives now."""
+        self.ws.transport.resume_reading()
+        self._reading.set()
+
     async def send_garbage(self, kind: str | None = None) -> None:
         """A frame the protocol does not allow (`ConnectionPlan.garbage` says which)."""
         kind = kind or self.plan.garbage
