@@ -138,14 +138,16 @@ def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
     cap = quick[1]["capacity"]
     assert {"sessions_per_core", "raw_sessions_per_core", "ratio"} <= set(cap)
     kinds = {s["kind"]: s for s in cap["steps"]}
-    assert set(kinds) == {"ours", "raw"}
+    assert set(kinds) == {"ours", "ours-sdk", "raw"}
+    for ours in (kinds["ours"], kinds["ours-sdk"]):
+        assert ours["inputs"] > 0 and ours["input_delay_p99_ms"] is not None
+        assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     ours = kinds["ours"]
-    assert ours["inputs"] > 0 and ours["input_delay_p99_ms"] is not None
-    assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     assert ours["us_per_message"] is not None and kinds["raw"]["us_per_message"] is not None
     assert any("sessions per core" in line for line in capacity.table(cap))
     assert cap["us_per_message_ratio_smallest"] is not None
     assert cap["us_per_message_at"] == {"smallest": 3, "largest": 3}
+    assert cap["sdk_audio_us_per_message_ratio_smallest"] is not None
 
 
 def test_capacity_cost_growth_pairs_the_best_tries_at_the_same_size() -> None:
@@ -158,11 +160,14 @@ def test_capacity_cost_growth_pairs_the_best_tries_at_the_same_size() -> None:
         {"kind": "ours", "sessions": 40, "us_per_message": 209.0},
         {"kind": "ours", "sessions": 40, "us_per_message": 260.0},
         {"kind": "ours", "sessions": 70, "us_per_message": 205.0},
+        {"kind": "ours-sdk", "sessions": 40, "us_per_message": 228.0},
     ]
     got = capacity.cost_growth(steps)
     assert got["us_per_message_ratio_smallest"] == 1.1
     assert got["us_per_message_ratio_largest"] == 1.1
     assert got["us_per_message_at"] == {"smallest": 10, "largest": 40}
+    assert got["sdk_audio_us_per_message_ratio_smallest"] is None  # not run at 10
+    assert got["sdk_audio_us_per_message_ratio_largest"] == 1.2
 
 
 def test_memory_benchmark_traces_components_and_no_per_session_bindings(quick: Any) -> None:

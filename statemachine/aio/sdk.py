@@ -37,7 +37,8 @@ Message = types.LiveServerMessage
 #: The private members used, and what for.
 PRIVATE_MEMBERS: dict[str, str] = {
     "AsyncSession._receive": "read exactly one server message (receive() stops at turnComplete)",
-    "AsyncSession._ws": "the websockets connection: ping for the round trip, abort on close",
+    "AsyncSession._ws": "the websockets connection: ping for the round trip, abort on close, "
+                        "write audio chunks encoded once (frames.py, checked against the SDK)",
     "google.genai._transformers.t_model": "check the model name when the session is made",
     "BaseApiClient._websocket_ssl_ctx": "give the library's connections a logger that never "
                                          "shows the API key or a handle",

@@ -78,7 +78,7 @@ from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
-from . import lag, tokens
+from . import frames, lag, tokens
 from . import sdk as adapter
 from .flag import Flag
 from .persistence import StoreWorker
@@ -241,6 +241,7 @@ class LiveSession:
         "_core",
         "_ended",
         "_events",
+        "_frames",
         "_lag",
         "_lag_held",
         "_last_error",
@@ -301,6 +302,8 @@ class LiveSession:
             self._store = StoreWorker(store or DEFAULT_STORE, persistence, lease_wait,
                                       self._feed_one, self._now)
         self._client = client
+        #: audio chunks are journaled as the text the SDK would write for them (`frames`)
+        self._frames = frames.available(client)
         self._model = model
         base = types.LiveConnectConfig.model_validate(config or {})
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
@@ -436,8 +439,9 @@ class LiveSession:
         if audio is not None and video is None and text is None and audio_stream_end is None \
                 and activity_start is None and activity_end is None:
             # the hot path, 50 a second: `_input` inlined
+            frame = frames.audio_frame(audio) if self._frames else None
             self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
-                                   payload={"audio": audio}))
+                                   payload={"audio": audio} if frame is None else frame))
             return
         given = {
             InputKind.AUDIO: ("audio", audio),
@@ -1016,6 +1020,8 @@ def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
     """The SDK call that writes a `Send` (not yet awaited)."""
     entry = action.entry
     if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
+        if type(entry.payload) is str:  # encoded when it was sent (`frames.audio_frame`)
+            return sdk._ws.send(entry.payload)
         return sdk.send_realtime_input(**entry.payload)
     if action.continuation:
         return sdk.send_client_content(turn_complete=True)
