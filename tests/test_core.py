@@ -895,6 +895,34 @@ def test_stale_audio_lets_go_of_its_payload_and_a_resume_still_drops_it() -> Non
     assert len(dropped) + len(replayed) == len(entries)
 
 
+def test_covered_audio_entries_are_made_again_and_nothing_of_them_is_left() -> None:
+    """Audio entries a handle covered make the next chunks' entries (one object per chunk
+    that lives seconds would otherwise reach the collector's oldest generation and bring a full
+    collection); each comes back with its new chunk's payload and nothing of its sends. Entries
+    not yet written are never taken back: a writer still holds them."""
+    engine, d, _ = session()
+    d.feed(Latency(at=d.tick(), generation=1, rtt=0.01))
+    first = [a.entry for _ in range(20)
+             for a in d.feed(ClientInput(at=d.tick(), kind=InputKind.AUDIO, payload="old"))]
+    pending = engine.feed(ClientInput(at=d.tick(), kind=InputKind.AUDIO, payload="held"))[0]
+    d.tick(1.0)
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="h1", resumable=True))
+    assert [e.payload for e in engine.journal] == ["held"]  # not written: not covered
+    again = [a.entry for i in range(25)
+             for a in d.feed(ClientInput(at=d.tick(), kind=InputKind.AUDIO, payload=f"new{i}"))]
+    assert {id(e) for e in again[:20]} == {id(e) for e in first}
+    assert all(id(e) not in {id(f) for f in first} for e in again[20:])
+    assert isinstance(pending, Send) and pending.entry not in again
+    assert [e.payload for e in again] == [f"new{i}" for i in range(25)]
+    assert [e.seq for e in again] == sorted(e.seq for e in again)
+    assert all(e.sends == 1 and e.sent_generation == 1 and e.sent_at is not None
+               and e.sent_at >= e.created_at and not e.answered for e in again)
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))  # replayed with new payloads
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replayed = [a.entry.payload for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert replayed == ["held"] + [f"new{i}" for i in range(25)]
+
+
 def test_input_written_while_an_update_waited_is_not_taken_as_covered() -> None:
     """A handle is processed `lag` after it arrived (a busy event loop, a reader away): audio
     written in that time went out after the server issued the handle, so it is kept for replay,

@@ -529,15 +529,18 @@ class Lifecycle:
             reason = self.end.reason if self.end else "terminated"
             raise SessionClosed(f"cannot send: the session has ended ({reason})")
         self._next_seq += 1
-        entry = Entry(
-            seq=self._next_seq,
-            kind=event.kind,
-            payload=event.payload,
-            created_at=event.at,
-            turn_complete=event.turn_complete,
-            trigger=is_turn_trigger(event),
-            tool_ids=event.tool_ids,
-        )
+        if event.kind is InputKind.AUDIO:  # 50 a second: made again from covered ones
+            entry = self.journal.audio(self._next_seq, event.payload, event.at)
+        else:
+            entry = Entry(
+                seq=self._next_seq,
+                kind=event.kind,
+                payload=event.payload,
+                created_at=event.at,
+                turn_complete=event.turn_complete,
+                trigger=is_turn_trigger(event),
+                tool_ids=event.tool_ids,
+            )
         self.counters.inputs += 1
         self.journal.append(entry)
         if self._next_seq % 64 == 0:  # about every 1.3 s of 20 ms audio
