@@ -25,6 +25,8 @@ from google import genai
 from google.genai import live, types
 from google.genai.live import AsyncSession
 
+from . import sdk as adapter
+
 _HEAD = '{"realtime_input": {"audio": {"data": "'
 _MIME = '", "mime_type": '
 _TAIL = "}}}"
@@ -74,10 +76,9 @@ def available(client: genai.Client) -> bool:
     websocket as `_ws`, and its `send_realtime_input` is its own, not wrapped."""
     if not enabled or not _unwrapped(AsyncSession.send_realtime_input):
         return False
-    api_client = client._api_client
-    vertex = bool(getattr(api_client, "vertexai", False))
+    vertex = bool(client.vertexai)
     if vertex not in _verified:
-        _verified[vertex] = _agrees(api_client)
+        _verified[vertex] = _agrees(adapter.api_client(client))
     return _verified[vertex]
 
 
@@ -103,7 +104,7 @@ def _agrees(api_client: Any) -> bool:
     capture = _Capture()
     try:
         session = AsyncSession(api_client=api_client, websocket=capture)  # type: ignore[arg-type]
-        if getattr(session, "_ws", None) is not capture:
+        if adapter.websocket(session) is not capture:
             return False
         for probe in _PROBES:
             step = session.send_realtime_input(audio=probe)

@@ -18,7 +18,7 @@ import logging
 import re
 import ssl
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import attrs
@@ -72,6 +72,23 @@ def stamp_arrivals(sdk: AsyncSession, clock: Callable[[], float]) -> Callable[[]
 
     assembler.put = stamped  # type: ignore[union-attr]  # the instance's, not the class's
     return lambda: stamps.pop(0) if stamps else None
+
+
+def api_client(client: genai.Client) -> Any:
+    """The client's `BaseApiClient`, which an `AsyncSession` is made with."""
+    return client._api_client
+
+
+def websocket(sdk: AsyncSession) -> Any:
+    """The session's websockets connection (None if the SDK no longer keeps it as `_ws`)."""
+    return getattr(sdk, "_ws", None)
+
+
+def write_text(sdk: AsyncSession, text: str) -> Coroutine[Any, Any, None]:
+    """Send a client message the library encoded itself (`frames`) on the session's websocket,
+    as the SDK's own send methods do."""
+    send: Coroutine[Any, Any, None] = sdk._ws.send(text)
+    return send
 
 
 async def ping(sdk: AsyncSession, within: float) -> float:

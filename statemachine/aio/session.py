@@ -1021,7 +1021,7 @@ def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
     entry = action.entry
     if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
         if type(entry.payload) is str:  # encoded when it was sent (`frames.audio_frame`)
-            return sdk._ws.send(entry.payload)
+            return adapter.write_text(sdk, entry.payload)
         return sdk.send_realtime_input(**entry.payload)
     if action.continuation:
         return sdk.send_client_content(turn_complete=True)
