@@ -892,8 +892,8 @@ class LiveSession:
         SDK's send returns without suspending unless the socket is backed up, and a hand-off to
         the writer task costs about as much as the rest of our send path. When it does suspend,
         the writer finishes it (`_Suspended`), so a stalled server still blocks no one else."""
-        coro = _sdk_send(sdk, action)
         try:
+            coro = _sdk_send(sdk, action)
             waiting_on = coro.send(None)
         except StopIteration:
             self._core.written(action.entry, conn.generation, self._now())
