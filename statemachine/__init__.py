@@ -12,8 +12,11 @@ from typing import TYPE_CHECKING, Any
 from . import testing
 from .aio.tokens import Token, TokenProvider
 from .core.actions import (
+    AudioGap,
     ContextLost,
     Ended,
+    HandedOff,
+    HandOffFailed,
     InputDropped,
     Notice,
     RepeatedReply,
@@ -22,6 +25,7 @@ from .core.actions import (
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
+    TookOver,
     ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
@@ -40,6 +44,7 @@ from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
     InvalidTransition,
+    LeaseFenced,
     LeaseHeld,
     LifecycleError,
     LocalMisuse,
@@ -50,14 +55,17 @@ from .errors import (
     StoreError,
     TableError,
     TokenProviderError,
+    WorkerDraining,
 )
 
 if TYPE_CHECKING:
+    from .aio.fleet import DrainSummary, HandOffResult, drain, drain_on
     from .aio.instrument import instrument, uninstrument, wrap_client
     from .aio.session import LiveSession, connect, websocket_args
 
 _LAZY = {"LiveSession", "connect", "websocket_args"}
 _LAZY_INSTRUMENT = {"instrument", "uninstrument", "wrap_client"}
+_LAZY_FLEET = {"DrainSummary", "HandOffResult", "drain", "drain_on"}
 
 
 def __getattr__(name: str) -> Any:
@@ -67,6 +75,10 @@ def __getattr__(name: str) -> Any:
         from .aio import session
 
         return getattr(session, name)
+    if name in _LAZY_FLEET:
+        from .aio import fleet
+
+        return getattr(fleet, name)
     if name in _LAZY_INSTRUMENT:
         from .aio import instrument
 
@@ -77,13 +89,19 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "SCHEMA_VERSION",
     "AnsweredTurnReplay",
+    "AudioGap",
     "Backend",
     "ContextLost",
     "Disposition",
+    "DrainSummary",
     "Ended",
+    "HandOffFailed",
+    "HandOffResult",
+    "HandedOff",
     "InputDropped",
     "InvalidTransition",
     "Keepalive",
+    "LeaseFenced",
     "LeaseHeld",
     "Lifecycle",
     "LifecycleError",
@@ -111,11 +129,15 @@ __all__ = [
     "TokenExpiring",
     "TokenProvider",
     "TokenProviderError",
+    "TookOver",
     "ToolCallsCancelled",
     "Trigger",
+    "WorkerDraining",
     "classify_close",
     "classify_http",
     "connect",
+    "drain",
+    "drain_on",
     "fingerprint",
     "instrument",
     "testing",

@@ -62,6 +62,25 @@ class StoreError(LifecycleError, ConnectionError):
     """The store cannot be reached or failed; a live session degrades to memory on it."""
 
 
+class LeaseFenced(LifecycleError, RuntimeError):
+    """The store refused a write: another worker took the session's lease since this one held
+    it (the store checks the key's owner in the same atomic step as the write). This worker
+    must not write the session again; it goes on there."""
+
+    def __init__(self, key: str, holder: str) -> None:
+        self.key = key
+        self.holder = holder
+        super().__init__(
+            f"session {key!r}: the store refused a write by {holder!r}: another worker took the "
+            "session over since (its lease ran out, or it was handed off): the session goes on "
+            "there; this worker must not write it again")
+
+
+class WorkerDraining(LocalMisuse):
+    """`connect()` was called while this process drains (`statemachine.drain()`): its sessions
+    are moving to other workers, so no new one starts here."""
+
+
 class LeaseHeld(LifecycleError, RuntimeError):
     """Another process holds the session's lease: it is live elsewhere."""
 

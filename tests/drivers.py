@@ -12,6 +12,7 @@ from collections.abc import Callable
 from statemachine import core
 from statemachine.core import events
 from statemachine.core.actions import Action, ArmTimer, Send
+from statemachine.core.engine import Resumption
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
 
@@ -174,6 +175,30 @@ def _session_cap(d: Driver, row: Transition) -> None:
     d.fire_timer(Timer.SESSION_CAP)
 
 
+def _hand_off(d: Driver, row: Transition) -> None:
+    """The application hands the session off (it needs a store: drive a Lifecycle made with
+    persistence); from a live state at once, as nothing is under way."""
+    assert d.engine.persistence is not None, "drive a Lifecycle made with persistence"
+    d.feed(events.HandOff(at=d.tick(), limit=5.0))
+    if d.engine.state is not State.HANDING_OFF:  # a reply in flight: the limit cuts it
+        d.fire_timer(Timer.HAND_OFF)
+
+
+def _handed_off(d: Driver, row: Transition) -> None:
+    d.feed(events.StoreDone(at=d.tick(), op=events.StoreOp.HAND_OVER))
+
+
+def _hand_off_failed(d: Driver, row: Transition) -> None:
+    """The hand-over fails and the lease is taken back (with no valid handle any more, for
+    the fallback row to connecting)."""
+    if Guard.HANDLE_VALID not in row.guards:
+        d.tick(d.engine._validity() + 1)
+    elif not d.engine._check(Guard.HANDLE_VALID):  # handed off before any handle came
+        d.engine.resumption = Resumption(handle="late", at=d.now)
+    d.feed(events.StoreFailed(at=d.tick(), op=events.StoreOp.HAND_OVER, error="unreachable"))
+    d.feed(events.StoreDone(at=d.tick(), op=events.StoreOp.RECLAIM))
+
+
 STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
     Trigger.CONNECT: _connect,
     Trigger.SETUP_COMPLETE: _setup,
@@ -188,4 +213,7 @@ STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
     Trigger.SESSION_CAP: _session_cap,
     Trigger.CLOSE: lambda d, r: d.feed(events.Close(at=d.tick())),
     Trigger.FATAL_ERROR: lambda d, r: d.feed(events.FatalError(at=d.tick(), reason="test")),
+    Trigger.HAND_OFF: _hand_off,
+    Trigger.HANDED_OFF: _handed_off,
+    Trigger.HAND_OFF_FAILED: _hand_off_failed,
 }

@@ -22,6 +22,7 @@ from statemachine.audit.jsonl import JsonLinesWriter, configure
 from statemachine.core import Lifecycle
 from statemachine.core.events import ClientInput, InputKind
 from statemachine.core.records import describe, describe_input
+from statemachine.core.persistence import Persistence
 from statemachine.core.table import shortest_paths
 
 from .drivers import Driver
@@ -34,7 +35,8 @@ def write_log(path: Path, sessions: int = 2) -> None:
     try:
         for target, steps in shortest_paths().items():
             for _ in range(sessions):
-                engine = Lifecycle(rng=random.Random(3))
+                engine = Lifecycle(rng=random.Random(3),  # a store: hand-off rows need one
+                                   persistence=Persistence(key="audited"))
                 driver = Driver(engine)
                 for src, row in steps:
                     driver.take(src, row)

@@ -48,6 +48,7 @@ from statemachine.core.events import (
     TurnComplete,
     Usage,
 )
+from statemachine.core.persistence import Persistence
 from statemachine.core.policy import Backend, Limits, ReplayPolicy, RetryPolicy
 from statemachine.core.table import Guard, State, Trigger
 from statemachine.testing import Trace
@@ -64,7 +65,8 @@ def make(policy: Policy | None = None, **kw: Any) -> tuple[Lifecycle, Driver, li
 
 
 def drive_to(state: State, policy: Policy | None = None) -> tuple[Lifecycle, Driver, list[Any]]:
-    engine, d, records = make(policy, fresh_tokens=True)
+    # with a store: the hand-off rows need one
+    engine, d, records = make(policy, fresh_tokens=True, persistence=Persistence(key="driven"))
     for src, row in table.shortest_paths()[state]:
         d.take(src, row)
     return engine, d, records

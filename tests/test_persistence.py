@@ -33,7 +33,7 @@ from statemachine.core.events import (
     Timer,
     TurnComplete,
 )
-from statemachine.core.persistence import Persistence, StoredHandle
+from statemachine.core.persistence import JournalWrite, Persistence, StoredHandle
 from statemachine.core.table import State
 from statemachine.emulator import EmulatorSettings, LiveEmulator
 from statemachine.errors import StoreError
@@ -158,6 +158,11 @@ class FlakyStore(MemoryStore):
         if self.down:
             raise StoreError("store unreachable (injected)")
         return await super().renew(key, holder, ttl)
+
+    async def write(self, key: str, holder: str, change: JournalWrite) -> None:
+        if self.down:
+            raise StoreError("store unreachable (injected)")
+        await super().write(key, holder, change)
 
 
 async def test_store_blip_under_a_short_lease_does_not_end_the_session() -> None:

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 
-from ..core.actions import ForgetHandle, ReleaseLease, RenewLease, SaveHandle, StoreAction
+from ..core.actions import (
+    ForgetHandle,
+    HandOver,
+    Reclaim,
+    ReleaseLease,
+    RenewLease,
+    SaveHandle,
+    StoreAction,
+    WriteJournal,
+)
 from ..core.events import Event, LeaseLost, StoreDone, StoreFailed
-from ..core.persistence import Persistence, StoredHandle
-from ..errors import LeaseHeld, StoreError
+from ..core.journal import Entry
+from ..core.persistence import JournalWrite, Persistence, StoredHandle, StoredJournal
+from ..errors import LeaseFenced, LeaseHeld, StoreError
 from ..stores import HandleStore
+from . import journalcodec
 
 
 class StoreWorker:
@@ -37,6 +49,8 @@ class StoreWorker:
         self._queue: asyncio.Queue[StoreAction | None] = asyncio.Queue()  # None: stop
         self._task: asyncio.Task[None] | None = None
         self._leased = False
+        #: what the store held besides the handle when the session started
+        self.restored = StoredJournal()
 
     async def start(self) -> StoredHandle | None:
         """Take the lease (waiting up to `lease_wait` for another holder's to run out), then
@@ -61,6 +75,7 @@ class StoreWorker:
                 ) from exc
         try:
             record = await self.store.load(key)
+            self.restored = await self.store.load_journal(key)
         except StoreError as exc:
             with contextlib.suppress(StoreError):
                 await self.store.release(key, self.holder)
@@ -79,11 +94,45 @@ class StoreWorker:
             if event is not None:
                 await self._feed(event)
 
+    def entries(self, clock: Callable[[], float]) -> list[Entry]:
+        """The journal entries restored at the start, on the session's clock (`clock`)."""
+        offset = time.time() - clock()
+        return [journalcodec.decode(text, lambda wall: wall - offset)
+                for _, text in self.restored.entries]
+
+    def _encoded(self, entries: tuple[Entry, ...]) -> tuple[tuple[int, str], ...]:
+        offset = time.time() - self._now()
+        return tuple((e.seq, journalcodec.encode(e, lambda t: t + offset)) for e in entries)
+
     async def _do(self, action: StoreAction) -> Event | None:
+        try:
+            async with asyncio.timeout(self.persistence.store_timeout):
+                return await self._perform(action)
+        except TimeoutError:
+            return StoreFailed(at=self._now(), op=action.op, error=(
+                f"the store did not answer within {self.persistence.store_timeout:g}s"))
+
+    async def _perform(self, action: StoreAction) -> Event | None:
         key = action.key
         try:
             if isinstance(action, SaveHandle):
-                await self.store.save(key, action.record)
+                await self.store.write(key, self.holder, JournalWrite(
+                    record=action.record, forget=action.forget, audio=action.audio))
+            elif isinstance(action, WriteJournal):
+                await self.store.write(key, self.holder, JournalWrite(
+                    put=self._encoded(action.put), forget=action.forget, audio=action.audio,
+                    clear=action.clear))
+            elif isinstance(action, HandOver):
+                marker = json.dumps({"holder": self.holder, "at": time.time(),
+                                     "entries": len(action.entries), "cut": action.cut})
+                await self.store.write(key, self.holder, JournalWrite(
+                    record=action.record, put=self._encoded(action.entries), clear=True,
+                    audio="", hand_off=marker))
+                self._leased = False
+            elif isinstance(action, Reclaim):
+                if not await self.store.reclaim(key, self.holder, action.ttl):
+                    return LeaseLost(at=self._now())
+                self._leased = True
             elif isinstance(action, ForgetHandle):
                 await self.store.delete(key)
             elif isinstance(action, RenewLease):
@@ -94,6 +143,9 @@ class StoreWorker:
                 self._leased = False
                 await self.store.release(key, self.holder)
                 return None
+        except LeaseFenced:
+            self._leased = False
+            return LeaseLost(at=self._now())
         except StoreError as exc:
             return StoreFailed(at=self._now(), op=action.op, error=str(exc))
         return StoreDone(at=self._now(), op=action.op)

@@ -29,6 +29,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from google.genai.live import AsyncSession
 
+from ..core import writethrough
 from ..core.actions import (
     Action,
     ArmTimer,
@@ -78,7 +79,7 @@ from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
-from . import frames, lag, tokens
+from . import fleet, frames, lag, tokens
 from . import sdk as adapter
 from .flag import Flag
 from .persistence import StoreWorker
@@ -242,6 +243,7 @@ class LiveSession:
         "_ended",
         "_events",
         "_frames",
+        "_handoff",
         "_lag",
         "_lag_held",
         "_last_error",
@@ -284,6 +286,7 @@ class LiveSession:
         lease_wait: float = 0.0,
         token_provider: TokenProvider | None = None,
     ) -> None:
+        fleet.refuse_if_draining()
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
@@ -363,6 +366,7 @@ class LiveSession:
         self._lag_held = False
         #: the most recent notices (bounded: a session may run for hours)
         self._seen: deque[Notice] | None = None  # made at the first notice (0.8 KB a session)
+        self._handoff: asyncio.Future[Notice] | None = None  # a hand-off's outcome
 
     # -- what the application sees ---------------------------------------------------------------
 
@@ -406,6 +410,11 @@ class LiveSession:
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
+            restored = self._store.restored
+            if restored.entries or restored.hand_off or restored.audio:
+                self._perform(self._core.restore_journal(
+                    self._store.entries(self._now), handed_off=restored.hand_off is not None,
+                    audio=writethrough.read_mark(restored.audio)))
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -414,6 +423,21 @@ class LiveSession:
         if not self._started.is_set():
             await self._shutdown()
             raise self._terminated()
+        fleet.register(self)
+
+    async def hand_off(self, within: float = 10.0) -> fleet.HandOffResult:
+        """Hand this session to the next worker that connects its session_key: at the next
+        safe point (no reply cut), or after `within` seconds cutting what is under way (the
+        result says what), the store gets the latest handle and every input no handle covers,
+        the lease is released at once, and the session ends here (`HandedOff`, `Ended`). If
+        the store does not take it, the session stays live here (`HandOffFailed`, and the
+        result's reason). Needs a session_key and a store the next worker shares."""
+        return await fleet.hand_off(self, within)
+
+    def _await_hand_off(self) -> asyncio.Future[Notice]:
+        if self._handoff is None or self._handoff.done():
+            self._handoff = self._loop.create_future()
+        return self._handoff
 
     async def send_client_content(
         self,
@@ -703,6 +727,8 @@ class LiveSession:
         elif isinstance(notice, ToolCallsCancelled):
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
+        if self._handoff is not None and fleet.outcome_of(notice) and not self._handoff.done():
+            self._handoff.set_result(notice)
         if self._seen is None:
             self._seen = deque(maxlen=256)
         self._seen.append(notice)

@@ -82,11 +82,60 @@ class StoreAction(Action):
 
 @attrs.frozen(kw_only=True)
 class SaveHandle(StoreAction):
+    """Save the handle; in the same atomic write, forget the stored entries in `forget` (the
+    handle covers them, or they were reported dropped) and set the audio mark (`audio`, see
+    `writethrough.audio_mark`; None: unchanged)."""
+
     record: StoredHandle
+    forget: tuple[int, ...] = ()
+    audio: str | None = None
 
     @property
     def op(self) -> StoreOp:
         return StoreOp.SAVE
+
+
+@attrs.frozen(kw_only=True)
+class WriteJournal(StoreAction):
+    """Write journal entries through to the store (`put`: before they go on the wire), forget
+    others, set the audio mark; `clear`: forget every entry first (the session is over)."""
+
+    put: tuple[Entry, ...] = ()
+    forget: tuple[int, ...] = ()
+    audio: str | None = None
+    clear: bool = False
+
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.WRITE
+
+
+@attrs.frozen(kw_only=True)
+class HandOver(StoreAction):
+    """A planned hand-off, in one atomic write: the latest handle (`record`, None when there is
+    none to resume), every journal entry no handle covers (`entries`, audio included), a
+    marker saying it was handed off, and the lease released so the next worker takes it at
+    once. Feed `StoreDone`, or `StoreFailed` when the outcome is unknown."""
+
+    record: StoredHandle | None
+    entries: tuple[Entry, ...]
+    cut: str = ""
+
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.HAND_OVER
+
+
+@attrs.frozen(kw_only=True)
+class Reclaim(StoreAction):
+    """After a failed hand-over: take the lease back if no other worker acquired it since
+    (`StoreDone`), or learn that one did (`LeaseLost`: the hand-off happened after all)."""
+
+    ttl: float
+
+    @property
+    def op(self) -> StoreOp:
+        return StoreOp.RECLAIM
 
 
 @attrs.frozen(kw_only=True)
@@ -203,6 +252,53 @@ class StoreDegraded(Notice):
 @attrs.frozen(kw_only=True)
 class StoreRecovered(Notice):
     """The handle store answers again; the latest handle is being written to it."""
+
+
+@attrs.frozen(kw_only=True)
+class HandedOff(Notice):
+    """The session was handed to another worker (`hand_off()`): the store holds its latest
+    handle and the `transferred` inputs no handle covered; `connect(..., session_key=key)`
+    anywhere resumes it and replays them. `cut`: what the hand-off's limit cut (a reply, tool
+    calls), empty at a safe point. Input sent here after the hand-off was written is reported
+    dropped (`InputDropped`; audio as one `AudioGap`)."""
+
+    key: str
+    transferred: int
+    resumable: bool
+    cut: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class HandOffFailed(Notice):
+    """The hand-off could not be made durable (`reason`): the session stays live on this
+    worker, where it was, and replays what it holds. `taken_over`: False (it stays here)."""
+
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class TookOver(Notice):
+    """This session took `key` over from another worker: `handed_off` (a planned hand-off) or
+    not (that worker stopped without one: a crash). `restored`: the inputs read back from the
+    store, replayed once the session is live as a local resume would."""
+
+    key: str
+    handed_off: bool
+    restored: int
+
+
+@attrs.frozen(kw_only=True)
+class AudioGap(Notice):
+    """Audio that never reached the model: `chunks` chunks sent from `since` to `until` (Unix
+    times). After a crash it is what the worker that died had written to the store when it
+    last wrote (`at_least`: it may have taken more until it died); audio is not stored per
+    chunk. After a hand-off, the audio sent to the old worker once the hand-off was written."""
+
+    since: float
+    until: float
+    chunks: int
+    at_least: bool
+    reason: str
 
 
 @attrs.frozen(kw_only=True)

@@ -24,19 +24,24 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import table
+from . import handoff, table, writethrough
 from .actions import (
     Action,
     ArmTimer,
+    AudioGap,
     CancelTimer,
     CloseConnection,
     ContextLost,
     Ended,
     ForgetHandle,
+    HandedOff,
+    HandOffFailed,
+    HandOver,
     InputDropped,
     Notice,
     Notify,
     OpenConnection,
+    Reclaim,
     ReleaseLease,
     RenewLease,
     RepeatedReply,
@@ -48,7 +53,9 @@ from .actions import (
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
+    TookOver,
     ToolCallsCancelled,
+    WriteJournal,
 )
 from .closecodes import (
     TOKEN_REFUSED_HINT,
@@ -69,6 +76,7 @@ from .events import (
     FatalError,
     GenerationComplete,
     GoAway,
+    HandOff,
     InputKind,
     InteractionStatus,
     Interrupted,
@@ -90,6 +98,7 @@ from .events import (
     Usage,
     is_turn_trigger,
 )
+from .handoff import HandOffRequest
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
@@ -221,6 +230,14 @@ class Durability:
     renewing: bool = False
     degraded: bool = False
     failures: int = 0  # consecutive, for the retry backoff
+    #: write-throughs with the store, oldest first (their entries wait to go on the wire)
+    writing: list[tuple[Entry, ...]] = attrs.Factory(list)
+    #: stored entries to forget: covered by a handle (only with a handle's save), or dropped
+    covered: list[int] = attrs.Factory(list)
+    dropped: list[int] = attrs.Factory(list)
+    audio: str = ""  # the audio mark last handed to the store
+    waiting: int = 0  # entries written through whose write the store has not confirmed
+    fenced: bool = False  # another worker took the lease: never write again
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -266,6 +283,7 @@ class Lifecycle:
         "counters",
         "durable",
         "end",
+        "handoff",
         "journal",
         "loss",
         "persistence",
@@ -322,6 +340,7 @@ class Lifecycle:
         self.tokens = Tokens(fresh=fresh_tokens)
         self.loss: Loss | None = None
         self.end: Ended | None = None
+        self.handoff: HandOffRequest | None = None
         self._timers: dict[Timer, int] = {}
         self._token = 0
         self._next_seq = 0
@@ -420,6 +439,8 @@ class Lifecycle:
             self._on_store(event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
+        elif isinstance(event, HandOff):
+            self._on_hand_off(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
@@ -557,7 +578,12 @@ class Lifecycle:
             self.span.video_sent = True
             self._arm_session_cap()
         conn = self.conn
+        if self.persistence is not None and event.kind is not InputKind.AUDIO \
+                and writethrough.written_through(event.kind):
+            self._write_through(entry)
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
+            if self.durable.waiting:
+                return  # it goes out once the store has it, in order (`_release_waiting`)
             self._send(entry, replay=False, as_history=False)
 
     def _on_refused(self, event: SendRefused) -> None:
@@ -576,7 +602,7 @@ class Lifecycle:
         return (
             entry.trigger
             and entry.kind is not InputKind.TOOL_RESPONSE
-            and self.state in table.HOLDS_TURNS
+            and (self.state in table.HOLDS_TURNS or self.handoff is not None)
         )
 
     def _on_connection_event(self, event: Event) -> None:
@@ -656,6 +682,7 @@ class Lifecycle:
                                                       reply_chars)
             covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
         self._count(confirmed=inputs(covered))
+        self._forget(covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
@@ -792,6 +819,8 @@ class Lifecycle:
             self._renew_lease()
         elif event.timer is Timer.STORE_RETRY:
             self._retry_store()
+        elif event.timer is Timer.HAND_OFF:
+            self._hand_off_at_limit()
 
     # -- persistence: what the store must hold, decided here, performed by the shell ------------
 
@@ -813,11 +842,14 @@ class Lifecycle:
         if handle is None or at is None:
             d.pending = ForgetHandle(key=p.key)
             return
+        if isinstance(d.pending, SaveHandle) and d.pending.forget:
+            d.covered[:0] = d.pending.forget  # the newer handle covers them too
+        d.pending = SaveHandle(key=p.key, record=self._latest_record(handle, at))
+
+    def _latest_record(self, handle: str, at: float) -> StoredHandle:
         issued = self._wall() - (self._now - at)
-        d.pending = SaveHandle(key=p.key, record=StoredHandle(
-            handle=handle, issued_at=issued,
-            expires_at=issued + self._validity(),
-            generation=self.conn.generation, compressed=self.span.compressed))
+        return StoredHandle(handle=handle, issued_at=issued, expires_at=issued + self._validity(),
+                            generation=self.conn.generation, compressed=self.span.compressed)
 
     def _store_next(self, *, probing: bool = False) -> None:
         """Send the waiting write, one at a time; while the store is down only the retry timer
@@ -825,23 +857,36 @@ class Lifecycle:
         d = self.durable
         if d.pending is None or d.in_flight is not None or (d.degraded and not probing):
             return
-        d.in_flight, d.pending = d.pending, None
-        self._actions.append(d.in_flight)
+        action, d.pending = d.pending, None
+        if isinstance(action, SaveHandle):
+            action = attrs.evolve(action, forget=(*action.forget, *d.covered, *d.dropped),
+                                  audio=self._audio_mark())
+            d.covered.clear()
+            d.dropped.clear()
+        d.in_flight = action
+        self._actions.append(action)
 
     def _renew_lease(self) -> None:
         p = self.persistence
         if p is None or self.state in table.FINAL:
             return
         self._arm(Timer.LEASE, p.lease_ttl / 3)
+        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
+            return  # the hand-over released the lease: renewing would take it back
         if not self.durable.degraded and not self.durable.renewing:
             self.durable.renewing = True
             self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
+            mark = self._audio_mark()
+            if mark is not None:  # audio flows: what a crash would cost, refreshed
+                self._write(WriteJournal(key=p.key, audio=mark), ())
 
     def _retry_store(self) -> None:
         """While the store is down: try the waiting write again, or renew the lease as a
         probe when nothing waits."""
         p, d = self.persistence, self.durable
         if p is None or self.state in table.FINAL:
+            return
+        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
             return
         if d.pending is not None:
             self._store_next(probing=True)
@@ -853,6 +898,10 @@ class Lifecycle:
         d, p = self.durable, self.persistence
         if isinstance(event, LeaseLost):
             d.renewing = False
+            if self.handoff is not None and self.state is State.HANDING_OFF:
+                self._fire(Trigger.HANDED_OFF, {"by": "another worker took the lease"})
+                return
+            d.fenced = True
             if self._can(Trigger.FATAL_ERROR):
                 key = p.key if p is not None else "?"
                 self._fire(Trigger.FATAL_ERROR, {
@@ -860,9 +909,14 @@ class Lifecycle:
                               "worker was cut off from the store for longer than the lease); "
                               "the session goes on there"})
             return
+        if event.op in (StoreOp.HAND_OVER, StoreOp.RECLAIM):
+            self._on_hand_off_store(event)
+            return
         failed = None
         if event.op is StoreOp.RENEW:
             d.renewing = False
+        elif event.op is StoreOp.WRITE:
+            self._written(ok=isinstance(event, StoreDone))
         elif d.in_flight is not None and d.in_flight.op is event.op:
             failed, d.in_flight = d.in_flight, None
         if isinstance(event, StoreFailed):
@@ -880,7 +934,233 @@ class Lifecycle:
             d.degraded = False
             self._cancel(Timer.STORE_RETRY)
             self._notify(StoreRecovered())
+            self._resync()
         self._store_next()
+
+    # -- write-through (`writethrough.py`): what a crash may cost ----------------------------------
+
+    def _write_through(self, entry: Entry) -> None:
+        """Ask the store to hold `entry` before it goes on the wire; it and what follows wait
+        for the answer. Not while the store is down (resynced when it answers again) nor while
+        a hand-over decides what the store holds."""
+        d, p = self.durable, self.persistence
+        if p is None or d.degraded or d.fenced or (
+                self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING):
+            return
+        entry.storing = True
+        d.waiting += 1
+        self._write(WriteJournal(key=p.key, put=(entry,), audio=self._audio_mark()), (entry,))
+
+    def _write(self, action: WriteJournal, entries: tuple[Entry, ...]) -> None:
+        d = self.durable
+        if d.dropped:
+            action = attrs.evolve(action, forget=(*action.forget, *d.dropped))
+            d.dropped.clear()
+        d.writing.append(entries)
+        self._actions.append(action)
+
+    def _written(self, *, ok: bool) -> None:
+        """A `WriteJournal` was answered (they are answered in order): its entries go out, and
+        the ones waiting behind them; on failure every waiting entry goes out unwritten."""
+        d = self.durable
+        entries = d.writing.pop(0) if d.writing else ()
+        if ok:
+            for entry in entries:
+                if entry.storing:
+                    entry.storing = False
+                    d.waiting -= 1
+                entry.stored = True
+        else:
+            for entry in self.journal:
+                entry.storing = False
+            d.waiting = 0
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        """Send, in order, what waited for a write-through, up to the next one still waiting."""
+        if not self.live:
+            return  # the next connection's replay sends it
+        generation = self.conn.generation
+        for entry in list(self.journal):
+            if entry.storing:
+                break
+            if entry.sent_generation == generation or entry.seq == OWED or self._held(entry):
+                continue
+            self._send(entry, replay=entry.sends > 0, as_history=False)
+
+    def _resync(self) -> None:
+        """The store answers again: write what it missed while it was down."""
+        p = self.persistence
+        put = writethrough.unstored(self.journal)
+        if p is not None and not self.durable.fenced and (put or self.durable.dropped):
+            self._write(WriteJournal(key=p.key, put=put, audio=self._audio_mark()), put)
+
+    def _forget(self, entries: Any, *, covered: bool) -> None:
+        """Stored entries leaving the journal: covered ones are forgotten with the handle that
+        covers them (never before: a crash in between would lose them), dropped ones with the
+        next write."""
+        if self.persistence is None:
+            return
+        seqs = [e.seq for e in entries if (e.stored or e.storing) and e.seq != OWED]
+        if seqs:
+            (self.durable.covered if covered else self.durable.dropped).extend(seqs)
+
+    def _audio_mark(self) -> str | None:
+        """The audio mark to send with a write, None when the store has it already."""
+        now, wall = self._now, self._wall()
+        mark = writethrough.audio_mark(self.journal, lambda t: wall - (now - t))
+        if mark == self.durable.audio:
+            return None
+        self.durable.audio = mark
+        return mark
+
+    # -- hand-off (`handoff.py`) -----------------------------------------------------------------
+
+    def _on_hand_off(self, event: HandOff) -> None:
+        p = self.persistence
+        if p is None:
+            raise LocalMisuse("hand_off() needs a session_key and a store the next worker shares "
+                              "(RedisStore, SQLiteStore): connect(..., store=..., session_key=...)")
+        if self.state is table.INITIAL:
+            raise LocalMisuse("cannot hand off before connect(): open the session first")
+        if self.state in table.FINAL or self.handoff is not None:
+            return
+        self.handoff = HandOffRequest(requested_at=self._now, limit=event.limit)
+        self._arm(Timer.HAND_OFF, event.limit)
+        if self.state in table.LIVE:
+            self._check_hand_off()
+        else:  # no connection carries a reply: nothing to wait for
+            self._fire(Trigger.HAND_OFF, {"limit": event.limit, "safe_point": True})
+
+    def _check_hand_off(self) -> None:
+        """A safe point to hand off at: nothing under way the next worker could not pick up."""
+        h = self.handoff
+        if (h is not None and h.phase is handoff.Phase.WAITING
+                and self._can(Trigger.HAND_OFF)
+                and not self.turn.in_flight and not self.turn.busy and not self.calls.pending
+                and not self.journal.has_turn_input()
+                and (self._check(Guard.HANDLE_VALID) or not self.span.confirmed)
+                and not any(t is Trigger.HAND_OFF for t, _ in self._followups)):
+            self._followups.append((Trigger.HAND_OFF, {"safe_point": True,
+                                                       "journal": len(self.journal)}))
+
+    def _hand_off_at_limit(self) -> None:
+        h = self.handoff
+        if h is None or h.phase is not handoff.Phase.WAITING:
+            return
+        unanswered = sum(1 for e in self.journal if e.trigger and not e.answered
+                         and e.sent_generation is not None)
+        h.cut = handoff.cut_by_limit(self.turn.in_flight, self.turn.busy, self.calls.pending,
+                                     unanswered)
+        self._fire(Trigger.HAND_OFF, {"limit": h.limit, "cut": h.cut})
+
+    def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
+        h, p, d = self.handoff, self.persistence, self.durable
+        assert h is not None and p is not None
+        if self.turn.in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
+        for timer in (Timer.HAND_OFF, Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.TOKEN):
+            self._cancel(timer)
+        self._leave_connection("handed off to another worker")
+        self.turn = Turn()
+        record = None
+        if self._check(Guard.HANDLE_VALID):
+            assert self.resumption.handle is not None and self.resumption.at is not None
+            record = self._latest_record(self.resumption.handle, self.resumption.at)
+        entries = tuple(self.journal)
+        for entry in entries:
+            entry.stored = True  # the hand-over replaces the store's journal with these
+        h.snapshot, h.transferred, h.phase = self._next_seq, inputs(entries), handoff.Phase.WRITING
+        d.pending = None  # the hand-over holds the latest handle
+        d.covered.clear()
+        d.dropped.clear()
+        self._actions.append(HandOver(key=p.key, record=record, entries=entries, cut=h.cut))
+
+    def _on_hand_off_store(self, event: StoreDone | StoreFailed) -> None:
+        h, p = self.handoff, self.persistence
+        if h is None or p is None or self.state is not State.HANDING_OFF:
+            return
+        if event.op is StoreOp.HAND_OVER:
+            if isinstance(event, StoreDone):
+                self._fire(Trigger.HANDED_OFF, {"transferred": h.transferred})
+            else:  # the write may have landed and its answer been lost: ask for the lease back
+                h.phase = handoff.Phase.RECLAIMING
+                self._actions.append(Reclaim(key=p.key, ttl=p.lease_ttl))
+                h.error = event.error[:200]
+            return
+        error = h.error
+        if isinstance(event, StoreDone):
+            self._hand_off_failed(f"the store did not take the hand-off ({error}); the session "
+                                  "took its lease back and goes on here: try again later")
+            self._resync()
+            return
+        self._hand_off_failed(
+            f"the store did not take the hand-off ({error}) and cannot be asked whether another "
+            f"worker took it ({event.error[:200]}); the session goes on here, and ends if the "
+            "store later says another worker holds it")
+        d = self.durable
+        d.failures += 1
+        if not d.degraded:
+            d.degraded = True
+            self._notify(StoreDegraded(error=event.error[:200]))
+        self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
+
+    def _hand_off_failed(self, reason: str) -> None:
+        self.handoff = None
+        self._notify(HandOffFailed(reason=reason))
+        self._fire(Trigger.HAND_OFF_FAILED, {"reason": reason})
+
+    def _end_handed_off(self) -> None:
+        """The store holds the session: what came after the hand-over is reported dropped, then
+        the application is told where the session went."""
+        h, p = self.handoff, self.persistence
+        assert h is not None and p is not None
+        audio, rest = handoff.after_snapshot(self.journal.take_all(), h.snapshot)
+        for entry in rest:
+            self._drop(entry, "it came after the session was handed off to another worker: "
+                              "send it there", remove=False)
+        if audio:
+            now, wall = self._now, self._wall()
+            self._count(dropped=len(audio))
+            self._notify(AudioGap(
+                since=wall - (now - audio[0].created_at), until=wall - (now - audio[-1].created_at),
+                chunks=len(audio), at_least=False,
+                reason="sent after the session was handed off to another worker"))
+        record_kept = self._check(Guard.HANDLE_VALID)
+        self._notify(HandedOff(key=p.key, transferred=h.transferred, resumable=record_kept,
+                               cut=h.cut))
+        self.end = Ended(reason=f"handed off to another worker: connect with session_key "
+                                f"{p.key!r} to go on", by_application=True)
+        self._notify(self.end)
+
+    def restore_journal(self, entries: list[Entry], *, handed_off: bool,
+                        audio: tuple[float, float, int] | None) -> list[Action]:
+        """Seed the journal another worker left in the store (after `restore()` of its handle,
+        before `Connect`): the entries are replayed once the session is live, as after a local
+        resume. `audio`: the audio mark it left (since, until, chunks), reported as a gap.
+        Returns the actions to perform (notices)."""
+        if self.state is not table.INITIAL:
+            raise LocalMisuse(f"restore_journal() only before connect, not in state "
+                              f"{self.state.value!r}")
+        p = self.persistence
+        assert p is not None
+        self._actions = []
+        entries = sorted(entries, key=lambda e: e.seq)
+        for entry in entries:
+            entry.sent_generation = entry.sent_index = entry.sent_at = None
+            entry.stored, entry.storing = True, False
+            self.journal.append(entry)
+        self._next_seq = max([self._next_seq, *(e.seq for e in entries)])
+        for entry in handoff.unknown_call_responses(entries):
+            self._drop(entry, "tool response to a call the resumed session never issued: not "
+                              "replayed (the model asks again)")
+        self._notify(TookOver(key=p.key, handed_off=handed_off, restored=inputs(entries)))
+        if audio is not None and audio[2] > 0:
+            self._notify(AudioGap(
+                since=audio[0], until=audio[1], chunks=audio[2], at_least=True,
+                reason="the worker that held the session stopped without a hand-off; audio is "
+                       "not stored per chunk"))
+        return self._actions
 
     # -- the machine -----------------------------------------------------------------------------
 
@@ -990,8 +1270,12 @@ class Lifecycle:
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
+        self._forget(plan.settled, covered=True)
         history = repeated = continued = 0
+        barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
+            if barrier is not None and item.entry.seq >= barrier:
+                continue  # behind a write-through: `_release_waiting` sends it
             replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)
@@ -1017,6 +1301,8 @@ class Lifecycle:
                     continued=continued,
                 )
             )
+        if self.handoff is not None:
+            self._check_hand_off()
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
         deadline = self.conn.go_away_deadline
@@ -1037,7 +1323,7 @@ class Lifecycle:
             self._count(rotations=1)
             self.budget.drop_attempts = 0
             self._open()
-        elif trigger in (Trigger.CONNECT, Trigger.RETRY):
+        elif trigger in (Trigger.CONNECT, Trigger.RETRY, Trigger.HAND_OFF_FAILED):
             self._open()
         elif (self.budget.drop_attempts == 0 and self.loss is not None
               and self.loss.disposition is Disposition.RESUME):
@@ -1059,6 +1345,9 @@ class Lifecycle:
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
+        if trigger is Trigger.HANDED_OFF:
+            self._end_handed_off()
+            return
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
@@ -1080,10 +1369,15 @@ class Lifecycle:
         p, d = self.persistence, self.durable
         if p is None:
             return
-        self._queue_latest()
-        if d.pending is not None:
-            self._actions.append(d.pending)
-            d.pending = None
+        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
+            return  # the hand-over in flight decides what the store holds
+        if not d.fenced:
+            self._queue_latest()
+            if d.pending is not None:
+                self._actions.append(d.pending)
+                d.pending = None
+            # the session is over: nothing of its journal is replayed by a later one
+            self._actions.append(WriteJournal(key=p.key, clear=True, audio=""))
         self._actions.append(ReleaseLease(key=p.key))
 
     def _end_reason(self, trigger: Trigger) -> str:
@@ -1132,6 +1426,9 @@ class Lifecycle:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_safe_point(self) -> None:
+        if self.handoff is not None:
+            self._check_hand_off()
+            return
         if (
             self._can(Trigger.SAFE_POINT)
             and not self.turn.in_flight
@@ -1218,6 +1515,7 @@ class Lifecycle:
     def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:
         if remove:
             self.journal.remove([entry])
+        self._forget((entry,), covered=False)
         self._count(dropped=1)
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
                                   turn=entry.trigger and not entry.answered))

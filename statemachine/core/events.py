@@ -42,6 +42,7 @@ class Timer(enum.StrEnum):
     LEASE = "lease"  # renew the store lease
     STORE_RETRY = "store_retry"  # try the store again after it failed
     TOKEN = "token"  # the connection's ephemeral token nears its expiry
+    HAND_OFF = "hand_off"  # the hand-off's limit: hand off now, cutting what is under way
 
 
 @attrs.frozen(kw_only=True)
@@ -216,6 +217,9 @@ class StoreOp(enum.StrEnum):
     FORGET = "forget"
     RENEW = "renew"
     RELEASE = "release"
+    WRITE = "write"  # journal entries written through, the audio mark
+    HAND_OVER = "hand_over"  # handle and journal made durable, lease released, marker set
+    RECLAIM = "reclaim"  # a hand-off whose outcome is unknown: take the lease back if ours
 
 
 @attrs.frozen(kw_only=True)
@@ -231,6 +235,14 @@ class StoreFailed(Event):
 
     op: StoreOp
     error: str
+
+
+@attrs.frozen(kw_only=True)
+class HandOff(Event):
+    """The application hands the session to another worker (`LiveSession.hand_off`): at the
+    next safe point, or at the latest `limit` seconds from now."""
+
+    limit: float
 
 
 @attrs.frozen(kw_only=True)

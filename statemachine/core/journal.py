@@ -62,6 +62,9 @@ class Entry:
     held_chars: int = 0
     #: it went out less than a round trip before a mid-turn handle: that handle may hold it
     crossed: bool = False
+    #: written through to the store (`writethrough.py`), and while that write is under way
+    stored: bool = False
+    storing: bool = False
 
 
 def _seq(entry: Entry) -> int:
@@ -115,7 +118,7 @@ class Journal:
         entry.seq, entry.payload, entry.created_at = seq, payload, created_at
         entry.sent_generation = entry.sent_index = entry.sent_at = None
         entry.sends = 0
-        entry.crossed = False
+        entry.crossed = entry.stored = False
         return entry
 
     def __len__(self) -> int:

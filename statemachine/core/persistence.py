@@ -30,6 +30,37 @@ class StoredHandle:
         return now < self.expires_at
 
 
+@attrs.frozen(kw_only=True)
+class JournalWrite:
+    """One atomic change to what a store keeps for a session key, made only by the key's owner
+    (`HandleStore.write`). Entries are opaque text (the shell encodes them), keyed by their
+    sequence number, which continues across workers."""
+
+    #: a handle to save (never over a newer generation, as `save`)
+    record: StoredHandle | None = None
+    #: entries to add or replace
+    put: tuple[tuple[int, str], ...] = ()
+    #: entries to remove (covered by `record`, or reported dropped)
+    forget: tuple[int, ...] = ()
+    #: remove every entry first
+    clear: bool = False
+    #: the audio mark (encoded), None: unchanged, "": removed
+    audio: str | None = None
+    #: a hand-off marker (encoded): the lease is released in the same step, so the next worker
+    #: takes the session at once; without one, any marker there is removed
+    hand_off: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class StoredJournal:
+    """What a store holds of a session beyond its handle: the journal entries in sequence
+    order, the audio mark and the hand-off marker (each encoded, None when absent)."""
+
+    entries: tuple[tuple[int, str], ...] = ()
+    audio: str | None = None
+    hand_off: str | None = None
+
+
 def _duration(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
             or value <= 0:
@@ -47,6 +78,8 @@ class Persistence:
     #: backoff between attempts while the store is down: base, doubling up to the maximum
     retry_base: float = attrs.field(default=0.25, validator=_duration)
     retry_max: float = attrs.field(default=5.0, validator=_duration)
+    #: a store operation that takes longer counts as failed (a slow store is a store in trouble)
+    store_timeout: float = attrs.field(default=2.0, validator=_duration)
 
     @key.validator
     def _check_key(self, attribute: attrs.Attribute[Any], value: object) -> None:

@@ -18,6 +18,10 @@ backoff (`retry`) when the close calls for one. A setup the server refuses (`set
 expires a resumed session (its handle was refused) and ends a new one.
 A session that cannot continue is `expired`; policy then starts a fresh one (the application is
 told its context was lost) or gives up (`restart_or_give_up`). `terminated` is final.
+A session the application hands to another worker (`hand_off`, at a safe point or at the
+hand-off's limit) is `handing_off`: its connection is closed and its handle and journal are
+being written to the store; it ends (`handed_off`) once they are, or, when the store fails,
+takes its lease back and goes on where it was (`hand_off_failed`).
 
 Where a trigger has several rows for one source, the rows are tried in table order and the first
 whose guards all hold wins; a row without guards is the fallback and must come last. The engine
@@ -46,6 +50,7 @@ class State(enum.StrEnum):
     DRAINING = "draining"
     RESUMING = "resuming"
     EXPIRED = "expired"
+    HANDING_OFF = "handing_off"
     TERMINATED = "terminated"
 
 
@@ -69,6 +74,8 @@ STATE_DOCS: Mapping[State, str] = {
     "keep journaling, rotate at a safe point",
     State.RESUMING: "old socket closed; connecting with the latest resumable handle",
     State.EXPIRED: "this session cannot continue; policy restarts fresh or gives up",
+    State.HANDING_OFF: "handed to another worker: connection closed, handle and journal being "
+    "written to the store with the lease released",
     State.TERMINATED: "closed by the application, a fatal error or an exhausted budget",
 }
 
@@ -90,6 +97,9 @@ class Trigger(enum.StrEnum):
     RESTART_OR_GIVE_UP = "restart_or_give_up"
     CLOSE = "close"
     FATAL_ERROR = "fatal_error"
+    HAND_OFF = "hand_off"
+    HANDED_OFF = "handed_off"
+    HAND_OFF_FAILED = "hand_off_failed"
 
 
 TRIGGER_DOCS: Mapping[Trigger, str] = {
@@ -110,6 +120,11 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     "(the application must re-seed context), or the end",
     Trigger.CLOSE: "the application closed the session",
     Trigger.FATAL_ERROR: "an error no retry can fix (a lost lease, a local error)",
+    Trigger.HAND_OFF: "the application hands the session to another worker, and a safe point "
+    "came (or the hand-off's limit)",
+    Trigger.HANDED_OFF: "the store holds the handle and the journal, and the lease is free",
+    Trigger.HAND_OFF_FAILED: "the store did not take the hand-off and the lease is ours again: "
+    "go on here",
 }
 
 
@@ -171,8 +186,13 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     "open a connection with the latest resumable handle: at once for a rotation, a restored "
     "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise",
     State.EXPIRED: "close the connection, cancel every timer, then restart_or_give_up",
+    State.HANDING_OFF: "close the connection (a reply the limit cuts is announced in-band), "
+    "cancel the timers but the lease's, write the latest handle and the whole journal to the "
+    "store, marked handed off, releasing the lease in the same step",
     State.TERMINATED: "close the connection, cancel every timer, report unsent input dropped, "
-    "save the latest handle and release the lease, tell the application why it ended (Ended)",
+    "save the latest handle and release the lease, tell the application why it ended (Ended); "
+    "from handed_off: report the input that came after the hand-off was written dropped, "
+    "tell the application it was handed off (HandedOff, Ended)",
 }
 
 
@@ -199,7 +219,7 @@ def _t(trigger: Trigger, sources: Iterable[State], dest: State, *guards: Guard) 
 
 S = State
 _LIVE_ORDER = (S.STREAMING, S.COMPRESSED, S.DRAINING)
-_NOT_FINAL = (S.IDLE, S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED)
+_NOT_FINAL = (S.IDLE, S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED, S.HANDING_OFF)
 
 TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.CONNECT, [S.IDLE], S.RESUMING, Guard.HANDLE_VALID),  # restored from a store
@@ -235,7 +255,12 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.RESTART_OR_GIVE_UP, [S.EXPIRED], S.CONNECTING, Guard.FRESH_ALLOWED),
     _t(Trigger.RESTART_OR_GIVE_UP, [S.EXPIRED], S.TERMINATED),
     _t(Trigger.CLOSE, _NOT_FINAL, S.TERMINATED),
-    _t(Trigger.FATAL_ERROR, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED], S.TERMINATED),
+    _t(Trigger.FATAL_ERROR, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED, S.HANDING_OFF],
+       S.TERMINATED),
+    _t(Trigger.HAND_OFF, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING], S.HANDING_OFF),
+    _t(Trigger.HANDED_OFF, [S.HANDING_OFF], S.TERMINATED),
+    _t(Trigger.HAND_OFF_FAILED, [S.HANDING_OFF], S.RESUMING, Guard.HANDLE_VALID),
+    _t(Trigger.HAND_OFF_FAILED, [S.HANDING_OFF], S.CONNECTING),
 )
 
 

@@ -9,8 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.persistence import StoredHandle
-from ..errors import LeaseHeld, StoreError
+from ..core.persistence import JournalWrite, StoredHandle, StoredJournal
+from ..errors import LeaseFenced, LeaseHeld, StoreError
 from .base import Clock
 
 _SCHEMA = """
@@ -27,7 +27,65 @@ CREATE TABLE IF NOT EXISTS leases (
     holder TEXT NOT NULL,
     expires_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS owners (
+    key TEXT PRIMARY KEY,
+    holder TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS journal (
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    entry TEXT NOT NULL,
+    PRIMARY KEY (key, seq)
+);
+CREATE TABLE IF NOT EXISTS journal_meta (
+    key TEXT PRIMARY KEY,
+    audio TEXT,
+    hand_off TEXT
+);
 """
+
+
+_SAVE = (
+    "INSERT INTO handles (key, handle, issued_at, expires_at, generation, compressed) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET handle = excluded.handle, "
+    "issued_at = excluded.issued_at, expires_at = excluded.expires_at, "
+    "generation = excluded.generation, compressed = excluded.compressed "
+    "WHERE excluded.generation >= handles.generation")
+
+
+def _save_args(key: str, record: StoredHandle) -> tuple[object, ...]:
+    return (key, record.handle, record.issued_at, record.expires_at, record.generation,
+            int(record.compressed))
+
+
+def _immediate(conn: sqlite3.Connection, work: Callable[[], object]) -> object:
+    """`work` in an IMMEDIATE transaction (the write lock taken first): all of it or nothing."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work()
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result
+
+
+def _owns(conn: sqlite3.Connection, key: str, holder: str, now: float) -> bool:
+    """Inside a transaction: nobody else holds the lease, and nobody else acquired it last."""
+    lease = conn.execute("SELECT holder, expires_at FROM leases WHERE key = ?",
+                         (key,)).fetchone()
+    if lease is not None and lease[0] != holder and lease[1] > now:
+        return False
+    owner = conn.execute("SELECT holder FROM owners WHERE key = ?", (key,)).fetchone()
+    return owner is None or owner[0] == holder
+
+
+def _take(conn: sqlite3.Connection, key: str, holder: str, expires_at: float) -> None:
+    conn.execute("INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, "
+                 "expires_at = excluded.expires_at", (key, holder, expires_at))
+    conn.execute("INSERT INTO owners (key, holder) VALUES (?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder", (key, holder))
 
 
 class SQLiteStore:
@@ -99,14 +157,7 @@ class SQLiteStore:
         return result
 
     async def save(self, key: str, record: StoredHandle) -> None:
-        await self._run(lambda conn: conn.execute(
-            "INSERT INTO handles (key, handle, issued_at, expires_at, generation, compressed) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET handle = excluded.handle, "
-            "issued_at = excluded.issued_at, expires_at = excluded.expires_at, "
-            "generation = excluded.generation, compressed = excluded.compressed "
-            "WHERE excluded.generation >= handles.generation",
-            (key, record.handle, record.issued_at, record.expires_at, record.generation,
-             int(record.compressed))))
+        await self._run(lambda conn: conn.execute(_SAVE, _save_args(key, record)))
 
     async def delete(self, key: str) -> None:
         await self._run(lambda conn: conn.execute("DELETE FROM handles WHERE key = ?", (key,)))
@@ -121,10 +172,7 @@ class SQLiteStore:
                                    (key,)).fetchone()
                 if row is not None and row[0] != holder and row[1] > now:
                     return (row[0], row[1] - now)
-                conn.execute(
-                    "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, "
-                    "expires_at = excluded.expires_at", (key, holder, now + ttl))
+                _take(conn, key, holder, now + ttl)
                 return None
             finally:
                 conn.execute("COMMIT")
@@ -136,18 +184,83 @@ class SQLiteStore:
 
     async def renew(self, key: str, holder: str, ttl: float) -> bool:
         now = self._clock()
-        cursor = await self._run(lambda conn: conn.execute(
-            "INSERT INTO leases (key, holder, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder, "
-            "expires_at = excluded.expires_at "
-            "WHERE leases.holder = excluded.holder OR leases.expires_at <= ?",
-            (key, holder, now + ttl, now)))
-        assert isinstance(cursor, sqlite3.Cursor)
-        return cursor.rowcount == 1
+
+        def work(conn: sqlite3.Connection) -> bool:
+            def step() -> bool:
+                if not _owns(conn, key, holder, now):
+                    return False
+                _take(conn, key, holder, now + ttl)
+                return True
+            return bool(_immediate(conn, step))
+
+        return bool(await self._run(work))
 
     async def release(self, key: str, holder: str) -> None:
         await self._run(lambda conn: conn.execute(
             "DELETE FROM leases WHERE key = ? AND holder = ?", (key, holder)))
+
+    async def write(self, key: str, holder: str, change: JournalWrite) -> None:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            def step() -> bool:
+                if not _owns(conn, key, holder, now):
+                    return False
+                conn.execute("INSERT INTO owners (key, holder) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET holder = excluded.holder",
+                             (key, holder))
+                if change.record is not None and change.record.valid(now):
+                    conn.execute(_SAVE, _save_args(key, change.record))
+                if change.clear:
+                    conn.execute("DELETE FROM journal WHERE key = ?", (key,))
+                conn.executemany("DELETE FROM journal WHERE key = ? AND seq = ?",
+                                 [(key, seq) for seq in change.forget])
+                conn.executemany(
+                    "INSERT INTO journal (key, seq, entry) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key, seq) DO UPDATE SET entry = excluded.entry",
+                    [(key, seq, entry) for seq, entry in change.put])
+                conn.execute("INSERT INTO journal_meta (key, hand_off) VALUES (?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET hand_off = excluded.hand_off",
+                             (key, change.hand_off))
+                if change.audio is not None:
+                    conn.execute("UPDATE journal_meta SET audio = ? WHERE key = ?",
+                                 (change.audio or None, key))
+                if change.hand_off is not None:
+                    conn.execute("DELETE FROM leases WHERE key = ? AND holder = ?",
+                                 (key, holder))
+                return True
+            return bool(_immediate(conn, step))
+
+        if not await self._run(work):
+            raise LeaseFenced(key, holder)
+
+    async def load_journal(self, key: str) -> StoredJournal:
+        def work(conn: sqlite3.Connection) -> StoredJournal:
+            rows = conn.execute("SELECT seq, entry FROM journal WHERE key = ? ORDER BY seq",
+                                (key,)).fetchall()
+            meta = conn.execute("SELECT audio, hand_off FROM journal_meta WHERE key = ?",
+                                (key,)).fetchone()
+            return StoredJournal(entries=tuple((int(r[0]), str(r[1])) for r in rows),
+                                 audio=meta[0] if meta else None,
+                                 hand_off=meta[1] if meta else None)
+
+        result = await self._run(work)
+        assert isinstance(result, StoredJournal)
+        return result
+
+    async def reclaim(self, key: str, holder: str, ttl: float) -> bool:
+        now = self._clock()
+
+        def work(conn: sqlite3.Connection) -> bool:
+            def step() -> bool:
+                if not _owns(conn, key, holder, now):
+                    return False
+                _take(conn, key, holder, now + ttl)
+                conn.execute("UPDATE journal_meta SET hand_off = NULL WHERE key = ?", (key,))
+                return True
+            return bool(_immediate(conn, step))
+
+        return bool(await self._run(work))
 
     async def aclose(self) -> None:
         if self._conn is not None:
