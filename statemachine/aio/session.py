@@ -261,6 +261,7 @@ class LiveSession:
         "_started",
         "_store",
         "_store_settled",
+        "_stored",
         "_tasks",
         "_timers",
         "_token_client",
@@ -346,6 +347,9 @@ class LiveSession:
         self._last_error: BaseException | None = None
         self._store_settled = Flag()
         self._store_settled.set()
+        #: no input written through waits for the store's answer
+        self._stored = Flag()
+        self._stored.set()
         self._app_reading = False
         #: the task iterating receive() and whether it is waiting inside it right now
         self._receiver: asyncio.Task[Any] | None = None
@@ -640,6 +644,12 @@ class LiveSession:
                      tool_ids: tuple[str, ...] = ()) -> None:
         self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
                                      turn_complete=turn_complete, tool_ids=tool_ids))
+        if not self._stored.is_set() and self._store is not None:
+            # written through (core/writethrough.py): when this returns, a crash of this
+            # process loses nothing of it; bounded, as every store operation is
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * self._store.persistence.store_timeout + 0.5):
+                    await self._stored.wait()
 
     def _feed(self, *events: Event) -> None:
         """Feed events in order and perform the actions each returns (synchronously: see the
@@ -655,6 +665,10 @@ class LiveSession:
             self._store_settled.set()
         else:
             self._store_settled.clear()
+        if core.durable.waiting and core.state not in FINAL:
+            self._stored.clear()
+        else:
+            self._stored.set()
 
     async def _feed_one(self, event: Event) -> None:
         self._feed(event)
