@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from statemachine.core.persistence import JournalWrite, StoredJournal
+from statemachine.errors import LeaseFenced
 from statemachine.stores import (
     HandleStore,
     LeaseHeld,
@@ -157,6 +159,66 @@ async def test_racing_workers_exactly_one_wins(make_store: Factory) -> None:
     winners = [r for r in results if r is None]
     losers = [r for r in results if isinstance(r, LeaseHeld)]
     assert len(winners) == 1 and len(losers) == 7
+
+
+async def test_journal_roundtrip_forget_and_clear(make_store: Factory) -> None:
+    """The owner writes entries, forgets some with a handle in the same write, sets the audio
+    mark; another client of the backend reads exactly that back; clear empties it."""
+    a, b = make_store(), make_store()
+    await a.acquire("k", "worker-a", ttl=30)
+    await a.write("k", "worker-a", JournalWrite(put=((1, "one"), (2, "two"), (3, "three")),
+                                                audio='{"chunks": 5}'))
+    await a.write("k", "worker-a", JournalWrite(record=record(4), forget=(1, 3)))
+    journal = await b.load_journal("k")
+    assert journal == StoredJournal(entries=((2, "two"),), audio='{"chunks": 5}')
+    saved = await b.load("k")
+    assert saved is not None and saved.generation == 4
+    await a.write("k", "worker-a", JournalWrite(clear=True, audio=""))
+    assert await b.load_journal("k") == StoredJournal()
+
+
+async def test_a_worker_whose_lease_was_taken_never_writes_again(make_store: Factory) -> None:
+    """Fencing: once another worker acquired the key (the first one's lease ran out), every
+    write, renewal and reclaim of the first is refused, and nothing of it lands, even after
+    the new holder released the lease."""
+    a, b = make_store(), make_store()
+    await a.acquire("k", "worker-a", ttl=0.2)
+    await a.write("k", "worker-a", JournalWrite(put=((1, "from a"),)))
+    await asyncio.sleep(0.3)
+    await b.acquire("k", "worker-b", ttl=30)
+    for attempt in range(2):
+        with pytest.raises(LeaseFenced, match="worker-a"):
+            await a.write("k", "worker-a", JournalWrite(put=((2, "stale"),), record=record(9)))
+        assert await a.renew("k", "worker-a", ttl=30) is False
+        assert await a.reclaim("k", "worker-a", ttl=30) is False
+        await b.release("k", "worker-b")  # a released lease does not let the old owner back
+    assert (await b.load_journal("k")).entries == ((1, "from a"),)
+    assert await b.load("k") is None
+
+
+async def test_a_hand_over_releases_the_lease_for_exactly_one_taker(make_store: Factory) -> None:
+    """A hand-over writes handle, journal and marker and frees the lease in one step: the next
+    worker acquires at once and finds them; of two racing, one wins. The old owner cannot take
+    it back once another acquired it, and can before (reclaim)."""
+    a, b, c = make_store(), make_store(), make_store()
+    await a.acquire("k", "worker-a", ttl=30)
+    await a.write("k", "worker-a", JournalWrite(record=record(2), put=((5, "turn"),),
+                                                clear=True, hand_off='{"by": "a"}'))
+    assert await a.reclaim("k", "worker-a", ttl=30) is True  # nobody took it: undone
+    assert (await b.load_journal("k")).hand_off is None
+    with pytest.raises(LeaseHeld):
+        await b.acquire("k", "worker-b", ttl=30)
+    await a.write("k", "worker-a", JournalWrite(record=record(2), put=((5, "turn"),),
+                                                clear=True, hand_off='{"by": "a"}'))
+    results = await asyncio.gather(b.acquire("k", "worker-b", ttl=30),
+                                   c.acquire("k", "worker-c", ttl=30), return_exceptions=True)
+    assert sorted(type(r).__name__ for r in results) == ["LeaseHeld", "NoneType"]
+    journal = await b.load_journal("k")
+    assert journal.entries == ((5, "turn"),) and journal.hand_off == '{"by": "a"}'
+    assert await a.reclaim("k", "worker-a", ttl=30) is False
+    winner = "worker-b" if results[0] is None else "worker-c"
+    await (b if winner == "worker-b" else c).write("k", winner, JournalWrite())
+    assert (await a.load_journal("k")).hand_off is None  # the taker's first write clears it
 
 
 async def test_sqlite_file_is_private_and_in_wal_mode(tmp_path: Path) -> None:
