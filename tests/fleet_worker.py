@@ -12,8 +12,10 @@ prints one line per event the test waits for, and obeys commands on stdin:
   it there: the response is in flight);
 - `HANDOFF [text]`: hand the first session off; with text, that turn is sent while the hand-off
   waits for its safe point. Prints `HANDOFF <json>` and `AUDIO-LAST <i>` (the last chunk the
-  session took);
+  session took); the worker exits once the session is handed off;
 - `CLOSE`: close every session, print `CLOSED`.
+
+With `standby`, it prints `READY` and opens the sessions on `CONNECT <first audio chunk>`.
 
 Output: `LIVE <n>` once every session is live, `TOOK-OVER <json>` for each TookOver notice,
 `GAP <chunks>` for each AudioGap, `DROPPED <kind> <reason>` for each InputDropped, `ANSWERED
@@ -156,6 +158,7 @@ class Worker:
                 await self.audio_task
             say("HANDOFF", json.dumps(attrs.asdict(result)))
             say("AUDIO-LAST", self.audio_last)
+            return not result.handed_off  # handed off: this worker is done
         elif verb == "CLOSE":
             if self.audio_task is not None:
                 self.audio_task.cancel()
@@ -173,6 +176,13 @@ async def main(config: dict[str, Any]) -> int:
     statemachine.drain_on(signal.SIGTERM, deadline=config.get("deadline", 10.0),
                           then=lambda summary: (say("DRAINED", json.dumps(attrs.asdict(summary))),
                                                 stop.set()))
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    if config.get("standby"):  # up and ready, as a fleet's next worker is: connect on command
+        say("READY")
+        _, _, audio_from = (await reader.readline()).decode().partition(" ")  # CONNECT <i>
+        worker.audio_last = int(audio_from or 0) - 1
     try:
         await worker.open(store)
     except LeaseHeld as held:
@@ -181,9 +191,6 @@ async def main(config: dict[str, Any]) -> int:
     except statemachine.WorkerDraining as exc:
         say("DRAINING", exc)
         return 4
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     try:
         while not stop.is_set():
             read = asyncio.ensure_future(reader.readline())

@@ -826,8 +826,8 @@ class Lifecycle:
 
     def _persist(self) -> None:
         """After each event: hand the store the latest resumable handle (or its removal)."""
-        if self.persistence is None or self.state in table.FINAL:
-            return
+        if self.persistence is None or self.state in table.FINAL or self.state is State.HANDING_OFF:
+            return  # a hand-over decides what the store holds
         self._queue_latest()
         self._store_next()
 
@@ -1072,6 +1072,7 @@ class Lifecycle:
             entry.stored = True  # the hand-over replaces the store's journal with these
         h.snapshot, h.transferred, h.phase = self._next_seq, inputs(entries), handoff.Phase.WRITING
         d.pending = None  # the hand-over holds the latest handle
+        d.saved = self.resumption.handle
         d.covered.clear()
         d.dropped.clear()
         self._actions.append(HandOver(key=p.key, record=record, entries=entries, cut=h.cut))
