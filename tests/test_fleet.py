@@ -310,3 +310,34 @@ async def test_redis_stopped_during_a_hand_off(emu: LiveEmulator, tmp_path: Path
         assert '"before the outage"' in reply and '"during the outage"' in reply
         await b.send("CLOSE")
         await b.rest()
+
+
+@needs_redis
+async def test_a_slow_store_during_a_hand_off_never_loses_the_session(
+        emu: LiveEmulator, redis_url: str) -> None:
+    """Redis pauses every client for longer than the store timeout as the hand-off is written:
+    the hand-off either completes (the next worker takes the session over) or the session stays
+    live where it was with the reason (the next worker is told who holds it) — never neither."""
+    import redis.asyncio as aioredis
+
+    a = await spawn(emu, store=f"redis:{redis_url}", within=2.0)
+    await a.line("LIVE")
+    await ask(a, "before the pause")
+    admin = aioredis.from_url(redis_url)
+    await admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+    await admin.aclose()
+    await a.send("HANDOFF")
+    result = json.loads(await a.line("HANDOFF"))
+    b = await spawn(emu, store=f"redis:{redis_url}")
+    first = "L" + await b.line("L")  # LIVE or LEASE-HELD
+    if result["handed_off"]:
+        assert first.startswith("LIVE")
+        assert '"before the pause"' in await ask(b, "after the pause")
+        await b.send("CLOSE")
+        await b.rest()
+    else:
+        assert "did not take the hand-off" in result["reason"], result
+        assert first.startswith("LEASE-HELD")  # it stays live on A, and only there
+        assert '"before the pause"' in await ask(a, "after the pause")
+        await a.send("CLOSE")
+        await a.rest()
