@@ -21,8 +21,8 @@ from statemachine.audit import check as auditcheck
 from statemachine.audit.jsonl import JsonLinesWriter, configure
 from statemachine.core import Lifecycle
 from statemachine.core.events import ClientInput, InputKind
-from statemachine.core.records import describe, describe_input
 from statemachine.core.persistence import Persistence
+from statemachine.core.records import describe, describe_input
 from statemachine.core.table import shortest_paths
 
 from .drivers import Driver

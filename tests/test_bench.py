@@ -19,6 +19,7 @@ from statemachine.bench import (
     assemble,
     capacity,
     corecost,
+    handoff,
     memory,
     report,
     rotation,
@@ -38,9 +39,11 @@ async def _quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     mem = await memory.run(5)
     # connections of 3 s, so the 1 s window sees a rotation (the loaded outage target)
     cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False, lifetime=3.0)
+    fleet = await handoff.run(3, 5)
     rot = {"ours": ours, "baseline (b): reconnect on goAway": base}
     return rot, {"overhead": overhead, "core": core, "scale": scaled, "memory": mem,
-                 "capacity": cap}, assemble(rot, overhead, core, scaled, mem, cap)
+                 "capacity": cap, "handoff": fleet}, assemble(rot, overhead, core, scaled, mem,
+                                                              cap, fleet)
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +180,17 @@ def test_memory_benchmark_traces_components_and_no_per_session_bindings(quick: A
     assert mem["raw_kb_per_connection"] > 0 and mem["ours_kb_per_session"] > 0
     assert mem["components_kb"].get("transitions", 0.0) < 1.0
     assert "KB per session above the SDK" in memory.table(mem)[0]
+
+
+def test_hand_off_benchmark_reports_beside_the_rotation(quick: Any) -> None:
+    """A few hand-offs between workers through SQLite: every one completes, nothing is lost
+    without a report, and the report prints the hand-off row beside the rotation outage and the
+    write-through's cost per turn."""
+    _, parts, results = quick
+    fleet = parts["handoff"]
+    assert fleet["hand_offs"] == 3 and fleet["failed"] == 0 and fleet["lost_unreported"] == 0
+    assert fleet["to_first_input_p99_ms"] is not None and fleet["outage_p50_ms"] is not None
+    assert set(fleet["turn_costs"]) >= {"no store", "sqlite"}
+    printed = table(results)
+    assert "hand_off() to first input on the next worker" in printed
+    assert "plain rotation outage, same run" in printed and "CPU ms/turn" in printed

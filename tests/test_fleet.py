@@ -214,7 +214,7 @@ async def test_a_new_session_is_refused_while_the_worker_drains(emu: LiveEmulato
     try:
         summary = await statemachine.drain(deadline=1.0)
         assert summary.complete and summary.results == ()
-        with pytest.raises(statemachine.WorkerDraining, match="draining .*drain\\(\\) called"):
+        with pytest.raises(statemachine.WorkerDraining, match=r"draining .*drain\(\) called"):
             statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview")
     finally:
         fleet.accept_again()
@@ -223,10 +223,10 @@ async def test_a_new_session_is_refused_while_the_worker_drains(emu: LiveEmulato
 async def test_sigkill_with_a_turn_and_a_tool_response_in_flight(emu: LiveEmulator,
                                                                   store: str) -> None:
     """A worker is killed right after its tool response was sent (the reply to it not yet
-    come), with a plain turn sent just before (durable once its send returned). The next worker learns both from the store, says
-    it took over after a crash, and the model answers the turns once each: the tool response
-    to a call the resumed session never issued is dropped with its reason, and the model asks
-    again."""
+    come), with a plain turn sent just before (durable once its send returned). The next worker
+    learns both from the store, says it took over after a crash, and the model takes each turn
+    in once: the tool response to a call the resumed session never issued is dropped with its
+    reason, and the model asks again."""
     a = await spawn(emu, store=store, lease_ttl=1.0)
     await a.line("LIVE")
     await ask(a, "my name is Ada")

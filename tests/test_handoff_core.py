@@ -90,7 +90,7 @@ def test_a_turn_goes_on_the_wire_only_after_the_store_holds_it_and_order_is_kept
 def test_a_store_that_fails_the_write_lets_input_go_and_gets_it_when_back() -> None:
     """A failed write-through degrades: the waiting input goes out at once, later turns are not
     held; once the store answers again, what it missed is written."""
-    engine, d, trace = durable()
+    engine, d, _ = durable()
     text(d, "one")
     out = d.feed(StoreFailed(at=d.tick(), op=StoreOp.WRITE, error="unreachable"))
     assert [s.entry.payload for s in of(out, Send)] == [{"text": "one"}]
@@ -118,7 +118,7 @@ def test_hand_off_waits_for_the_reply_holds_new_turns_and_hands_over_the_journal
     """hand_off mid-reply: a new turn is held back, the hand-over comes at the safe point with
     the latest handle and every uncovered input (audio included); once the store has it the
     session ends, saying it was handed off, and later input is reported dropped."""
-    engine, d, trace = durable()
+    engine, d, _ = durable()
     d.handle("h1")
     text(d, "question")
     d.feed(StoreDone(at=d.tick(), op=StoreOp.WRITE))

@@ -424,12 +424,17 @@ async def _handed_off_while_connecting(emu: LiveEmulator) -> statemachine.LiveSe
     """A session handed off before its first setup completed (the setup never comes)."""
     emu.plan(ConnectionPlan(no_setup=True))
     records: list[dict[str, object]] = []
+    connecting = asyncio.Event()
+
+    def audit(record: dict[str, object]) -> None:
+        records.append(record)
+        if record["state"] == "connecting":
+            connecting.set()
+
     session = statemachine.LiveSession(emu.client(), model=MODEL, policy=fast_policy(),
-                                       store=MemoryStore(), session_key="k",
-                                       audit=records.append)
+                                       store=MemoryStore(), session_key="k", audit=audit)
     starting = asyncio.ensure_future(session.start())
-    while session.state != "connecting":
-        await asyncio.sleep(0.01)
+    await connecting.wait()
     result = await session.hand_off()
     assert result.handed_off, result
     with pytest.raises(SessionTerminated, match="handed off"):

@@ -186,7 +186,7 @@ async def test_a_worker_whose_lease_was_taken_never_writes_again(make_store: Fac
     await a.write("k", "worker-a", JournalWrite(put=((1, "from a"),)))
     await asyncio.sleep(0.3)
     await b.acquire("k", "worker-b", ttl=30)
-    for attempt in range(2):
+    for _ in range(2):
         with pytest.raises(LeaseFenced, match="worker-a"):
             await a.write("k", "worker-a", JournalWrite(put=((2, "stale"),), record=record(9)))
         assert await a.renew("k", "worker-a", ttl=30) is False

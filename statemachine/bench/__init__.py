@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capacity, corecost, memory, rotation, scale, throughput
+from . import capacity, corecost, handoff, memory, rotation, scale, throughput
 from .targets import TARGETS, render, verdicts
 
 __all__ = ["TARGETS", "assemble", "main", "report", "table"]
@@ -38,7 +38,7 @@ def machine() -> dict[str, Any]:
 
 def _step(number: int, what: str) -> None:
     """Progress on stderr, so a long run shows where it is (and stdout stays the report)."""
-    print(f"bench [{number}/6] {what}...", file=sys.stderr, flush=True)
+    print(f"bench [{number}/7] {what}...", file=sys.stderr, flush=True)
 
 
 async def _suite(quick: bool) -> dict[str, Any]:
@@ -59,12 +59,15 @@ async def _suite(quick: bool) -> dict[str, Any]:
     cap = await capacity.run(
         [10, 40, 70, 100, 140, 200, 280] if quick else [10, 25, 50, 75, 100, 150, 200, 300, 400],
         ramp=2.0 if quick else 4.0, warm=1.0, window=3.0 if quick else 10.0)
-    return assemble(rot, overhead, core, scaled, mem, cap)
+    _step(7, "hand-off between workers through SQLite, and the write-through's cost per turn")
+    fleet = await handoff.run(20 if quick else 100, 100 if quick else 400)
+    return assemble(rot, overhead, core, scaled, mem, cap, fleet)
 
 
 def assemble(rot: dict[str, Any], overhead: dict[str, Any], core: dict[str, Any],
              scaled: dict[str, Any], mem: dict[str, Any] | None = None,
-             cap: dict[str, Any] | None = None) -> dict[str, Any]:
+             cap: dict[str, Any] | None = None,
+             fleet: dict[str, Any] | None = None) -> dict[str, Any]:
     """The results as `--json` writes them, from each benchmark's own figures."""
     ours = rot["ours"]
     return {
@@ -89,6 +92,7 @@ def assemble(rot: dict[str, Any], overhead: dict[str, Any], core: dict[str, Any]
         "scale": scaled,
         "memory": mem,
         "capacity": cap,
+        "handoff": fleet,
     }
 
 
@@ -176,6 +180,8 @@ def table(results: dict[str, Any]) -> str:
         lines.extend(memory.table(results["memory"]))
     if "capacity" in results:
         lines.extend(capacity.table(results["capacity"]))
+    if results.get("handoff"):
+        lines.extend(handoff.table(results["handoff"], results["rotation"]))
     lines += render(verdicts(results))
     return "\n".join(lines)
 

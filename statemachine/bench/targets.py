@@ -62,6 +62,11 @@ TARGETS: tuple[Target, ...] = (
                    "largest N ours carries"),
     Target(figure="memory.kb_per_session", op="<=", bound=20, unit="KB",
            meaning="memory of an idle session above a raw SDK connection"),
+    Target(figure="handoff.lost_unreported", op="==", bound=0, unit="inputs",
+           meaning="inputs handed from worker to worker that the model never took in, "
+                   "beyond those reported dropped"),
+    Target(figure="handoff.failed", op="==", bound=0, unit="hand-offs",
+           meaning="hand-offs that did not complete (the store is healthy)"),
 )
 
 
