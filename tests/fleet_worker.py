@@ -18,7 +18,7 @@ prints one line per event the test waits for, and obeys commands on stdin:
 With `standby`, it prints `READY` and opens the sessions on `CONNECT <first audio chunk>`.
 
 Output: `LIVE <n>` once every session is live, `TOOK-OVER <json>` for each TookOver notice,
-`GAP <chunks>` for each AudioGap, `DROPPED <kind> <reason>` for each InputDropped, `ANSWERED
+`GAP <chunks> at-least|exact <seconds>` for each AudioGap, `DROPPED <kind> <reason>` for each InputDropped, `ANSWERED
 <text>` once a turn's reply and the handle after it arrived, `DRAINED <json>` after SIGTERM's
 drain (then the worker exits 0), `LEASE-HELD <holder>` (exit 3), `DRAINING <message>` (exit 4).
 """
@@ -76,7 +76,8 @@ class Worker:
         if isinstance(notice, TookOver):
             say("TOOK-OVER", json.dumps(attrs.asdict(notice)))
         elif isinstance(notice, AudioGap):
-            say("GAP", notice.chunks)
+            say("GAP", notice.chunks, "at-least" if notice.at_least else "exact",
+                round(notice.until - notice.since, 3))
         elif isinstance(notice, InputDropped):
             say("DROPPED", notice.kind, notice.reason)
 

@@ -174,7 +174,7 @@ async def test_planned_hand_off_mid_conversation(emu: LiveEmulator, store: str) 
         assert replies_to(emu, turn) == 1, turn
     audio = audio_taken(emu)
     missing = [i for i in range(max(audio) + 1) if i not in audio]
-    gap = sum(int(g) for g in a.seen("GAP") + b.seen("GAP"))
+    gap = sum(int(g.split()[0]) for g in a.seen("GAP") + b.seen("GAP"))
     stale = sum(1 for d in b.seen("DROPPED") if d.startswith("audio"))
     assert len(missing) == gap + stale, (missing, a.seen("GAP"), b.seen("DROPPED"))
     assert last + 1 in audio  # B's audio follows on
@@ -222,12 +222,13 @@ async def test_a_new_session_is_refused_while_the_worker_drains(emu: LiveEmulato
 
 async def test_sigkill_with_a_turn_and_a_tool_response_in_flight(emu: LiveEmulator,
                                                                   store: str) -> None:
-    """A worker is killed right after its tool response was sent (the reply to it not yet
-    come), with a plain turn sent just before (durable once its send returned). The next worker
+    """A worker streaming audio is killed right after its tool response was sent (the reply to
+    it not yet come), with a plain turn sent just before (durable once its send returned). The next worker
     learns both from the store, says it took over after a crash, and the model takes each turn
     in once: the tool response to a call the resumed session never issued is dropped with its
-    reason, and the model asks again."""
-    a = await spawn(emu, store=store, lease_ttl=1.0)
+    reason, and the model asks again. The audio it had taken since the last handle is reported
+    as a gap, as at least what the store was last told."""
+    a = await spawn(emu, store=store, lease_ttl=1.0, audio=True)
     await a.line("LIVE")
     await ask(a, "my name is Ada")
     await a.send("TURN remember the milk")
@@ -239,6 +240,8 @@ async def test_sigkill_with_a_turn_and_a_tool_response_in_flight(emu: LiveEmulat
     await b.line("LIVE")
     took = json.loads(await b.line("TOOK-OVER"))
     assert not took["handed_off"] and took["restored"] >= 1, took
+    chunks, kind, _ = (await b.line("GAP")).split()
+    assert int(chunks) >= 1 and kind == "at-least"  # the audio A took that no handle covered
     answered = await b.line("ANSWERED")
     while "call lookup" not in answered:
         answered = await b.line("ANSWERED")
@@ -252,6 +255,8 @@ async def test_sigkill_with_a_turn_and_a_tool_response_in_flight(emu: LiveEmulat
         assert replies_to(emu, turn) == 1, (turn, [t.text for t in emu.sessions[-1].context.turns])
     dropped = b.seen("DROPPED")
     assert all("never issued" in d for d in dropped if d.startswith("tool_response"))
+    audio = audio_taken(emu)  # what the resumed handle holds: no hole before the gap
+    assert sorted(audio) == list(range(len(audio)))
 
 
 async def test_two_workers_race_for_a_handed_off_key(emu: LiveEmulator, store: str) -> None:

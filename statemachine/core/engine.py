@@ -230,11 +230,12 @@ class Durability:
     renewing: bool = False
     degraded: bool = False
     failures: int = 0  # consecutive, for the retry backoff
-    #: write-throughs with the store, oldest first (their entries wait to go on the wire)
-    writing: list[tuple[Entry, ...]] = attrs.Factory(list)
+    #: write-throughs with the store, oldest first (their entries wait to go on the wire);
+    #: tuples here: empty ones cost a session nothing
+    writing: tuple[tuple[Entry, ...], ...] = ()
     #: stored entries to forget: covered by a handle (only with a handle's save), or dropped
-    covered: list[int] = attrs.Factory(list)
-    dropped: list[int] = attrs.Factory(list)
+    covered: tuple[int, ...] = ()
+    dropped: tuple[int, ...] = ()
     audio: str = ""  # the audio mark last handed to the store
     waiting: int = 0  # entries written through whose write the store has not confirmed
     fenced: bool = False  # another worker took the lease: never write again
@@ -843,7 +844,7 @@ class Lifecycle:
             d.pending = ForgetHandle(key=p.key)
             return
         if isinstance(d.pending, SaveHandle) and d.pending.forget:
-            d.covered[:0] = d.pending.forget  # the newer handle covers them too
+            d.covered = (*d.pending.forget, *d.covered)  # the newer handle covers them too
         d.pending = SaveHandle(key=p.key, record=self._latest_record(handle, at))
 
     def _latest_record(self, handle: str, at: float) -> StoredHandle:
@@ -861,8 +862,7 @@ class Lifecycle:
         if isinstance(action, SaveHandle):
             action = attrs.evolve(action, forget=(*action.forget, *d.covered, *d.dropped),
                                   audio=self._audio_mark())
-            d.covered.clear()
-            d.dropped.clear()
+            d.covered = d.dropped = ()
         d.in_flight = action
         self._actions.append(action)
 
@@ -955,15 +955,15 @@ class Lifecycle:
         d = self.durable
         if d.dropped:
             action = attrs.evolve(action, forget=(*action.forget, *d.dropped))
-            d.dropped.clear()
-        d.writing.append(entries)
+            d.dropped = ()
+        d.writing = (*d.writing, entries)
         self._actions.append(action)
 
     def _written(self, *, ok: bool) -> None:
         """A `WriteJournal` was answered (they are answered in order): its entries go out, and
         the ones waiting behind them; on failure every waiting entry goes out unwritten."""
         d = self.durable
-        entries = d.writing.pop(0) if d.writing else ()
+        entries, d.writing = (d.writing[0], d.writing[1:]) if d.writing else ((), ())
         if ok:
             for entry in entries:
                 if entry.storing:
@@ -1002,8 +1002,10 @@ class Lifecycle:
         if self.persistence is None:
             return
         seqs = [e.seq for e in entries if (e.stored or e.storing) and e.seq != OWED]
-        if seqs:
-            (self.durable.covered if covered else self.durable.dropped).extend(seqs)
+        if seqs and covered:
+            self.durable.covered = (*self.durable.covered, *seqs)
+        elif seqs:
+            self.durable.dropped = (*self.durable.dropped, *seqs)
 
     def _audio_mark(self) -> str | None:
         """The audio mark to send with a write, None when the store has it already."""
@@ -1073,8 +1075,7 @@ class Lifecycle:
         h.snapshot, h.transferred, h.phase = self._next_seq, inputs(entries), handoff.Phase.WRITING
         d.pending = None  # the hand-over holds the latest handle
         d.saved = self.resumption.handle
-        d.covered.clear()
-        d.dropped.clear()
+        d.covered = d.dropped = ()
         self._actions.append(HandOver(key=p.key, record=record, entries=entries, cut=h.cut))
 
     def _on_hand_off_store(self, event: StoreDone | StoreFailed) -> None:
