@@ -17,11 +17,11 @@ prints one line per event the test waits for, and obeys commands on stdin:
 
 With `standby`, it prints `READY` and opens the sessions on `CONNECT <first audio chunk>`.
 
-Output: `LIVE <n>` once every session is live, `TOOK-OVER <json>` for each TookOver notice,
-`GAP <chunks> at-least|exact <seconds>` for each AudioGap, `DROPPED <kind> <reason>` for each InputDropped, `ANSWERED
-<text>` once a turn's reply and the handle after it arrived, `DRAINED <json>` after SIGTERM's
-drain (then the worker exits 0), `LEASE-HELD <holder>` (exit 3), `DRAINING <message>` (exit 4).
-"""
+Output: `LIVE <n>` once every session is live, `TOOK-OVER <json>` for each TookOver notice, `GAP
+<chunks> at-least|exact <seconds>` for each AudioGap, `DROPPED <kind> <reason>` for each
+InputDropped, `ANSWERED <text>` once a turn's reply and the handle after it arrived, `DRAINED
+<json>` after SIGTERM's drain (then the worker exits 0), `LEASE-HELD <holder>` (exit 3),
+`DRAINING <message>` (exit 4)."""
 
 from __future__ import annotations
 

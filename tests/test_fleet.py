@@ -223,11 +223,11 @@ async def test_a_new_session_is_refused_while_the_worker_drains(emu: LiveEmulato
 async def test_sigkill_with_a_turn_and_a_tool_response_in_flight(emu: LiveEmulator,
                                                                   store: str) -> None:
     """A worker streaming audio is killed right after its tool response was sent (the reply to
-    it not yet come), with a plain turn sent just before (durable once its send returned). The next worker
-    learns both from the store, says it took over after a crash, and the model takes each turn
-    in once: the tool response to a call the resumed session never issued is dropped with its
-    reason, and the model asks again. The audio it had taken since the last handle is reported
-    as a gap, as at least what the store was last told."""
+    it not yet come), with a plain turn sent just before (durable once its send returned). The
+    next worker learns both from the store, says it took over after a crash, and the model takes
+    each turn in once: the tool response to a call the resumed session never issued is dropped
+    with its reason, and the model asks again. The audio it had taken since the last handle is
+    reported as a gap, as at least what the store was last told."""
     a = await spawn(emu, store=store, lease_ttl=1.0, audio=True)
     await a.line("LIVE")
     await ask(a, "my name is Ada")

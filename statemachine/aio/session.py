@@ -449,7 +449,9 @@ class LiveSession:
         turns: types.ContentListUnion | types.ContentListUnionDict | None = None,
         turn_complete: bool = True,
     ) -> None:
-        """Like `AsyncSession.send_client_content`; journaled until a handle covers it."""
+        """Like `AsyncSession.send_client_content`; journaled until a handle covers it. With a
+        store, it returns once the store holds it (written before it goes on the wire): a crash
+        of this process then loses nothing of it (docs/fleet.md)."""
         await self._input(InputKind.CONTENT, {"turns": turns, "turn_complete": turn_complete},
                           turn_complete=turn_complete)
 
@@ -491,7 +493,8 @@ class LiveSession:
     async def send_tool_response(
         self, *, function_responses: types.FunctionResponseOrListOfFunctionResponseDict
     ) -> None:
-        """Like `AsyncSession.send_tool_response`; never lost across a rotation."""
+        """Like `AsyncSession.send_tool_response`; never lost across a rotation, and with a
+        store written to it before it goes on the wire, as turns are."""
         responses = (
             function_responses if isinstance(function_responses, list) else [function_responses]
         )
