@@ -73,7 +73,7 @@ from ..core.events import (
 from ..core.journal import Entry
 from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
-from ..core.records import AuditRecord, AuditSink, default_sink
+from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
@@ -324,7 +324,7 @@ class LiveSession:
         self._base_config = base.model_copy(update={"context_window_compression": cwc})
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
-        self._on_notice = on_notice
+        self._on_notice = _with_captures(on_notice)
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
@@ -1001,6 +1001,21 @@ def _only_model_turn(message: Message) -> bool:
         and message.go_away is None
         and message.session_resumption_update is None
     )
+
+
+def _with_captures(on_notice: Callable[[Notice], None] | None
+                   ) -> Callable[[Notice], None] | None:
+    """`on_notice`, also feeding the active `statemachine.testing.capture()` blocks."""
+    hooks = capture_notice_hooks()
+    if not hooks:
+        return on_notice
+    every = (*hooks, on_notice) if on_notice is not None else hooks
+
+    def tee(notice: Notice) -> None:
+        for hook in every:
+            hook(notice)
+
+    return tee
 
 
 def _check_token_provider(client: genai.Client, provider: object) -> None:

@@ -97,6 +97,7 @@ from .policy import Backend, OnExpired, Policy
 from .records import (
     AuditRecord,
     AuditSink,
+    captured,
     default_sink,
     describe,
     describe_input,
@@ -307,7 +308,7 @@ class Lifecycle:
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.persistence = persistence
-        self._audit = audit if audit is not None else default_sink()
+        self._audit = captured(audit if audit is not None else default_sink())
         self._wall = wall_clock
         self._rng = rng or _RNG
         self.journal = Journal()
