@@ -50,6 +50,7 @@ from .actions import (
     TokenExpiring,
     ToolCallsCancelled,
 )
+from .budget import RetryBudget
 from .closecodes import (
     TOKEN_REFUSED_HINT,
     Disposition,
@@ -90,6 +91,7 @@ from .events import (
     Usage,
     is_turn_trigger,
 )
+from .guards import GUARDS
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
@@ -202,17 +204,6 @@ class Calls:
 
 
 @attrs.define(kw_only=True, slots=True)
-class Budget:
-    """Connection attempts since the last connection that stayed up (`RetryPolicy.stable_after`)
-    or rotated; and when each retry (or fresh restart) began, for the per-session budget over a
-    sliding window."""
-
-    drop_attempts: int = 0
-    #: a list: it holds a few times at most, and an empty deque is 0.6 KB a session
-    started: list[float] = attrs.Factory(list)
-
-
-@attrs.define(kw_only=True, slots=True)
 class Durability:
     """The store side: what was handed to the store, what waits, and whether it answers."""
 
@@ -318,7 +309,7 @@ class Lifecycle:
         self.span = Span()
         self.turn = Turn()
         self.calls = Calls()
-        self.budget = Budget()
+        self.budget = RetryBudget(policy=self.policy.retry)
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
         self.loss: Loss | None = None
@@ -360,14 +351,19 @@ class Lifecycle:
     @property
     def session_attempts(self) -> int:
         """Failure retries and fresh restarts within the retry policy's session window."""
-        started = self.budget.started
-        horizon = self._now - self.policy.retry.session_window
-        old = 0
-        while old < len(started) and started[old] <= horizon:
-            old += 1
-        if old:
-            del started[:old]
-        return len(started)
+        return self.budget.session_attempts(self._now)
+
+    @property
+    def now(self) -> float:
+        """The engine's time: the latest event's stamp (it never runs backwards)."""
+        return self._now
+
+    @property
+    def handle_validity(self) -> float:
+        """How long a handle stays valid on this backend (`Policy.for_backend` filled it in)."""
+        validity = self.policy.limits.handle_validity
+        assert validity is not None
+        return validity
 
     @property
     def live(self) -> bool:
@@ -743,7 +739,7 @@ class Lifecycle:
         """The current connection is gone: record why, then let the table decide what follows.
         A connection that stayed up ends the drop; one that did not counts against it."""
         if self._stayed_up():
-            self.budget.drop_attempts = 0
+            self.budget.streak_over()
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -886,10 +882,7 @@ class Lifecycle:
     # -- the machine -----------------------------------------------------------------------------
 
     def _validity(self) -> float:
-        """How long a handle stays valid (`for_backend` filled it in)."""
-        validity = self.policy.limits.handle_validity
-        assert validity is not None
-        return validity
+        return self.handle_validity
 
     def _can(self, trigger: Trigger) -> bool:
         """Whether the table has a row for `trigger` from the current state."""
@@ -908,29 +901,18 @@ class Lifecycle:
             self._fire(trigger, cause)
 
     def _check(self, guard: Guard) -> bool:
-        retry = self.policy.retry
-        if guard is Guard.CLOSE_IS_FATAL:
-            return self.loss is not None and self.loss.disposition is Disposition.FATAL
-        if guard is Guard.RETRY_BUDGET_LEFT:
-            return (
-                self.budget.drop_attempts < retry.per_drop_attempts
-                and self.session_attempts < retry.per_session_attempts
-            )
-        if guard is Guard.HANDLE_VALID:
-            at = self.resumption.at
-            return (
-                self.resumption.handle is not None
-                and at is not None
-                and self._now - at < self._validity()
-            )
-        if guard is Guard.WAS_COMPRESSED:
-            return self.span.compressed
-        if guard is Guard.FRESH_ALLOWED:
-            return (
-                self.policy.on_expired is OnExpired.FRESH
-                and self.session_attempts < retry.per_session_attempts
-            )
-        raise AssertionError(f"guard {guard!r} has no implementation")
+        """A guard of the table, evaluated now (`guards.py`)."""
+        return GUARDS[guard](self)
+
+    def _offer(self, trigger: Trigger, cause: dict[str, Any]) -> None:
+        """Queue `trigger` when the table has a row for it from here whose guards hold now
+        (once: a queued one stands)."""
+        if any(t is trigger for t, _ in self._followups):
+            return
+        for row in table.rows_for(trigger, self.state):
+            if all(GUARDS[g](self) for g in row.guards):
+                self._followups.append((trigger, cause))
+                return
 
     def _entered(self, source: State, trigger: Trigger) -> None:
         """Entry actions of the destination state (`table.ENTRY_ACTIONS`): the one place
@@ -956,10 +938,8 @@ class Lifecycle:
             self.turn = Turn()
             self.calls = Calls()
             if self.loss is None or self._stayed_up():
-                self.budget.drop_attempts = 0  # not a failure streak (a cap, a good connection)
-            if self.budget.drop_attempts == 0:
-                self.budget.drop_attempts += 1
-                self.budget.started.append(self._now)
+                self.budget.streak_over()  # not a failure streak (a cap, a good connection)
+            if self.budget.fresh_at_once(self._now):
                 self._open()
             else:  # the connections before kept failing: no fresh one at once either
                 self._retry_later()
@@ -1036,15 +1016,13 @@ class Lifecycle:
         self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
-            self.budget.drop_attempts = 0
+            self.budget.streak_over()
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
-        elif (self.budget.drop_attempts == 0 and self.loss is not None
-              and self.loss.disposition is Disposition.RESUME):
-            if self.loss.spends_budget:
-                self.budget.drop_attempts += 1
-                self.budget.started.append(self._now)
+        elif self.loss is not None and self.budget.at_once_after_close(
+                self._now, resumable=self.loss.disposition is Disposition.RESUME,
+                spends=self.loss.spends_budget):
             self._open()  # the first attempt after a resumable close of a good connection
         else:
             self._retry_later()
@@ -1133,16 +1111,8 @@ class Lifecycle:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_safe_point(self) -> None:
-        if (
-            self._can(Trigger.SAFE_POINT)
-            and not self.turn.in_flight
-            and not self.turn.busy
-            and not self.calls.pending
-            and not self.journal.has_turn_input()
-            and self._check(Guard.HANDLE_VALID)
-            and not any(t is Trigger.SAFE_POINT for t, _ in self._followups)
-        ):
-            self._followups.append((Trigger.SAFE_POINT, {"journal": len(self.journal)}))
+        """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row)."""
+        self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
 
     def _cancel_unknown_calls(self) -> None:
         """Calls issued after the handle the resume uses are unknown to the resumed session:
@@ -1178,10 +1148,7 @@ class Lifecycle:
 
     def _retry_later(self) -> None:
         """Count a failure retry and arm the backoff; `retry` fires when it elapses."""
-        self.budget.drop_attempts += 1
-        self.budget.started.append(self._now)
-        delay = self.policy.retry.delay(self.budget.drop_attempts, self._rng.random())
-        self._arm(Timer.BACKOFF, delay)
+        self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
         self.conn = Connection(generation=self.conn.generation + 1, open=True)
