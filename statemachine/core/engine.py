@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import table
+from . import table, wording
 from .actions import (
     Action,
     ArmTimer,
@@ -57,7 +57,6 @@ from .closecodes import (
     Phase,
     classify_failure,
     close_rule,
-    hint,
 )
 from .events import (
     ClientInput,
@@ -95,7 +94,7 @@ from .guards import GUARDS
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
-from .policy import Backend, OnExpired, Policy
+from .policy import Backend, Policy
 from .records import (
     AuditRecord,
     AuditSink,
@@ -107,6 +106,7 @@ from .records import (
     notice_fields,
     notice_name,
 )
+from .secrets import Secrets
 from .table import Guard, State, Trigger
 
 
@@ -242,12 +242,10 @@ class Lifecycle:
         "_followups",
         "_fp",
         "_fp_of",
-        "_handles_seen",
         "_machine_state",
         "_next_seq",
         "_now",
         "_rng",
-        "_secrets",
         "_timers",
         "_token",
         "_wall",
@@ -263,6 +261,7 @@ class Lifecycle:
         "persistence",
         "policy",
         "resumption",
+        "secrets",
         "session_id",
         "span",
         "tokens",
@@ -324,11 +323,8 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
-        #: values never to show, with what to show instead: keys and tokens (the shell's) and
-        #: the latest handles
-        self._secrets: dict[str, str] = {}
-        #: in the order seen (a list: an empty deque alone is 0.6 KB a session)
-        self._handles_seen: list[str] = []
+        #: values never to show: keys and tokens (the shell's) and the latest handles
+        self.secrets = Secrets()
         #: the state's name, read and written by the shared machine (`machine.MODEL_ATTRIBUTE`)
         self._machine_state: str = table.INITIAL.value
 
@@ -391,7 +387,7 @@ class Lifecycle:
             if self.persistence is not None:
                 self._persist()
             return self._actions
-        if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
+        if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
@@ -426,29 +422,15 @@ class Lifecycle:
     def add_secret(self, value: str, shown_as: str) -> None:
         """A value (an API key, a token) to replace by `shown_as` wherever text from outside
         (a close reason, an error) would carry it into a record, a notice or an error."""
-        if value:
-            self._secrets[value] = shown_as
+        self.secrets.add(value, shown_as)
 
     def forget_secret(self, value: str) -> None:
         """Stop looking for a value added with `add_secret` (an ephemeral token long replaced)."""
-        self._secrets.pop(value, None)
-
-    def _remember_handle(self, handle: str) -> None:
-        """Handles are secrets too; the latest 64 are kept (a session may see thousands), and
-        never at the expense of a key or token the shell added."""
-        if handle in self._secrets:
-            return
-        self._secrets[handle] = fingerprint(handle) or "h-?"
-        self._handles_seen.append(handle)
-        if len(self._handles_seen) > 64:
-            self._secrets.pop(self._handles_seen.pop(0), None)
+        self.secrets.forget(value)
 
     def redact(self, text: str) -> str:
         """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
-        for value, shown in self._secrets.items():
-            if value in text:
-                text = text.replace(value, shown)
-        return text
+        return self.secrets.redact(text)
 
     def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
         if isinstance(event, StoreFailed):
@@ -477,7 +459,7 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
         self.resumption = Resumption(handle=handle, at=at - age)
-        self._remember_handle(handle)
+        self.secrets.add_handle(handle)
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
@@ -634,7 +616,7 @@ class Lifecycle:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
-        self._remember_handle(event.handle)
+        self.secrets.add_handle(event.handle)
         self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
@@ -1066,47 +1048,10 @@ class Lifecycle:
         self._actions.append(ReleaseLease(key=p.key))
 
     def _end_reason(self, trigger: Trigger) -> str:
-        loss = self.loss
-        if trigger is Trigger.CLOSE:
-            return str(self._cause.get("reason", "closed by the application"))
-        if trigger is Trigger.RESTART_OR_GIVE_UP:
-            if self.policy.on_expired is OnExpired.FRESH:
-                retry = self.policy.retry
-                return (f"{self._cause['reason']}; no fresh session either: the retry budget "
-                        f"({retry.per_session_attempts} attempts within "
-                        f"{retry.session_window:g}s) is spent: try again later, or raise "
-                        "RetryPolicy.per_session_attempts")
-            return (f"{self._cause['reason']}; policy does not start a fresh session: open a new "
-                    "one and re-seed the conversation (OnExpired.FRESH does this itself)")
-        if loss is not None and trigger in (Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED):
-            seen = (f"close {loss.code}" + (f": {loss.reason}" if loss.reason else "")
-                    if loss.code is not None else loss.reason)
-            what = f"{loss.why} ({seen})" if seen else loss.why
-            if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
-                todo = loss.hint or hint(loss.code, loss.http_status, loss.failure)
-                return f"fatal: {what}" + (f"; {todo}" if todo else "")
-            return (f"retry budget exhausted after: {what}; the service kept failing: "
-                    "try again later, or raise the RetryPolicy budgets")
-        return str(self._cause.get("reason") or trigger.value)
+        return wording.end_reason(self, trigger, self._cause)
 
     def _expiry_reason(self, trigger: Trigger) -> str:
-        limits = self.policy.limits
-        loss = self.loss
-        if trigger is Trigger.SESSION_CAP:
-            cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
-            return f"session duration cap ({cap:g}s) reached without context compression"
-        if trigger is Trigger.SETUP_REFUSED and loss is not None:
-            return f"the server refused the resumption handle (close {loss.code}: {loss.reason})"
-        if trigger is Trigger.RETRY:
-            return f"the resumption handle outlived its validity ({self._validity():g}s)"
-        if trigger is Trigger.ROTATION_DEADLINE:
-            return "goAway deadline reached without a valid resumable handle"
-        if loss is not None:
-            what = f"close {loss.code}" if loss.code is not None else loss.why
-            if not self._check(Guard.HANDLE_VALID):
-                return f"connection lost ({what}) with no valid resumable handle"
-            return f"connection lost ({what}) and the retry budget is exhausted"
-        return trigger.value
+        return wording.expiry_reason(self, trigger)
 
     # -- helpers ---------------------------------------------------------------------------------
 
