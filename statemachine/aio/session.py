@@ -51,7 +51,6 @@ from ..core.events import (
     Connect,
     ConnectionLost,
     Event,
-    Failure,
     GenerationComplete,
     GoAway,
     InputKind,
@@ -72,10 +71,11 @@ from ..core.events import (
 )
 from ..core.journal import Entry
 from ..core.persistence import Persistence
-from ..core.policy import Backend, Policy
+from ..core.policy import Backend, Policy, session_policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
 from ..core.wire import parse_time_left
+from ..core.wording import terminated_error
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
 from . import frames, lag, tokens
@@ -309,13 +309,11 @@ class LiveSession:
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
         cwc = base.context_window_compression
         given = cwc is not None and bool(cwc.trigger_tokens)
-        if policy is None:  # the default, on the service's clock (an emulator's may be fast)
-            scale = adapter.time_scale(client)
-            policy = Policy().scaled(scale) if scale != 1.0 else Policy()
-        policy = policy.adopt_compression(
-            cwc.trigger_tokens if cwc is not None and given else None,
-            (cwc.sliding_window.target_tokens
-             if cwc is not None and given and cwc.sliding_window else None))
+        policy = session_policy(
+            policy, time_scale=adapter.time_scale(client),
+            trigger_tokens=cwc.trigger_tokens if cwc is not None and given else None,
+            target_tokens=(cwc.sliding_window.target_tokens
+                           if cwc is not None and given and cwc.sliding_window else None))
         if not given and policy.compression:
             cwc = types.ContextWindowCompressionConfig(
                 trigger_tokens=policy.compression_trigger_tokens,
@@ -638,10 +636,7 @@ class LiveSession:
     def _terminated(self) -> SessionTerminated:
         """The exception for a session that ended other than by `close()`, chained to the last
         connection failure that led there."""
-        end = self._core.end
-        kind = RemoteProtocolError if end and end.failure == Failure.MALFORMED else \
-            SessionTerminated
-        error = kind(end.reason if end else "session ended", code=end.code if end else None)
+        error = terminated_error(self._core.end)
         cause = self._last_error
         if cause is not None and self._core.redact(str(cause)) != str(cause):
             # the server echoed a secret into its error: chain a copy without it

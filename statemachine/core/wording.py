@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..errors import RemoteProtocolError, SessionTerminated
+from .actions import Ended
 from .closecodes import Disposition, hint
+from .events import Failure
 from .guards import handle_valid
 from .policy import OnExpired
 from .table import Trigger
@@ -65,3 +68,12 @@ def expiry_reason(s: Lifecycle, trigger: Trigger) -> str:
             return f"connection lost ({what}) with no valid resumable handle"
         return f"connection lost ({what}) and the retry budget is exhausted"
     return trigger.value
+
+
+def terminated_error(end: Ended | None) -> SessionTerminated:
+    """The exception for a session that ended other than by `close()`: `RemoteProtocolError`
+    when the server kept sending what no client can read, `SessionTerminated` otherwise; its
+    message is the end reason, its code the last close code."""
+    kind = (RemoteProtocolError if end is not None and end.failure == Failure.MALFORMED
+            else SessionTerminated)
+    return kind(end.reason if end else "session ended", code=end.code if end else None)
