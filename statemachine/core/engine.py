@@ -1,12 +1,18 @@
-"""The sans-I/O lifecycle engine: events in, actions out. No sockets, no asyncio, no clock reads.
+"""The sans-I/O lifecycle engine: timestamped events in, actions out. No sockets, no asyncio,
+no monotonic clock of its own: its time is the latest event's stamp. Records carry wall time too,
+read from the `wall_clock` it is given (the shell's `time.time`, a test's fake).
 
-One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session (each session
-is a model added to it, see `machine.py`). Guards are evaluated from the engine's bookkeeping;
-the machine's `after_state_change` writes the transition's audit record and runs the
-destination's entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its
-`finalize_event` records triggers no guard let through. `feed()` writes one audit record per
-event. The engine asks the table whether a trigger applies (`_can`); it keeps no list of states of
-its own.
+One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session; sessions
+are not added to it as models (see `machine.py`): the engine fires a trigger on itself, and the
+machine reads and writes its state attribute. Guards are the pure functions of `guards.py`; the
+machine's `after_state_change` writes the transition's audit record and runs the destination's
+entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its `finalize_event`
+records triggers no guard let through. `feed()` writes one audit record per event. The engine asks
+the table whether a trigger applies (`_can`, `_offer`); it keeps no list of states of its own.
+
+Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
+(conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
+(input until a handle covers it). The engine keeps dispatch, entry actions, timers and records.
 
 The bookkeeping is a few records, each replaced whole when what it describes starts anew: the
 current `Connection` on every open, the `Turn` when a connection ends, the `Resumption` handle and
@@ -108,6 +114,7 @@ from .records import (
 )
 from .secrets import Secrets
 from .table import Guard, State, Trigger
+from .tokens import Tokens
 
 
 @attrs.frozen(kw_only=True)
@@ -213,17 +220,6 @@ class Durability:
     renewing: bool = False
     degraded: bool = False
     failures: int = 0  # consecutive, for the retry backoff
-
-
-@attrs.define(kw_only=True, slots=True)
-class Tokens:
-    """Ephemeral tokens, when a provider gives each connection a fresh one (`fresh`): when the
-    current connection's token expires and when the one before it did."""
-
-    fresh: bool = False
-    expires_at: float | None = None
-    #: the expiry of the token the session last moved away from (None: it never moved)
-    moved_from: float | None = None
 
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
@@ -653,23 +649,19 @@ class Lifecycle:
             self._arm_token_timer()
 
     def _arm_token_timer(self) -> None:
-        expires_at = self.tokens.expires_at
-        if expires_at is not None:
-            lead = self.policy.limits.token_lead
-            self._arm(Timer.TOKEN, max(0.0, expires_at - lead - self._now))
+        delay = self.tokens.timer_delay(self._now, self.policy.limits.token_lead)
+        if delay is not None:
+            self._arm(Timer.TOKEN, delay)
 
     def _token_expiring(self, cause: dict[str, Any]) -> None:
-        """The connection's token expires within `token_lead`. Move to a connection with a
-        fresh one when that buys time: a provider gives fresh tokens and the last such move
-        got a token at least `token_lead` younger (one that hands out the same token, or
-        tokens too short-lived, would make the session churn; reconnections in between do not
-        count). Either way the application is told."""
+        """The connection's token expires within `token_lead`: move to a connection with a
+        fresh one when that buys time (`Tokens.renewing`). Either way the application is
+        told."""
         tokens, lead = self.tokens, self.policy.limits.token_lead
         expires_at = tokens.expires_at
         if expires_at is None:
             return
-        renewing = (tokens.fresh and self._can(Trigger.TOKEN_EXPIRING)
-                    and (tokens.moved_from is None or expires_at >= tokens.moved_from + lead))
+        renewing = self._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
         self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
                                    renewing=renewing))
         if renewing:
