@@ -72,7 +72,7 @@ from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
 from .tokens import TokenProvider
-from .writer import Outbox, Suspended, resume_suspended, sdk_send
+from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
 #: how long the application may be away from receive() before a background reader takes over
@@ -545,7 +545,8 @@ class LiveSession:
                 if conn is None or conn.closing:
                     continue  # still journaled: replayed later
                 if conn.sdk is not None and conn.outbox.idle:
-                    self._write_now(conn, conn.sdk, action)
+                    write_now(conn.outbox, conn.sdk, action, conn.generation,
+                              self._core.written, self._now, self._refused)
                 else:
                     conn.outbox.put_nowait(action)
             elif isinstance(action, OpenConnection):
@@ -628,7 +629,8 @@ class LiveSession:
                 if not self._core.transparent:  # Vertex's consumed index needs no timing
                     conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
                 live = True
-                conn.writer = self._spawn(self._write(conn, sdk))
+                conn.writer = self._spawn(write_queued(
+                    conn.outbox, sdk, gen, self._core.written, self._now, self._refused))
                 self._feed(SetupComplete(at=self._now(), generation=gen,
                                          session_id=adapter.session_id(sdk)))
                 self._started.set()
@@ -743,51 +745,12 @@ class LiveSession:
         if events:
             self._feed(*events)
 
-    def _write_now(self, conn: _Conn, sdk: AsyncSession, action: Send) -> None:
-        """Write a send at once, in the task that made it, when nothing is queued before it: the
-        SDK's send returns without suspending unless the socket is backed up, and a hand-off to
-        the writer task costs about as much as the rest of our send path. When it does suspend,
-        the writer finishes it (`Suspended`), so a stalled server still blocks no one else."""
-        try:
-            coro = sdk_send(sdk, action)
-            waiting_on = coro.send(None)
-        except StopIteration:
-            self._core.written(action.entry, conn.generation, self._now())
-        except adapter.SEND_AFTER_CLOSE:
-            pass  # the reader reports the close; the entry stays journaled
-        except Exception as exc:
-            self._refused(action, exc)
-        else:
-            conn.outbox.put_nowait(Suspended(action, coro, waiting_on))
-
     def _refused(self, action: Send, exc: Exception) -> None:
         """Tell the core (once the actions in hand are performed) that the SDK would not send
         an input; it decides what becomes of it."""
         reason = f"{type(exc).__name__}: {exc}"[:300]
         self._loop.call_soon(self._feed, SendRefused(at=self._now(), seq=action.entry.seq,
                                                      reason=reason))
-
-    async def _write(self, conn: _Conn, sdk: AsyncSession) -> None:
-        """Send this connection's messages in order, when `_write_now` could not. A server that
-        stops reading blocks this task alone; what it holds stays journaled and is replayed on
-        the next connection."""
-        core = self._core
-        outbox = conn.outbox
-        while True:
-            item = await outbox.get()
-            action = item.action if isinstance(item, Suspended) else item
-            try:
-                if isinstance(item, Suspended):
-                    await resume_suspended(item.coro, item.waiting_on)
-                else:
-                    await sdk_send(sdk, item)
-            except adapter.SEND_AFTER_CLOSE:
-                return  # the reader reports the close; what is left stays journaled
-            except Exception as exc:
-                self._refused(action, exc)
-            else:
-                core.written(action.entry, conn.generation, self._now())
-            outbox.done()
 
     def _close_connection(self, generation: int) -> None:
         """Close a connection in a task of its own (bounded by the close timeout); the next
