@@ -9,55 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from statemachine import core
-from statemachine.core import events
-from statemachine.core.actions import Action, ArmTimer, Send
+from statemachine.core import events, guards
 from statemachine.core.engine import Resumption
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
+from statemachine.testing import CoreDriver
 
 
-class Driver:
-    """Feeds a Lifecycle and remembers timer tokens, like a real I/O layer would."""
-
-    def __init__(self, engine: core.Lifecycle, start: float = 0.0) -> None:
-        self.engine = engine
-        self.now = start
-        self.tokens: dict[Timer, int] = {}
-        self.actions: list[Action] = []
-        self.fed = 0
-
-    def feed(self, event: events.Event) -> list[Action]:
-        self.fed += 1
-        out = self.engine.feed(event)
-        for action in out:
-            if isinstance(action, ArmTimer):
-                self.tokens[action.timer] = action.token
-            elif isinstance(action, Send):  # written at once, as a shell would report
-                self.engine.written(action.entry, action.generation, self.now)
-        self.actions.extend(out)
-        return out
-
-    def tick(self, dt: float = 0.01) -> float:
-        self.now += dt
-        return self.now
-
-    @property
-    def gen(self) -> int:
-        return self.engine.generation
-
-    def fire_timer(self, timer: Timer) -> None:
-        self.feed(events.TimerFired(at=self.tick(), timer=timer, token=self.tokens[timer]))
-
-    def handle(self, name: str = "h") -> None:
-        """A completed turn and a resumable handle covering it."""
-        gen = self.gen
-        self.feed(events.TurnComplete(at=self.tick(), generation=gen))
-        self.feed(
-            events.ResumptionUpdate(
-                at=self.tick(), generation=gen, handle=f"{name}-{gen}", resumable=True
-            )
-        )
+class Driver(CoreDriver):
+    """The public `CoreDriver`, plus `take`: feed what makes a given row of the table fire."""
 
     def take(self, source: State, row: Transition) -> None:
         """Feed what makes `row` fire from `source` (which must be the current state)."""
@@ -81,12 +41,12 @@ def _lost(d: Driver, row: Transition) -> None:
         code, reason = 1011, "The service is currently unavailable."
     elif source is State.CONNECTING:  # the fallback: the retry budget runs out
         code, reason = 1011, "The service is currently unavailable."
-        while d.engine.state is State.CONNECTING and d.engine._check(Guard.RETRY_BUDGET_LEFT):
+        while d.engine.state is State.CONNECTING and guards.retry_budget_left(d.engine):
             d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=code,
                                          reason=reason, during_setup=True))
             d.fire_timer(Timer.BACKOFF)
     else:  # the fallback: the handle is no longer valid
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.feed(
         events.ConnectionLost(
             at=d.tick(), generation=d.gen, code=code, reason=reason, during_setup=not live
@@ -153,12 +113,12 @@ def _retry(d: Driver, row: Transition) -> None:
     d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                  reason="The service is currently unavailable.",
                                  during_setup=not live))
-    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.engine._timers:
+    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.timers:
         # the first retry after a drop is immediate: fail it too, so a backoff is armed
         d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                      reason="unavailable", during_setup=True))
     if row.dest is State.EXPIRED:
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.fire_timer(Timer.BACKOFF)
 
 
@@ -177,11 +137,20 @@ def _session_cap(d: Driver, row: Transition) -> None:
 
 def _hand_off(d: Driver, row: Transition) -> None:
     """The application hands the session off (it needs a store: drive a Lifecycle made with
-    persistence); from a live state at once, as nothing is under way."""
+    persistence) when nothing is under way: a turn in flight completes and its handle comes."""
     assert d.engine.persistence is not None, "drive a Lifecycle made with persistence"
     d.feed(events.HandOff(at=d.tick(), limit=5.0))
-    if d.engine.state is not State.HANDING_OFF:  # a reply in flight: the limit cuts it
-        d.fire_timer(Timer.HAND_OFF)
+    if d.engine.state is not State.HANDING_OFF:  # a reply in flight: it ends, a handle comes
+        d.handle()
+
+
+def _hand_off_deadline(d: Driver, row: Transition) -> None:
+    """Handed off mid-reply: the limit passes before the reply ends."""
+    assert d.engine.persistence is not None, "drive a Lifecycle made with persistence"
+    if not d.engine.turn.in_flight:
+        d.feed(events.ModelOutput(at=d.tick(), generation=d.gen, text="busy"))
+    d.feed(events.HandOff(at=d.tick(), limit=5.0))
+    d.fire_timer(Timer.HAND_OFF)
 
 
 def _handed_off(d: Driver, row: Transition) -> None:
@@ -192,8 +161,8 @@ def _hand_off_failed(d: Driver, row: Transition) -> None:
     """The hand-over fails and the lease is taken back (with no valid handle any more, for
     the fallback row to connecting)."""
     if Guard.HANDLE_VALID not in row.guards:
-        d.tick(d.engine._validity() + 1)
-    elif not d.engine._check(Guard.HANDLE_VALID):  # handed off before any handle came
+        d.tick(d.engine.handle_validity + 1)
+    elif not guards.handle_valid(d.engine):  # handed off before any handle came
         d.engine.resumption = Resumption(handle="late", at=d.now)
     d.feed(events.StoreFailed(at=d.tick(), op=events.StoreOp.HAND_OVER, error="unreachable"))
     d.feed(events.StoreDone(at=d.tick(), op=events.StoreOp.RECLAIM))
@@ -214,6 +183,7 @@ STEPS: dict[Trigger, Callable[[Driver, Transition], None]] = {
     Trigger.CLOSE: lambda d, r: d.feed(events.Close(at=d.tick())),
     Trigger.FATAL_ERROR: lambda d, r: d.feed(events.FatalError(at=d.tick(), reason="test")),
     Trigger.HAND_OFF: _hand_off,
+    Trigger.HAND_OFF_DEADLINE: _hand_off_deadline,
     Trigger.HANDED_OFF: _handed_off,
     Trigger.HAND_OFF_FAILED: _hand_off_failed,
 }

@@ -68,9 +68,11 @@ class Worker:
             base_url=self.config["base_url"], async_client_args={"ssl": ctx, "proxy": None}))
 
     def policy(self) -> Policy:
-        """The emulator's clock, with the replay window of the real service (2 s)."""
+        """The emulator's clock, with the replay window of the real service (2 s), and room for
+        20 TLS handshakes at once on a loaded machine."""
         base = Policy().scaled(self.config.get("scale", 0.01))
-        return attrs.evolve(base, replay=ReplayPolicy(audio_staleness=2.0))
+        return attrs.evolve(base, replay=ReplayPolicy(audio_staleness=2.0),
+                            limits=attrs.evolve(base.limits, setup_timeout=5.0))
 
     def on_notice(self, notice: Notice) -> None:
         if isinstance(notice, TookOver):

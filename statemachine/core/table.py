@@ -1,8 +1,9 @@
 """The lifecycle of one Live API session: the one and only transition table.
 
-Everything that describes the lifecycle lives here. The engine (`core.py`) builds its
-`transitions.Machine` from `TRANSITIONS`, the diagrams render it, the audit validator checks logs
-against it. Nothing else may restate which state a trigger leads to.
+Everything that describes the lifecycle lives here. `machine.py` builds the one shared
+`transitions.Machine` from `TRANSITIONS` (the engine, `engine.py`, fires its triggers), the
+diagrams render it, the audit validator checks logs against it. Nothing else may restate which
+state a trigger leads to. The guards are implemented in `guards.py`, one pure function each.
 
 Theory of operation
 -------------------
@@ -98,6 +99,7 @@ class Trigger(enum.StrEnum):
     CLOSE = "close"
     FATAL_ERROR = "fatal_error"
     HAND_OFF = "hand_off"
+    HAND_OFF_DEADLINE = "hand_off_deadline"
     HANDED_OFF = "handed_off"
     HAND_OFF_FAILED = "hand_off_failed"
 
@@ -109,7 +111,8 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     Trigger.TOKEN_EXPIRING: "the connection's ephemeral token expires within token_lead and the "
     "token provider can give a fresh one: move like after a goAway",
     Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
-    Trigger.SAFE_POINT: "turn complete and a resumable handle newer than the last turn input",
+    Trigger.SAFE_POINT: "something changed that may make this a safe point (a turn completed, "
+    "a handle arrived, a tool call ended): taken when `at_safe_point` holds",
     Trigger.ROTATION_DEADLINE: "goAway deadline minus margin reached before a safe point",
     Trigger.CONNECTION_LOST: "the connection closed or setup failed/timed out",
     Trigger.SETUP_REFUSED: "the server refused the setup (1007/1008): on a resume, the handle",
@@ -120,8 +123,10 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     "(the application must re-seed context), or the end",
     Trigger.CLOSE: "the application closed the session",
     Trigger.FATAL_ERROR: "an error no retry can fix (a lost lease, a local error)",
-    Trigger.HAND_OFF: "the application hands the session to another worker, and a safe point "
-    "came (or the hand-off's limit)",
+    Trigger.HAND_OFF: "the application asked to hand the session to another worker (and a "
+    "point came where nothing would be cut)",
+    Trigger.HAND_OFF_DEADLINE: "the hand-off's limit passed before such a point: hand off now, "
+    "cutting what is under way (reported)",
     Trigger.HANDED_OFF: "the store holds the handle and the journal, and the lease is free",
     Trigger.HAND_OFF_FAILED: "the store did not take the hand-off and the lease is ours again: "
     "go on here",
@@ -158,6 +163,8 @@ class Guard(enum.StrEnum):
     HANDLE_VALID = "handle_valid"
     WAS_COMPRESSED = "was_compressed"
     FRESH_ALLOWED = "fresh_allowed"
+    AT_SAFE_POINT = "at_safe_point"
+    AT_HAND_OFF_POINT = "at_hand_off_point"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -166,6 +173,10 @@ GUARD_DOCS: Mapping[Guard, str] = {
     Guard.HANDLE_VALID: "a resumable handle exists and is within its validity",
     Guard.WAS_COMPRESSED: "the context was compressed before this connection",
     Guard.FRESH_ALLOWED: "policy restarts expired sessions and the session budget allows it",
+    Guard.AT_SAFE_POINT: "no reply in flight, the interaction idle, no tool call or turn input "
+    "waiting for an answer, and a valid resumable handle covering it all",
+    Guard.AT_HAND_OFF_POINT: "a hand-off was asked for, and no connection carries traffic or "
+    "nothing is under way on it (as at a safe point, with a valid handle or none needed yet)",
 }
 
 
@@ -230,7 +241,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
     _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
     _t(Trigger.TOKEN_EXPIRING, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
-    _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING),
+    _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING, Guard.AT_SAFE_POINT),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
@@ -257,7 +268,9 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.CLOSE, _NOT_FINAL, S.TERMINATED),
     _t(Trigger.FATAL_ERROR, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING, S.EXPIRED, S.HANDING_OFF],
        S.TERMINATED),
-    _t(Trigger.HAND_OFF, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING], S.HANDING_OFF),
+    _t(Trigger.HAND_OFF, [S.CONNECTING, *_LIVE_ORDER, S.RESUMING], S.HANDING_OFF,
+       Guard.AT_HAND_OFF_POINT),
+    _t(Trigger.HAND_OFF_DEADLINE, [*_LIVE_ORDER], S.HANDING_OFF),
     _t(Trigger.HANDED_OFF, [S.HANDING_OFF], S.TERMINATED),
     _t(Trigger.HAND_OFF_FAILED, [S.HANDING_OFF], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.HAND_OFF_FAILED, [S.HANDING_OFF], S.CONNECTING),
