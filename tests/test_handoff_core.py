@@ -227,3 +227,20 @@ def test_the_next_worker_replays_the_journal_and_reports_what_a_crash_cost() -> 
     assert [a.entry.seq for a in of(d.actions, Send)] == [7]
     new = text(d, "next")
     assert of(new, WriteJournal)[0].put[0].seq == 9  # numbering goes on
+
+
+def test_a_hand_off_asked_for_before_a_drop_happens_once_the_connection_is_gone() -> None:
+    """The connection drops while the hand-off waits for its reply: there is nothing left to
+    cut, so the hand-off is made at once (from resuming) rather than after a reconnection."""
+    engine, d, _ = durable()
+    d.handle("h1")
+    text(d, "question")
+    d.feed(StoreDone(at=d.tick(), op=StoreOp.WRITE))
+    d.feed(ModelOutput(at=d.tick(), generation=d.gen, text="half"))
+    d.feed(HandOff(at=d.tick(), limit=5.0))
+    assert engine.state is State.STREAMING
+    from statemachine.core.events import ConnectionLost
+
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    assert engine.state is State.HANDING_OFF
+    assert [e.payload for e in of(d.actions, HandOver)[-1].entries] == [{"text": "question"}]

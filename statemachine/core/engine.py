@@ -1013,6 +1013,9 @@ class Lifecycle:
         h = self.handoff
         if h is None or h.phase is not handoff.Phase.WAITING:
             return
+        if self.state not in table.LIVE:  # the connection went meanwhile: nothing to cut
+            self._check_hand_off()
+            return
         unanswered = sum(1 for e in self.journal if e.trigger and not e.answered
                          and e.sent_generation is not None)
         h.cut = handoff.cut_by_limit(self.turn.in_flight, self.turn.busy, self.calls.pending,
@@ -1268,6 +1271,8 @@ class Lifecycle:
             self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
         self.turn = Turn()
         self._cancel_unknown_calls()
+        if self.handoff is not None:  # asked for while live: no connection to wait on now
+            self._check_hand_off()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.budget.streak_over()
