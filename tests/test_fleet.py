@@ -346,3 +346,33 @@ async def test_a_slow_store_during_a_hand_off_never_loses_the_session(
         assert '"before the pause"' in await ask(a, "after the pause")
         await a.send("CLOSE")
         await a.rest()
+
+
+async def test_drain_summarises_each_session(emu: LiveEmulator) -> None:
+    """drain() hands off the sessions that have a key and reports the one without (it cannot
+    move), leaving it as it was."""
+    import statemachine
+    from statemachine.aio import fleet
+    from statemachine.stores import MemoryStore
+
+    from .app import fast_policy
+
+    store = MemoryStore()
+    keyed = statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview",
+                                 policy=fast_policy(), store=store, session_key="keyed",
+                                 audit=lambda r: None)
+    plain = statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview",
+                                 policy=fast_policy(), audit=lambda r: None)
+    await keyed.start()
+    await plain.start()
+    try:
+        summary = await statemachine.drain(deadline=5.0)
+    finally:
+        fleet.accept_again()
+    by_id = {r.session_id: r for r in summary.results}
+    assert by_id[keyed.session_id].handed_off and keyed.state == "terminated"
+    skipped = by_id[plain.session_id]
+    assert not skipped.handed_off and "no session_key" in skipped.reason
+    assert plain.state == "streaming" and not summary.complete and summary.handed_off == 1
+    await plain.close()
+    assert (await store.load_journal("keyed")).hand_off is not None

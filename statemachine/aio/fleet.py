@@ -125,7 +125,8 @@ async def drain(deadline: float = 25.0, *, reason: str = "") -> DrainSummary:
     global _draining
     started = time.monotonic()
     _draining = reason or f"drain() called, deadline {deadline:g}s"
-    sessions = [s for s in list(_live) if s.core.state not in FINAL]
+    loop = asyncio.get_running_loop()  # sessions live on the loop that runs them
+    sessions = [s for s in list(_live) if s.core.state not in FINAL and s.loop is loop]
     # the hand-off limit leaves time for the store writes within the deadline
     store = max((s.core.persistence.store_timeout for s in sessions
                  if s.core.persistence is not None), default=0.0)
@@ -138,10 +139,11 @@ async def drain(deadline: float = 25.0, *, reason: str = "") -> DrainSummary:
                                                      "another worker")
         try:
             return await hand_off(session, within)
-        except SessionClosed as exc:
+        except Exception as exc:  # one session's trouble never stops the others' hand-off
             return HandOffResult(session_id=session.session_id,
                                  key=session.core.persistence.key, handed_off=False,
-                                 seconds=time.monotonic() - started, reason=str(exc))
+                                 seconds=time.monotonic() - started,
+                                 reason=f"{type(exc).__name__}: {exc}")
 
     tasks = [asyncio.ensure_future(one(s)) for s in sessions]
     done: set[asyncio.Future[HandOffResult]] = set()
@@ -171,6 +173,8 @@ def drain_on(signum: int = signal.SIGTERM, *, deadline: float = 25.0,
     def on_signal() -> None:
         task = loop.create_task(drain(deadline, reason=f"signal {signal.Signals(signum).name}"))
         if then is not None:
-            task.add_done_callback(lambda t: then(t.result()) if not t.cancelled() else None)
+            task.add_done_callback(
+                lambda t: then(t.result())
+                if not t.cancelled() and t.exception() is None else None)
 
     loop.add_signal_handler(signum, on_signal)

@@ -263,6 +263,11 @@ class LiveSession:
         return self._core.state.value
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the session runs on."""
+        return self._loop
+
+    @property
     def session_id(self) -> str:
         return self._core.session_id
 
