@@ -226,7 +226,9 @@ def test_the_next_worker_replays_the_journal_and_reports_what_a_crash_cost() -> 
     d.feed(SetupComplete(at=d.tick(), generation=d.gen))
     assert [a.entry.seq for a in of(d.actions, Send)] == [7]
     new = text(d, "next")
-    assert of(new, WriteJournal)[0].put[0].seq == 9  # numbering goes on
+    write = of(new, WriteJournal)[0]
+    assert write.put[0].seq == 9  # numbering goes on
+    assert write.audio == ""  # the dead worker's audio mark is reported once, then replaced
 
 
 def test_a_hand_off_asked_for_before_a_drop_happens_once_the_connection_is_gone() -> None:

@@ -1122,6 +1122,7 @@ class Lifecycle:
         for entry in handoff.unknown_call_responses(entries):
             self._drop(entry, "tool response to a call the resumed session never issued: not "
                               "replayed (the model asks again)")
+        self.durable.audio = "(the previous worker's)"  # the first write replaces that mark
         self._notify(TookOver(key=p.key, handed_off=handed_off, restored=inputs(entries)))
         if audio is not None and audio[2] > 0:
             self._notify(AudioGap(
