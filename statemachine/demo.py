@@ -2,7 +2,8 @@
 
 Without a key it runs against the embedded emulator with time scaled (a 5-minute connection lasts
 3 s): text and audio turns, a tool call, goAway -> drain -> resume with input held and replayed,
-an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, close.
+an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, a
+hand-off to another worker (as on a deploy), close.
 It prints the session as a story (see `story.py`); the audit log keeps every field.
 
 With `--api-key` or GEMINI_API_KEY (needs a real key and network) it runs the same turns against
@@ -30,6 +31,7 @@ from .core.actions import ContextLost, Notice
 from .core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from .core.records import AuditRecord
 from .emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
+from .stores import MemoryStore
 from .story import Story
 
 SCALE = 0.01
@@ -164,9 +166,11 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
         story.record(record)
 
     policy = POLICY if emu is not None else Policy()
+    store = MemoryStore()  # shared by the two "workers" below, as Redis would be by a fleet
     story.headline("Open the session")
-    async with connect(client, model=model, config=config, policy=policy,
-                       on_notice=on_notice, on_event=on_event) as session:
+    async with connect(client, model=model, config=config, policy=policy, store=store,
+                       session_key="demo-call", on_notice=on_notice,
+                       on_event=on_event) as session:
         conversation = c = Conversation(session, story)
         story.headline("A text turn")
         await c.ask("Hello, my name is Ada.")
@@ -203,6 +207,18 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
             assert c.lost, "the application must be told that context was lost"
             await c.say("Context: my name is Ada.", turn_complete=False)
             await c.ask("Do you know my name?")
+            emu.settings = attrs.evolve(emu.settings, handle_validity=EMULATOR.handle_validity)
+        story.headline("A deploy: the session is handed to another worker, which goes on")
+        result = await session.hand_off()
+        story.line(f"(handed off: {result.handed_off}, in {result.seconds * 1000:.0f} ms; "
+                   "another worker connects the same session_key)")
+        await c.stop()
+    async with connect(client, model=model, config=config, policy=policy, store=store,
+                       session_key="demo-call", on_notice=on_notice,
+                       on_event=on_event) as session:
+        conversation = c = Conversation(session, story)
+        reply = await c.ask("Are you still there?")
+        assert emu is None or "Ada" in reply, reply
         story.headline("Close")
         summary = session.core.snapshot()
         await c.stop()

@@ -29,10 +29,14 @@ def test_demo_runs_every_step_and_writes_a_clean_audit_log(tmp_path: Path) -> No
     assert visited == {s.value for s in State} - {State.IDLE}
     assert EmulatorSettings().api_key not in text + done.stderr
     assert "emu-" not in text + done.stderr  # the emulator's handles all start with "emu-"
-    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    sessions = list(dict.fromkeys(r["session"] for r in records))
+    assert len(sessions) == 2  # the worker that handed the session off, and the one that took it
+    for session in sessions:
+        seqs = [r["seq"] for r in records if r["session"] == session]
+        assert seqs == list(range(1, len(seqs) + 1))
     story = done.stdout
     for shown in ("streaming → draining       goAway, 0.5 s left", "told   ContextLost",
-                  "told   Resumed: 1 input(s) replayed", "9. Close",
+                  "told   Resumed: 1 input(s) replayed", "10. Close",
                   f"python -m statemachine audit {log}",
                   f"python -m statemachine report {log} -o session.html"):
         assert shown in story, shown
@@ -59,7 +63,8 @@ def test_demo_reads_as_a_story(tmp_path: Path) -> None:
         if answered:
             assert any(s.startswith(answered.group(1)) for s in said), line
     headlines = [line for line in lines if re.match(r"^\d+\. ", line)]
-    assert len(headlines) == 9 and "refuses the old handle (close 1007" in headlines[7]
+    assert len(headlines) == 10 and "refuses the old handle (close 1007" in headlines[7]
+    assert "handed to another worker" in headlines[8]
 
 
 def test_demo_runs_the_3x_profile(tmp_path: Path) -> None:
