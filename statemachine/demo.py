@@ -213,9 +213,11 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
         story.line(f"(handed off: {result.handed_off}, in {result.seconds * 1000:.0f} ms; "
                    "another worker connects the same session_key)")
         await c.stop()
+    # the other worker: its audit records go to its own log (a worker's log is its own), the
+    # story still tells them
     async with connect(client, model=model, config=config, policy=policy, store=store,
-                       session_key="demo-call", on_notice=on_notice,
-                       on_event=on_event) as session:
+                       session_key="demo-call", on_notice=on_notice, on_event=on_event,
+                       audit=lambda record: None) as session:
         conversation = c = Conversation(session, story)
         reply = await c.ask("Are you still there?")
         assert emu is None or "Ada" in reply, reply

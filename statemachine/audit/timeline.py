@@ -23,7 +23,8 @@ from .svgkit import Box
 
 STATE_COLORS = {
     "idle": "#d0d7de", "connecting": "#fff1a8", "streaming": "#aceebb", "compressed": "#d8b9ff",
-    "draining": "#ffc98a", "resuming": "#ffb8b0", "expired": "#ff8182", "terminated": "#8c959f",
+    "draining": "#ffc98a", "resuming": "#ffb8b0", "expired": "#ff8182", "handing_off": "#b6e3ff",
+    "terminated": "#8c959f",
 }
 
 ROW_W = 960.0  # width of the band area of one row
@@ -86,6 +87,8 @@ MARKS: dict[tuple[str, str], tuple[str, str, Callable[[dict[str, Any]], str]]] =
     ("transition", "close"): ("end", "#1f2328", lambda c: "closed"),
     ("transition", "fatal_error"): ("end", "#cf222e", lambda c: "fatal"),
     ("transition", "restart_or_give_up>terminated"): ("end", "#cf222e", lambda c: "gave up"),
+    ("transition", "handed_off"): ("end", "#0969da", lambda c: "handed off"),
+    ("transition", "hand_off_failed"): ("fresh", "#57606a", lambda c: "hand-off failed"),
     ("notice", "input_dropped"): ("dropped", "#cf222e", lambda c: "input dropped"),
 }
 
