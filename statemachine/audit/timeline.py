@@ -264,7 +264,12 @@ def _ticks(duration: float, rows: int) -> list[float]:
     return [i * step for i in range(int(duration / step) + 1)]
 
 
+def svg_file(timeline: Timeline) -> str:
+    """The timeline as the text of a standalone SVG file."""
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + layout(timeline).svg
+
+
 def render(timeline: Timeline, out: Path) -> None:
     """Write the timeline as a standalone SVG file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + layout(timeline).svg)
+    out.write_text(svg_file(timeline))
