@@ -340,7 +340,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     timeline.add_argument("-o", "--output", required=True, metavar="FILE.svg")
     timeline.add_argument("--force", action="store_true", help="overwrite an existing FILE.svg")
     bench = sub.add_parser("bench", help="run the benchmarks (not part of the tests)")
-    bench.add_argument("--quick", action="store_true", help="a smaller run: a few minutes (4.5 min measured on a busy 2-core "
+    bench.add_argument("--quick", action="store_true",
+                       help="a smaller run: a few minutes (4.5 min measured on a busy 2-core "
                             "machine) instead of much longer")
     bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     bench.add_argument("--peers", action="store_true",
