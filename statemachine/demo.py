@@ -231,8 +231,9 @@ def open_log(log_path: str | None, force: bool = False) -> Path:
     `force`), or, by default, a new file of its own in the temp folder, so two demos at once
     never share or delete each other's log."""
     if log_path is None:
-        folder = tempfile.gettempdir()
+        folder = os.environ.get("TMPDIR") or "the temp folder"
         try:
+            folder = tempfile.gettempdir()
             fd, name = tempfile.mkstemp(prefix="statemachine-demo-", suffix=".jsonl")
         except OSError as exc:
             raise OutputError(f"cannot create the demo's audit log in {folder}: "

@@ -24,7 +24,7 @@ from statemachine import (
     wrap_client,
 )
 from statemachine.emulator import DEFAULT_MODEL as MODEL
-from statemachine.emulator import EmulatorSettings
+from statemachine.emulator import EmulatorSettings, LiveEmulator
 
 NAN, INF = math.nan, math.inf
 
@@ -152,6 +152,8 @@ FIRST_HOUR: list[tuple[str, Callable[[], Any], str, str, str]] = [
      "{}", "handle store"),
     ("session-live-notice", lambda: LiveSession(CLIENT, model=MODEL, on_notice=5), "on_notice",
      "5", "must be callable"),
+    ("emulator-policy", lambda: LiveEmulator().connect(policy="x"), "policy", "'x'",
+     "must be a Policy"),
     ("instrument-policy", lambda: instrument(policy=Limits()), "policy", "Limits(",
      "must be a Policy"),
     ("instrument-lease", lambda: instrument(lease_wait=-1), "lease_wait", "-1", ">= 0"),
