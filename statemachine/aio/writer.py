@@ -10,7 +10,7 @@ stalled server blocks no one else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from types import coroutine as types_coroutine
 from typing import Any
 
@@ -126,3 +126,50 @@ def as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
         turns = entry.payload["turns"]
         user = list(turns) if isinstance(turns, list) else [turns]
     return [*user, types.Content(role="model", parts=[types.Part(text=entry.reply_text)])]
+
+
+#: what reports a written send to the core: `Lifecycle.written(entry, generation, at)`
+Written = Callable[[Entry, int, float], None]
+#: what tells the core the SDK would not send an input (the session's `_refused`)
+Refused = Callable[[Send, Exception], None]
+
+
+def write_now(outbox: Outbox, sdk: AsyncSession, action: Send, generation: int,
+              written: Written, now: Callable[[], float], refused: Refused) -> None:
+    """Write a send at once, in the task that made it, when nothing is queued before it: the
+    SDK's send returns without suspending unless the socket is backed up, and a hand-off to
+    the writer task costs about as much as the rest of the send path. When it does suspend,
+    the writer task finishes it (`Suspended`), so a stalled server still blocks no one else."""
+    try:
+        coro = sdk_send(sdk, action)
+        waiting_on = coro.send(None)
+    except StopIteration:
+        written(action.entry, generation, now())
+    except adapter.SEND_AFTER_CLOSE:
+        pass  # the reader reports the close; the entry stays journaled
+    except Exception as exc:
+        refused(action, exc)
+    else:
+        outbox.put_nowait(Suspended(action, coro, waiting_on))
+
+
+async def write_queued(outbox: Outbox, sdk: AsyncSession, generation: int, written: Written,
+                       now: Callable[[], float], refused: Refused) -> None:
+    """A connection's writer task: send what `write_now` could not, in order. A server that
+    stops reading blocks this task alone; what it holds stays journaled and is replayed on the
+    next connection."""
+    while True:
+        item = await outbox.get()
+        action = item.action if isinstance(item, Suspended) else item
+        try:
+            if isinstance(item, Suspended):
+                await resume_suspended(item.coro, item.waiting_on)
+            else:
+                await sdk_send(sdk, item)
+        except adapter.SEND_AFTER_CLOSE:
+            return  # the reader reports the close; what is left stays journaled
+        except Exception as exc:
+            refused(action, exc)
+        else:
+            written(action.entry, generation, now())
+        outbox.done()
