@@ -272,10 +272,12 @@ def test_timeline_no_label_crosses_a_line_or_another_text(logs: dict[str, Path],
 
 def test_timeline_spreads_the_demo_over_the_width(logs: dict[str, Path]) -> None:
     """The demo's events are spread out, not crowded into its last quarter behind one long
-    streaming bar; the order of what happened is kept, and the axis ticks rise left to right."""
+    streaming bar, each with its label (both drops too); the order of what happened is kept,
+    and the axis ticks rise left to right."""
     data = timeline.read(logs["demo"])
     drawn = timeline.layout(data)
     assert drawn.rows == 1
+    assert sorted(t for t, _ in drawn.labels) == sorted(m.label for m in data.marks)  # all
     xs = sorted(box.x for _, box in drawn.labels)
     assert xs[-1] - xs[0] >= 0.5 * timeline.ROW_W, xs
     longest = max(box.w for _, box in drawn.bands)

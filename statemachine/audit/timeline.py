@@ -271,8 +271,9 @@ def _lanes(xs: list[tuple[float, float]]) -> list[int]:
     return lanes
 
 
-def _place(timeline: Timeline, scale: Scale) -> list[list[tuple[Mark, float, int]]]:
-    """Per row: (mark, x within the row, lane)."""
+def _place(timeline: Timeline, scale: Scale, quiet_repeats: bool = False,
+           ) -> list[list[tuple[Mark, float, int]]]:
+    """Per row: (mark, x within the row, lane); lane -1: drawn without its label."""
     index = {step: i for i, (step, _) in enumerate(scale.steps)}
     rows: list[list[tuple[Mark, float, float]]] = [[] for _ in range(scale.rows)]
     for mark in timeline.marks:
@@ -282,13 +283,14 @@ def _place(timeline: Timeline, scale: Scale) -> list[list[tuple[Mark, float, int
     placed: list[list[tuple[Mark, float, int]]] = []
     for row_marks in rows:
         row_marks.sort(key=lambda m: (m[1], m[0].step))
-        # a label repeating the previous one of its kind in this row is left out: its mark is
-        # a line through the lanes only (lane -1), with the label as its tooltip
+        # when asked (a crowded row), a label repeating the previous one of its kind in the
+        # row is left out: its mark is a line through the lanes only, its label a tooltip
         said: dict[str, str] = {}
         loud: list[tuple[Mark, float, float]] = []
         quiet: list[tuple[Mark, float, float]] = []
         for mark, x, w in row_marks:
-            (quiet if said.get(mark.kind) == mark.label else loud).append((mark, x, w))
+            repeated = quiet_repeats and said.get(mark.kind) == mark.label
+            (quiet if repeated else loud).append((mark, x, w))
             said[mark.kind] = mark.label
         lanes = _lanes([(x, w) for _, x, w in loud])
         placed.append([(m, x, lane) for (m, x, _), lane in zip(loud, lanes, strict=True)]
@@ -306,8 +308,11 @@ def layout(timeline: Timeline) -> Layout:
     rows = max(1, math.ceil(steps * MIN_W / (ROW_W * STEP_SHARE)))  # a step is >= MIN_W
     while True:
         scale = _scale(timeline, rows)
-        placed = _place(timeline, scale)
-        deepest = max((lane for row in placed for _, _, lane in row), default=0)
+        for quiet in (False, True):
+            placed = _place(timeline, scale, quiet)
+            deepest = max((lane for row in placed for _, _, lane in row), default=0)
+            if deepest < MAX_LANES:
+                break
         if deepest < MAX_LANES or rows >= 400:
             break
         rows += max(1, rows // 4)
@@ -416,8 +421,10 @@ def _draw(timeline: Timeline, scale: Scale, placed: list[list[tuple[Mark, float,
     notes = [f"Spread by what happened: each step of the log gets {scale.step_px:.1f} px and each "
              f"second {scale.sec_px:.3g} px,",
              "so quiet stretches shrink and busy moments widen; the ticks are at real times "
-             "(hover a band or a label for exact ones).",
-             "A label that repeats the one before it in its row is left out (hover its line)."]
+             "(hover a band or a label for exact ones)."]
+    if any(lane < 0 for row in placed for _, _, lane in row):
+        notes.append("Where a row is crowded, a label that repeats the one before it of its "
+                     "kind is left out (hover its line).")
     if timeline.turns:
         notes.append("turns: blue, input sent (a run of audio chunks is one tick); green, a "
                      "reply complete.")
