@@ -231,18 +231,22 @@ def test_the_next_worker_replays_the_journal_and_reports_what_a_crash_cost() -> 
     assert write.audio == ""  # the dead worker's audio mark is reported once, then replaced
 
 
-def test_a_hand_off_asked_for_before_a_drop_happens_once_the_connection_is_gone() -> None:
-    """The connection drops while the hand-off waits for its reply: there is nothing left to
-    cut, so the hand-off is made at once (from resuming) rather than after a reconnection."""
+def test_a_hand_off_asked_for_before_a_drop_waits_for_the_next_connection() -> None:
+    """The connection drops while the hand-off waits for its reply: the session resumes, the
+    turn is replayed and answered, and the hand-off comes at the safe point after it (no reply
+    is cut); its limit passing meanwhile makes it at once when the connection is up."""
     engine, d, _ = durable()
     d.handle("h1")
     text(d, "question")
     d.feed(StoreDone(at=d.tick(), op=StoreOp.WRITE))
     d.feed(ModelOutput(at=d.tick(), generation=d.gen, text="half"))
     d.feed(HandOff(at=d.tick(), limit=5.0))
-    assert engine.state is State.STREAMING
     from statemachine.core.events import ConnectionLost
 
     d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    assert engine.state is State.RESUMING
+    d.fire_timer(Timer.HAND_OFF)  # the limit passes with no connection
+    assert engine.state is State.RESUMING
+    d.feed(SetupComplete(at=d.tick(), generation=d.gen))
     assert engine.state is State.HANDING_OFF
     assert [e.payload for e in of(d.actions, HandOver)[-1].entries] == [{"text": "question"}]

@@ -413,34 +413,19 @@ async def _drive(target: State, emu: LiveEmulator) -> App | statemachine.LiveSes
     if target in (State.RESUMING, State.COMPRESSED, State.EXPIRED):
         return await _from_stored_handle(target, emu)
     if target is State.HANDING_OFF:
-        return await _handed_off_while_connecting(emu)
+        return await _handed_off(emu)
     app = await start(emu)
     if target is State.DRAINING:
         await app.wait_until(lambda: "draining" in app.states())  # goAway at 0.4 s
     return app
 
 
-async def _handed_off_while_connecting(emu: LiveEmulator) -> statemachine.LiveSession:
-    """A session handed off before its first setup completed (the setup never comes)."""
-    emu.plan(ConnectionPlan(no_setup=True))
-    records: list[dict[str, object]] = []
-    connecting = asyncio.Event()
-
-    def audit(record: dict[str, object]) -> None:
-        records.append(record)
-        if record["state"] == "connecting":
-            connecting.set()
-
-    session = statemachine.LiveSession(emu.client(), model=MODEL, policy=fast_policy(),
-                                       store=MemoryStore(), session_key="k", audit=audit)
-    starting = asyncio.ensure_future(session.start())
-    await connecting.wait()
-    result = await session.hand_off()
+async def _handed_off(emu: LiveEmulator) -> App:
+    """A live session with a store, handed off at once (nothing is under way)."""
+    app = await start(emu, store=MemoryStore(), session_key="k")
+    result = await app.session.hand_off()
     assert result.handed_off, result
-    with pytest.raises(SessionTerminated, match="handed off"):
-        await starting
-    session.test_records = records  # type: ignore[attr-defined]
-    return session
+    return app
 
 
 async def _from_stored_handle(target: State, emu: LiveEmulator) -> App:

@@ -999,9 +999,8 @@ class Lifecycle:
         if self.state in table.FINAL or self.handoff is not None:
             return
         self.handoff = HandOffRequest(requested_at=self._now, limit=event.limit)
-        if self.state in table.LIVE:
-            self._arm(Timer.HAND_OFF, event.limit)
-        self._check_hand_off()
+        self._arm(Timer.HAND_OFF, event.limit)
+        self._check_hand_off()  # not live (connecting, resuming): at the next setup
 
     def _check_hand_off(self) -> None:
         """Hand off if nothing would be cut now (guard `at_hand_off_point` of `hand_off`)."""
@@ -1013,8 +1012,8 @@ class Lifecycle:
         h = self.handoff
         if h is None or h.phase is not handoff.Phase.WAITING:
             return
-        if self.state not in table.LIVE:  # the connection went meanwhile: nothing to cut
-            self._check_hand_off()
+        if self.state not in table.LIVE:  # no connection yet: hand off as soon as one is up
+            h.limit = 0.0
             return
         unanswered = sum(1 for e in self.journal if e.trigger and not e.answered
                          and e.sent_generation is not None)
@@ -1255,7 +1254,10 @@ class Lifecycle:
                 )
             )
         if self.handoff is not None:
-            self._check_hand_off()
+            if self.handoff.limit <= 0.0:  # its limit passed while there was no connection
+                self._hand_off_at_limit()
+            else:
+                self._check_hand_off()
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
         deadline = self.conn.go_away_deadline
@@ -1272,8 +1274,6 @@ class Lifecycle:
             self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
         self.turn = Turn()
         self._cancel_unknown_calls()
-        if self.handoff is not None:  # asked for while live: no connection to wait on now
-            self._check_hand_off()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.budget.streak_over()

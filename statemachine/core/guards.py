@@ -59,13 +59,11 @@ def at_safe_point(s: Lifecycle) -> bool:
 
 
 def at_hand_off_point(s: Lifecycle) -> bool:
-    """A hand-off was asked for and making it now cuts nothing: no connection carries traffic,
-    or nothing is under way on it (as `at_safe_point`), covered by a valid handle or, before
-    the server holds anything of the session, by none (`core/handoff.py`)."""
-    if s.handoff is None:
+    """A hand-off was asked for and making it now cuts nothing: nothing is under way on the
+    connection (as `at_safe_point`), covered by a valid handle or, before the server holds
+    anything of the session, by none (`core/handoff.py`)."""
+    if s.handoff is None or s.state not in LIVE:
         return False
-    if s.state not in LIVE:
-        return True
     return (
         not s.turn.in_flight
         and not s.turn.busy
