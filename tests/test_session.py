@@ -421,10 +421,12 @@ async def _drive(target: State, emu: LiveEmulator) -> App | statemachine.LiveSes
 
 
 async def _handed_off(emu: LiveEmulator) -> App:
-    """A live session with a store, handed off at once (nothing is under way)."""
+    """A live session with a store, handed off with a turn just sent: the hand-off's limit
+    (1 ms) passes before the reply and its handle can come."""
     app = await start(emu, store=MemoryStore(), session_key="k")
-    result = await app.session.hand_off()
-    assert result.handed_off, result
+    await app.session.send_client_content(turns=user("hello"))
+    result = await app.session.hand_off(within=0.001)
+    assert result.handed_off and "replayed" in result.cut, result  # what the limit cut
     return app
 
 
