@@ -78,6 +78,8 @@ from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
+from ..telemetry import Telemetry, session_observer
+from ..telemetry import resolve as telemetry_settings
 from . import frames, lag, tokens
 from . import sdk as adapter
 from .flag import Flag
@@ -283,7 +285,9 @@ class LiveSession:
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
         token_provider: TokenProvider | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
+        reporting = telemetry_settings(telemetry)
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
@@ -329,6 +333,10 @@ class LiveSession:
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
         )
+        if reporting is not None:  # off: nothing imported, nothing on the record path
+            self._on_event = _both(session_observer(
+                reporting, core=self._core, model=model, vertex=self.backend is Backend.VERTEX),
+                on_event)
         key = adapter.api_key(client)
         if key:
             self._core.add_secret(key, "[api key]")
@@ -855,10 +863,13 @@ class LiveSession:
                 events.append(GenerationComplete(at=now, generation=gen))
             if sc.interrupted:
                 events.append(Interrupted(at=now, generation=gen))
-        if message.usage_metadata is not None and message.usage_metadata.prompt_token_count:
-            events.append(Usage(at=now, generation=gen,
-                                prompt_tokens=message.usage_metadata.prompt_token_count,
-                                total_tokens=message.usage_metadata.total_token_count))
+        usage = message.usage_metadata
+        if usage is not None and usage.prompt_token_count:
+            events.append(Usage(
+                at=now, generation=gen, prompt_tokens=usage.prompt_token_count,
+                total_tokens=usage.total_token_count, response_tokens=usage.response_token_count,
+                prompt_audio_tokens=_audio_tokens(usage.prompt_tokens_details),
+                response_audio_tokens=_audio_tokens(usage.response_tokens_details)))
         status = sc.interaction_status if sc is not None else None
         idle = None if status is None or status.name == "INTERACTION_STATUS_UNSPECIFIED" \
             else status.name == "IDLE"
@@ -1003,6 +1014,27 @@ def _only_model_turn(message: Message) -> bool:
     )
 
 
+def _both(first: Callable[[AuditRecord], None],
+          then: Callable[[AuditRecord], None] | None) -> Callable[[AuditRecord], None]:
+    """`first`, then `then` (when given), for each record."""
+    if then is None:
+        return first
+
+    def both(record: AuditRecord) -> None:
+        first(record)
+        then(record)
+
+    return both
+
+
+def _audio_tokens(details: list[types.ModalityTokenCount] | None) -> int | None:
+    """The audio part of a `usageMetadata` token count (None when not itemised)."""
+    if not details:
+        return None
+    return sum(d.token_count or 0 for d in details
+               if d.modality is not None and d.modality.name == "AUDIO")
+
+
 def _check_token_provider(client: genai.Client, provider: object) -> None:
     if not callable(provider):
         raise SettingsError(f"token_provider must be callable (it is asked before every "
@@ -1064,5 +1096,7 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait, token_provider)."""
+    session_key, lease_ttl, lease_wait, token_provider, telemetry). `telemetry=True` reports
+    traces and metrics to OpenTelemetry's global providers, `telemetry=statemachine.Telemetry(
+    tracer_provider=..., meter_provider=...)` to the ones given (docs/telemetry.md)."""
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)
