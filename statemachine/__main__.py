@@ -1,5 +1,5 @@
 """Command line: `python -m statemachine COMMAND`: demo, emulator, audit, keygen, report,
-diagram, timeline, bench, table."""
+diagram, timeline, telemetry, bench, table."""
 
 from __future__ import annotations
 
@@ -153,6 +153,29 @@ def run_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_telemetry(args: argparse.Namespace) -> int:
+    """The metrics table generated from `statemachine.telemetry.definitions`."""
+    from pathlib import Path
+
+    from .telemetry import definitions
+
+    if not (args.readme or args.check):
+        print(definitions.table())
+        return 0
+    root = Path.cwd()
+    if not (root / "README.md").is_file():
+        return fail("telemetry --readme/--check run in the project's checkout (no README.md "
+                    "here)")
+    if args.check:
+        current = definitions.readme_current(root)
+        print("README's telemetry table is current" if current else
+              f"stale: README.md's telemetry table (run {prog()} telemetry --readme)")
+        return 0 if current else 1
+    changed = definitions.write_readme(root)
+    print("wrote README.md" if changed else "README.md is current")
+    return 0
+
+
 def run_timeline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -277,6 +300,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     diagram.add_argument("-o", "--output", metavar="PREFIX",
                          help="write PREFIX.mmd/.dot/.svg (with --from-log, default "
                               "diagrams/session-ID)")
+    tel = sub.add_parser("telemetry", help="print the OpenTelemetry metrics table (names, "
+                         "units, attributes)")
+    tel.add_argument("--readme", action="store_true",
+                     help="in the project's checkout: rewrite the table at the end of README.md")
+    tel.add_argument("--check", action="store_true",
+                     help="exit 1 if README.md's table differs from the code's")
     page = sub.add_parser("report", help="one session on one self-contained HTML page")
     page.add_argument("log", metavar="LOG")
     page.add_argument("--session", help="the session to show (default: the first)")
@@ -314,6 +343,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return bench_module.main(args.quick, args.json, args.check)
     if args.command == "diagram":
         return run_diagram(args)
+    if args.command == "telemetry":
+        return run_telemetry(args)
     if args.command == "timeline":
         return run_timeline(args)
     if args.command == "report":
