@@ -139,7 +139,8 @@ async def test_a_rotating_session_as_spans_and_metrics(otel: Otel) -> None:
         else:  # a resumed connection: linked to the one before, with the handle's fingerprint
             assert [link.context.span_id for link in conn.links] == [before.context.span_id]
             assert conn.attributes["gemini_live.connection.resumed"] is True
-            assert re.fullmatch(r"h-[0-9a-f]{12}", conn.attributes["gemini_live.connection.handle_fp"])
+            fp = conn.attributes["gemini_live.connection.handle_fp"]
+            assert re.fullmatch(r"h-[0-9a-f]{12}", str(fp))
             assert "gemini_live.resumed" in [e.name for e in conn.events]
     events = {(e.name, e.attributes.get("gemini_live.trigger")) for c in conns for e in c.events}
     assert {("gemini_live.transition", "go_away"), ("gemini_live.transition", "safe_point"),
@@ -165,7 +166,7 @@ async def test_a_rotating_session_as_spans_and_metrics(otel: Otel) -> None:
     assert otel.value("gemini_live.rotation.outage") == counters.rotations
     assert otel.value("gemini_live.resume.outage", **{"gemini_live.cause": "connection_lost"}) \
         == 1
-    assert all(0 < p.sum for p in otel.points("gemini_live.rotation.outage"))
+    assert all(p.sum > 0 for p in otel.points("gemini_live.rotation.outage"))
     assert otel.value("gemini_live.resumes", **{"gemini_live.cause": "connection_lost"}) == 1
     assert otel.value("gemini_live.resumes") == counters.resumes
     assert otel.value("gemini_live.connection.closes", **{
@@ -218,9 +219,9 @@ async def test_context_lost_dropped_input_and_a_failed_end(slow_emu: LiveEmulato
 def test_drop_reasons_have_short_names() -> None:
     """Every reason the core gives for a dropped input maps to a short metric attribute."""
     sources = "".join(p.read_text() for p in (ROOT / "statemachine/core").glob("*.py"))
-    for start, short in DROP_REASONS:
-        assert start in sources, f"no drop reason starts with {start!r} any more"
-        assert drop_reason(start + " (details)") == short
+    for begins, short in DROP_REASONS:
+        assert begins in sources, f"no drop reason starts with {begins!r} any more"
+        assert drop_reason(begins + " (details)") == short
     assert drop_reason("something new") == "other"
 
 
