@@ -234,7 +234,7 @@ def run_keyed(args: argparse.Namespace) -> int:
         signing_key = None
     key = args.api_key or demo_module.api_key_from_env()
     try:
-        return demo_module.main(args.log, key, args.model, signing_key)
+        return demo_module.main(args.log, key, args.model, signing_key, args.telemetry)
     except OSError as exc:
         log = Path(args.log or "-").absolute()
         if exc.filename is None or Path(exc.filename).absolute() not in (log, *log.parents):
@@ -275,6 +275,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--force", action="store_true", help="overwrite an existing --log file")
     demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
     demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
+    demo.add_argument("--telemetry", metavar="DEST",
+                      help="report the session's OpenTelemetry spans and metrics: 'console' "
+                           "prints them, a path writes them as JSON Lines (needs "
+                           "opentelemetry-sdk)")
     demo.add_argument("--signing-key", metavar="PATH",
                       help="sign the audit log with this Ed25519 private key (default: the PEM "
                            "in $STATEMACHINE_AUDIT_SIGNING_KEY, if set)")

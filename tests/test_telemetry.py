@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -495,3 +496,23 @@ def test_readme_metrics_table_is_generated_from_the_code() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     stale = definitions.render_readme(text.replace("`gemini_live.resumes`", "`x`", 1))
     assert stale == text
+
+
+def test_demo_says_where_its_traces_went(tmp_path: Path) -> None:
+    """`demo --telemetry FILE`: the session's spans and metrics as JSON Lines, the trace named
+    at the end, and no key or handle in them."""
+    out = tmp_path / "otel.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "statemachine", "demo", "--log", str(tmp_path / "demo.jsonl"),
+         "--telemetry", str(out)], capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k != "GEMINI_API_KEY"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    spans = [line for line in lines if "name" in line]
+    [session] = [s for s in spans if s["name"].startswith("realtime_session ")]
+    trace_id = session["context"]["trace_id"][2:]
+    said = done.stdout.strip().splitlines()[-1]
+    assert said.startswith(f"Telemetry (written to {out}): trace {trace_id}: {len(spans)} spans")
+    assert "gemini_live.rotation.outage" in said and "metrics" in lines[-1]
+    text = out.read_text()
+    assert EmulatorSettings().api_key not in text and "emu-" not in text
