@@ -186,6 +186,8 @@ class SessionObserver:
         self.key = (provider, model)
         self.common = _common(self.key)
         self.model = model
+        self.token_input = {**self.common, "gen_ai.token.type": "input"}
+        self.token_output = {**self.common, "gen_ai.token.type": "output"}
         self.tracer: trace.Tracer | None = None
         if telemetry.traces:
             tracers = telemetry.tracer_provider or trace.get_tracer_provider()
@@ -373,8 +375,8 @@ class SessionObserver:
         self.session_usage.add(prompt, response, audio_in, audio_out)
         if self.instruments is not None:
             usage = self.m["gen_ai.client.token.usage"]
-            usage.record(prompt, {**self.common, "gen_ai.token.type": "input"})
-            usage.record(response, {**self.common, "gen_ai.token.type": "output"})
+            usage.record(prompt, self.token_input)
+            usage.record(response, self.token_output)
 
     def _notice(self, name: str, record: dict[str, Any]) -> None:
         cause = record["cause"]
