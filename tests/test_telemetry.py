@@ -516,3 +516,26 @@ def test_demo_says_where_its_traces_went(tmp_path: Path) -> None:
     assert "gemini_live.rotation.outage" in said and "metrics" in lines[-1]
     text = out.read_text()
     assert EmulatorSettings().api_key not in text and "emu-" not in text
+
+
+class _Failing(TracerProvider):
+    """A tracer provider whose tracers fail to start a span (a broken exporter setup)."""
+
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        tracer = super().get_tracer(*args, **kwargs)
+
+        def fail(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("exporter setup is broken")
+
+        tracer.start_span = fail  # type: ignore[method-assign]
+        return tracer
+
+
+async def test_a_failing_telemetry_setup_never_takes_the_session_down(
+        slow_emu: LiveEmulator, otel: Otel) -> None:
+    """The observer stops reporting for the session, which goes on as if telemetry were off."""
+    app = await start(slow_emu, telemetry=Telemetry(tracer_provider=_Failing(),
+                                                    meter_provider=otel.meter_provider))
+    assert "Reply 1" in await app.ask("hello")
+    await app.stop()
+    assert app.error is None and app.session.state == "terminated"
