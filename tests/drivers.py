@@ -9,54 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from statemachine import core
 from statemachine.core import events
-from statemachine.core.actions import Action, ArmTimer, Send
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
+from statemachine.testing import CoreDriver
 
 
-class Driver:
-    """Feeds a Lifecycle and remembers timer tokens, like a real I/O layer would."""
-
-    def __init__(self, engine: core.Lifecycle, start: float = 0.0) -> None:
-        self.engine = engine
-        self.now = start
-        self.tokens: dict[Timer, int] = {}
-        self.actions: list[Action] = []
-        self.fed = 0
-
-    def feed(self, event: events.Event) -> list[Action]:
-        self.fed += 1
-        out = self.engine.feed(event)
-        for action in out:
-            if isinstance(action, ArmTimer):
-                self.tokens[action.timer] = action.token
-            elif isinstance(action, Send):  # written at once, as a shell would report
-                self.engine.written(action.entry, action.generation, self.now)
-        self.actions.extend(out)
-        return out
-
-    def tick(self, dt: float = 0.01) -> float:
-        self.now += dt
-        return self.now
-
-    @property
-    def gen(self) -> int:
-        return self.engine.generation
-
-    def fire_timer(self, timer: Timer) -> None:
-        self.feed(events.TimerFired(at=self.tick(), timer=timer, token=self.tokens[timer]))
-
-    def handle(self, name: str = "h") -> None:
-        """A completed turn and a resumable handle covering it."""
-        gen = self.gen
-        self.feed(events.TurnComplete(at=self.tick(), generation=gen))
-        self.feed(
-            events.ResumptionUpdate(
-                at=self.tick(), generation=gen, handle=f"{name}-{gen}", resumable=True
-            )
-        )
+class Driver(CoreDriver):
+    """The public `CoreDriver`, plus `take`: feed what makes a given row of the table fire."""
 
     def take(self, source: State, row: Transition) -> None:
         """Feed what makes `row` fire from `source` (which must be the current state)."""
