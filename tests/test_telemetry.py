@@ -178,7 +178,8 @@ async def test_a_rotating_session_as_spans_and_metrics(otel: Otel) -> None:
         len(reported)
     for point in otel.points("gemini_live.rotation.outage"):
         assert point.attributes["gen_ai.provider.name"] == "gcp.gemini"
-        assert point.attributes["gemini_live.cause"] in ("safe_point", "rotation_deadline")
+        assert point.attributes["gemini_live.cause"] == "go_away"
+        assert point.attributes["gemini_live.trigger"] in ("safe_point", "rotation_deadline")
 
 
 async def test_context_lost_dropped_input_and_a_failed_end(slow_emu: LiveEmulator,
@@ -318,9 +319,7 @@ async def test_prometheus_page_scraped_while_sessions_rotate() -> None:
             assert before <= _sample(page, "gemini_live_rotation_outage_milliseconds_count") \
                 <= after
             assert before <= _sample(page, "gemini_live_resumes_total",
-                                     gemini_live_cause="safe_point") \
-                + _sample(page, "gemini_live_resumes_total",
-                          gemini_live_cause="rotation_deadline") <= after
+                                     gemini_live_cause="go_away") <= after
             for app in apps:
                 await app.stop()
         page = await asyncio.to_thread(_scrape, port)
@@ -539,3 +538,38 @@ async def test_a_failing_telemetry_setup_never_takes_the_session_down(
     assert "Reply 1" in await app.ask("hello")
     await app.stop()
     assert app.error is None and app.session.state == "terminated"
+
+
+async def test_store_degraded_time_and_token_renewals(otel: Otel) -> None:
+    """A handle store that fails for a while: one degradation, its time (from the degraded to
+    the recovered notice); a token provider: each move to a fresh token is a renewal."""
+    from statemachine import StoreDegraded, StoreRecovered, TokenExpiring
+
+    from .test_persistence import FlakyStore
+    from .test_tokens import LONG_CONNECTIONS, Minter
+
+    store = FlakyStore()
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        minter = Minter(emu)
+        app = await start(emu, fast_policy(), store=store, session_key="k", lease_ttl=0.3,
+                          token_provider=minter, telemetry=otel.telemetry)
+        await app.ask("one")
+        assert await app.session.flush_handle()
+        store.down = True
+        asyncio.get_running_loop().call_later(0.25, setattr, store, "down", False)
+        await app.wait_until(lambda: app.noticed(StoreRecovered))
+        await app.wait_until(lambda: any(isinstance(n, TokenExpiring) and n.renewing
+                                         for n in app.notices), within=30)
+        await app.wait_until(lambda: app.session.state == "streaming")
+        await app.stop()
+    walls = {r["name"]: r["wall"] for r in app.records if r["kind"] == "notice"}
+    assert app.noticed(StoreDegraded)
+    assert otel.value("gemini_live.store.degradations") == 1
+    assert otel.value("gemini_live.store.degraded.time") == pytest.approx(
+        (walls["store_recovered"] - walls["store_degraded"]) * 1000)
+    renewing = [n for n in app.notices if isinstance(n, TokenExpiring) and n.renewing]
+    assert otel.value("gemini_live.token.renewals", **{"gemini_live.renewing": True}) == \
+        len(renewing) >= 1
+    assert otel.value("gemini_live.rotation.outage", **{"gemini_live.cause": "token_expiring"}) \
+        >= 1
+    assert otel.value("gemini_live.resumes", **{"gemini_live.cause": "token_expiring"}) >= 1

@@ -42,15 +42,19 @@ _OUTAGE_BUCKETS = (10.0, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0,
 
 METRICS: tuple[Metric, ...] = (
     Metric(name="gemini_live.rotation.outage", kind="histogram", unit="ms",
-           description="Planned move to a new connection (goAway, token expiry): from leaving "
-                       "the old connection to the new one's setupComplete",
-           attributes=("gemini_live.cause",), buckets=_OUTAGE_BUCKETS),
+           description="Planned move to a new connection: from leaving the old connection to "
+                       "the new one's setupComplete; cause: what announced it (go_away, "
+                       "token_expiring), trigger: what made the move (safe_point, "
+                       "rotation_deadline)",
+           attributes=("gemini_live.cause", "gemini_live.trigger"), buckets=_OUTAGE_BUCKETS),
     Metric(name="gemini_live.resume.outage", kind="histogram", unit="ms",
-           description="Unplanned outage (a drop, a refused setup): from losing the connection "
-                       "to the next one's setupComplete, retries and fresh restarts included",
-           attributes=("gemini_live.cause",), buckets=_OUTAGE_BUCKETS),
+           description="Unplanned outage: from losing the connection (cause and trigger: "
+                       "connection_lost, setup_refused, session_cap...) to the next one's "
+                       "setupComplete, retries and fresh restarts included",
+           attributes=("gemini_live.cause", "gemini_live.trigger"), buckets=_OUTAGE_BUCKETS),
     Metric(name="gemini_live.resumes", kind="counter", unit="{resume}",
-           description="Resumed connections (a Resumed notice), by what made the session move",
+           description="Resumed connections (a Resumed notice), by what made the session move "
+                       "(go_away, token_expiring, connection_lost...)",
            attributes=("gemini_live.cause",)),
     Metric(name="gemini_live.inputs.replayed", kind="counter", unit="{input}",
            description="Client inputs sent again on a resumed connection"),

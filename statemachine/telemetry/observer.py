@@ -22,7 +22,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from ..core.records import QuietLogger
-from ..core.table import FINAL, LIVE, ROTATIONS, State, Trigger
+from ..core.table import FINAL, LIVE, State, Trigger
 from . import Telemetry
 from .definitions import METRICS, NAMESPACE, Metric
 
@@ -31,9 +31,8 @@ _NS = NAMESPACE + "."
 _LIVE = frozenset(s.value for s in LIVE)
 _OPENING = frozenset({State.CONNECTING.value, State.RESUMING.value})
 _LEAVING = frozenset({State.RESUMING.value, State.EXPIRED.value, State.TERMINATED.value})
+_DRAINING = State.DRAINING.value
 _LOST = frozenset({Trigger.CONNECTION_LOST.value, Trigger.SETUP_REFUSED.value})
-#: moves the lifecycle plans (a rotation at a safe point or its deadline, a fresh token)
-PLANNED = frozenset({t.value for t in ROTATIONS} | {Trigger.TOKEN_EXPIRING.value})
 _OPEN_STATES = tuple(s.value for s in State if s not in FINAL)
 
 #: InputDropped reasons (free text) as a short class for a metric attribute, by their start
@@ -204,8 +203,11 @@ class SessionObserver:
         #: the transition that will open the next connection: when, why, with which handle
         self.opening: tuple[float, str, str | None] | None = None
         self.server_session: str | None = None
-        #: when the session left its last live connection (monotonic), and why
-        self.left: tuple[float, str] | None = None
+        #: what started the drain in progress (go_away, token_expiring)
+        self.drained_by = ""
+        #: when the session left its last live connection (monotonic), why (a drain's cause,
+        #: else the trigger), by which trigger, and whether it was a planned move
+        self.left: tuple[float, str, str, bool] | None = None
         self.resume_cause = ""
         self.degraded_since: float | None = None
         self.started = False
@@ -223,6 +225,8 @@ class SessionObserver:
             self._record(name, record)
         except Exception as exc:  # telemetry must never take a session down
             self.broken = True
+            if self.instruments is not None:
+                self.instruments.closed(self)
             _log.error("telemetry.failed", session=self.core.session_id,
                        error=f"{type(exc).__name__}: {exc}")
 
@@ -328,8 +332,12 @@ class SessionObserver:
             self._lost(record)
         elif dest in _LEAVING:
             self._end_connection(record["wall"])
+        if dest == _DRAINING and source != _DRAINING:
+            self.drained_by = trigger
         if source in _LIVE and dest not in _LIVE and dest != State.TERMINATED.value:
-            self.left = (record["mono"], trigger)
+            planned = source == _DRAINING and trigger not in _LOST
+            self.left = (record["mono"], self.drained_by if planned else trigger, trigger,
+                         planned)
         if dest in _OPENING:
             self.opening = (record["wall"], trigger,
                             record["handle_fp"] if dest == State.RESUMING.value else None)
@@ -355,14 +363,13 @@ class SessionObserver:
                                         timestamp=_ns(record["wall"]))
         if self.left is None:
             return
-        left_at, cause = self.left
+        left_at, cause, trigger, planned = self.left
         self.left = None
         self.resume_cause = cause
         if self.instruments is not None:
-            name = "gemini_live.rotation.outage" if cause in PLANNED \
-                else "gemini_live.resume.outage"
-            self.m[name].record((record["mono"] - left_at) * 1000.0,
-                                {**self.common, "gemini_live.cause": cause})
+            name = "gemini_live.rotation.outage" if planned else "gemini_live.resume.outage"
+            self.m[name].record((record["mono"] - left_at) * 1000.0, {
+                **self.common, "gemini_live.cause": cause, "gemini_live.trigger": trigger})
 
     def _usage(self, cause: dict[str, Any]) -> None:
         prompt = int(cause.get("prompt_tokens") or 0)
