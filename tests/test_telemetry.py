@@ -573,3 +573,14 @@ async def test_store_degraded_time_and_token_renewals(otel: Otel) -> None:
     assert otel.value("gemini_live.rotation.outage", **{"gemini_live.cause": "token_expiring"}) \
         >= 1
     assert otel.value("gemini_live.resumes", **{"gemini_live.cause": "token_expiring"}) >= 1
+
+
+async def test_vertex_sessions_name_their_provider(slow_emu: LiveEmulator, otel: Otel) -> None:
+    """A Vertex AI client's session reports `gen_ai.provider.name` gcp.vertex_ai."""
+    app = await start(slow_emu, vertex=True, telemetry=otel.telemetry)
+    await app.ask("hello")
+    await app.stop()
+    providers = {s.attributes["gen_ai.provider.name"] for s in otel.finished()}
+    assert providers == {"gcp.vertex_ai"}
+    assert otel.value("gemini_live.sessions.ended", **{"gen_ai.provider.name": "gcp.vertex_ai"}) \
+        == 1
