@@ -174,8 +174,10 @@ async def test_a_rotating_session_as_spans_and_metrics(otel: Otel) -> None:
         "gemini_live.close.code": "1006", "gemini_live.close.class": "resume"}) == 1
     assert otel.value("gemini_live.sessions.ended", **{"gemini_live.outcome": "closed"}) == 1
     assert otel.value("gemini_live.sessions") == 0  # ended: it left the count
-    assert otel.value("gen_ai.client.token.usage", **{"gen_ai.token.type": "input"}) == \
-        len(reported)
+    assert otel.value("gemini_live.tokens", **{"gen_ai.token.type": "input"}) == prompt
+    assert otel.value("gemini_live.tokens", **{"gen_ai.token.type": "output"}) == output
+    assert otel.value("gemini_live.tokens", **{"gemini_live.modality": "audio"}) == sum(
+        (u["prompt_audio_tokens"] or 0) + (u["response_audio_tokens"] or 0) for u in reported)
     for point in otel.points("gemini_live.rotation.outage"):
         assert point.attributes["gen_ai.provider.name"] == "gcp.gemini"
         assert point.attributes["gemini_live.cause"] == "go_away"
@@ -334,7 +336,7 @@ async def test_prometheus_page_scraped_while_sessions_rotate() -> None:
              if line and not line.startswith("#")}
     for metric in ("gemini_live.rotation.outage", "gemini_live.resumes", "gemini_live.sessions",
                    "gemini_live.sessions.ended", "gemini_live.journal.depth",
-                   "gen_ai.client.token.usage"):
+                   "gemini_live.tokens"):
         name = definitions.BY_NAME[metric].prometheus
         assert name in names or f"{name}_count" in names, f"{name} not on the page"
 

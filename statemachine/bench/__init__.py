@@ -172,9 +172,8 @@ def table(results: dict[str, Any]) -> str:
                                      ["OpenTelemetry on (audit off)",
                                       c.get("events_per_s_telemetry")]])
     if c.get("telemetry_ratio") is not None:
-        lines.append(f"  OpenTelemetry on/off: {c['telemetry_ratio']} (nothing per client input; "
-                     "the SDK's per-measurement cost, about 20 us, at each usage report, "
-                     "transition and notice: a turn every 26 events here)")
+        lines.append(f"  OpenTelemetry on/off: {c['telemetry_ratio']} (metrics and traces to the "
+                     "SDK; nothing per client input, a few records per turn)")
     lines.append("Scale (concurrent rotating sessions in one process, emulator in another):")
     lines += grid([h for h, _ in _SCALE_COLUMNS],
                   [[run.get(k) for _, k in _SCALE_COLUMNS] for run in results["scale"]["runs"]])

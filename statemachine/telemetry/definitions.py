@@ -23,7 +23,8 @@ COMMON = ("gen_ai.provider.name", "gen_ai.request.model")
 @attrs.frozen(kw_only=True)
 class Metric:
     name: str
-    #: "counter", "histogram", "updown" (observable up-down counter) or "gauge" (observable)
+    #: "counter", "histogram", "updown" (observable up-down counter), "gauge" (observable) or
+    #: "observable_counter" (summed as reported, read when a reader collects)
     kind: str
     unit: str
     description: str
@@ -97,10 +98,10 @@ METRICS: tuple[Metric, ...] = (
                        "summed over open sessions"),
     Metric(name="gemini_live.journal.depth.max", kind="gauge", unit="{input}",
            description="The deepest journal of any open session"),
-    Metric(name="gen_ai.client.token.usage", kind="histogram", unit="{token}",
-           description="Tokens per usageMetadata report (GenAI semantic conventions)",
-           attributes=("gen_ai.token.type",),
-           buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)),
+    Metric(name="gemini_live.tokens", kind="observable_counter", unit="{token}",
+           description="Tokens the usageMetadata reports counted, by type (input, output) and "
+                       "modality (audio, other)",
+           attributes=("gen_ai.token.type", "gemini_live.modality")),
 )
 
 BY_NAME = {m.name: m for m in METRICS}
@@ -115,11 +116,11 @@ def prometheus_name(name: str, unit: str, kind: str) -> str:
     word = _UNIT_WORDS.get(unit, "" if unit.startswith("{") else unit)
     if word and not base.endswith(word):
         base += "_" + word
-    return base + ("_total" if kind == "counter" else "")
+    return base + ("_total" if kind in ("counter", "observable_counter") else "")
 
 
 _KINDS = {"counter": "counter", "histogram": "histogram", "updown": "up-down counter",
-          "gauge": "gauge"}
+          "gauge": "gauge", "observable_counter": "counter"}
 
 
 def table() -> str:

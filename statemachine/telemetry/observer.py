@@ -78,6 +78,9 @@ class Instruments:
         self._lock = threading.Lock()
         self._open: weakref.WeakSet[SessionObserver] = weakref.WeakSet()
         self._seen: set[tuple[str, str]] = set()
+        #: tokens reported, by (provider, model, type, modality): summed here, read when a
+        #: reader collects (an SDK measurement per report would cost 20 us each)
+        self._tokens: dict[tuple[str, str, str, str], int] = {}
         self.by_name: dict[str, Any] = {m.name: self._create(meter, m) for m in METRICS}
 
     def _create(self, meter: metrics.Meter, m: Metric) -> Any:
@@ -88,7 +91,11 @@ class Instruments:
                                           explicit_bucket_boundaries_advisory=m.buckets)
         callback = {"gemini_live.sessions": self._sessions,
                     "gemini_live.journal.depth": self._depth,
-                    "gemini_live.journal.depth.max": self._depth_max}[m.name]
+                    "gemini_live.journal.depth.max": self._depth_max,
+                    "gemini_live.tokens": self._token_totals}[m.name]
+        if m.kind == "observable_counter":
+            return meter.create_observable_counter(
+                m.name, callbacks=[callback], unit=m.unit, description=m.description)
         if m.kind == "updown":
             return meter.create_observable_up_down_counter(
                 m.name, callbacks=[callback], unit=m.unit, description=m.description)
@@ -103,6 +110,19 @@ class Instruments:
     def closed(self, observer: SessionObserver) -> None:
         with self._lock:
             self._open.discard(observer)
+
+    def count_tokens(self, key: tuple[str, str], tokens: int, audio: int, kind: str) -> None:
+        with self._lock:
+            for modality, n in (("audio", audio), ("other", tokens - audio)):
+                at = (*key, kind, modality)
+                self._tokens[at] = self._tokens.get(at, 0) + n
+
+    def _token_totals(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            totals = dict(self._tokens)
+        return [Observation(n, {**_common((provider, model)), "gen_ai.token.type": kind,
+                                "gemini_live.modality": modality})
+                for (provider, model, kind, modality), n in totals.items()]
 
     def _sessions_now(self) -> tuple[list[SessionObserver], set[tuple[str, str]]]:
         with self._lock:
@@ -185,8 +205,6 @@ class SessionObserver:
         self.key = (provider, model)
         self.common = _common(self.key)
         self.model = model
-        self.token_input = {**self.common, "gen_ai.token.type": "input"}
-        self.token_output = {**self.common, "gen_ai.token.type": "output"}
         self.tracer: trace.Tracer | None = None
         if telemetry.traces:
             tracers = telemetry.tracer_provider or trace.get_tracer_provider()
@@ -381,9 +399,9 @@ class SessionObserver:
         self.conn_usage.add(prompt, response, audio_in, audio_out)
         self.session_usage.add(prompt, response, audio_in, audio_out)
         if self.instruments is not None:
-            usage = self.m["gen_ai.client.token.usage"]
-            usage.record(prompt, self.token_input)
-            usage.record(response, self.token_output)
+            self.instruments.count_tokens(self.key, prompt, min(prompt, audio_in or 0), "input")
+            self.instruments.count_tokens(self.key, response, min(response, audio_out or 0),
+                                          "output")
 
     def _notice(self, name: str, record: dict[str, Any]) -> None:
         cause = record["cause"]
