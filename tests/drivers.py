@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from statemachine.core import events
+from statemachine.core import events, guards
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
 from statemachine.testing import CoreDriver
@@ -40,12 +40,12 @@ def _lost(d: Driver, row: Transition) -> None:
         code, reason = 1011, "The service is currently unavailable."
     elif source is State.CONNECTING:  # the fallback: the retry budget runs out
         code, reason = 1011, "The service is currently unavailable."
-        while d.engine.state is State.CONNECTING and d.engine._check(Guard.RETRY_BUDGET_LEFT):
+        while d.engine.state is State.CONNECTING and guards.retry_budget_left(d.engine):
             d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=code,
                                          reason=reason, during_setup=True))
             d.fire_timer(Timer.BACKOFF)
     else:  # the fallback: the handle is no longer valid
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.feed(
         events.ConnectionLost(
             at=d.tick(), generation=d.gen, code=code, reason=reason, during_setup=not live
@@ -112,12 +112,12 @@ def _retry(d: Driver, row: Transition) -> None:
     d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                  reason="The service is currently unavailable.",
                                  during_setup=not live))
-    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.engine._timers:
+    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.timers:
         # the first retry after a drop is immediate: fail it too, so a backoff is armed
         d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                      reason="unavailable", during_setup=True))
     if row.dest is State.EXPIRED:
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.fire_timer(Timer.BACKOFF)
 
 

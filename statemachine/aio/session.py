@@ -73,12 +73,11 @@ from . import sdk as adapter
 from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
+from .reader import Reader
 from .tokens import TokenProvider
 from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
-#: how long the application may be away from receive() before a background reader takes over
-_BACKGROUND_AFTER = 0.05
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -124,13 +123,8 @@ class LiveSession:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_app_left_at",
-        "_app_reading",
         "_app_wake",
         "_base_config",
-        "_bg_allowed",
-        "_bg_idle",
-        "_bg_timer",
         "_client",
         "_closing",
         "_conns",
@@ -148,8 +142,7 @@ class LiveSession:
         "_notices",
         "_on_event",
         "_on_notice",
-        "_receiver",
-        "_receiver_waiting",
+        "_reader",
         "_seen",
         "_sink",
         "_started",
@@ -243,22 +236,13 @@ class LiveSession:
         self._last_error: BaseException | None = None
         self._store_settled = Flag()
         self._store_settled.set()
-        self._app_reading = False
-        #: the task iterating receive() and whether it is waiting inside it right now
-        self._receiver: asyncio.Task[Any] | None = None
-        self._receiver_waiting = False
         self._app_wake = Flag()
-        self._bg_allowed = Flag()
-        self._bg_allowed.set()
-        self._bg_idle = Flag()
-        self._bg_idle.set()
-        self._bg_timer: asyncio.TimerHandle | None = None
-        self._app_left_at = 0.0
         self._events = Fanout()
         self._notices = Fanout()
         self._started = Flag()
         self._ended = Flag()
         self._loop = asyncio.get_running_loop()
+        self._reader = Reader(self._loop, self._on_message, self._read_lost)
         self._lag = lag.monitor(self._loop)
         self._lag_held = False
         #: the most recent notices (bounded: a session may run for hours)
@@ -378,10 +362,9 @@ class LiveSession:
 
         Ends normally after `close()`; raises `SessionTerminated` (with the reason and close
         code) when the session ended any other way. While the application waits here, its own
-        task reads from the connection (no hand-off between tasks per message); when it stays
-        away longer than `_BACKGROUND_AFTER`, a background reader keeps processing the server's
-        messages (handles, goAway) and queues them. One task at a time: a second task waiting
-        here while another does gets `LocalMisuse`, and the first goes on undisturbed."""
+        task reads from the connection; while it is away, a background reader processes the
+        server's messages (handles, goAway) and queues them (`reader.py`). One task at a time: a
+        second task waiting here while another does gets `LocalMisuse`."""
         while True:
             if self._messages:
                 item = self._messages.popleft()
@@ -393,72 +376,19 @@ class LiveSession:
                     return
                 yield item
                 continue
-            self._claim_receive()
+            self._reader.claim()
             try:
                 conn = self._live
                 if conn is None or conn.sdk is None or conn.closing or conn.failed.is_set():
                     self._app_wake.clear()
                     await self._app_wake.wait()
                     continue
-                message = await self._read_as_application(conn)
+                message = await self._reader.read_as_application(
+                    conn, lambda: bool(self._messages))
             finally:
-                self._receiver_waiting = False
+                self._reader.release()
             if message is not None:
                 yield message
-
-    def _claim_receive(self) -> None:
-        me = asyncio.current_task()
-        other = self._receiver
-        if self._receiver_waiting and other is not None and other is not me \
-                and not other.done():
-            raise LocalMisuse(
-                "receive() is already being iterated by another task: only one task may read "
-                "a session (the SDK's rule too); share its messages, e.g. through a queue")
-        self._receiver = me
-        self._receiver_waiting = True
-
-    async def _read_as_application(self, conn: _Conn) -> Message | None:
-        """One message read in the application's task (None: look again, something changed)."""
-        self._app_reading = True
-        self._bg_allowed.clear()
-        try:
-            pending = conn.bg_read
-            if pending is not None and not pending.done():
-                conn.takeover = True
-                pending.cancel()
-            if not self._bg_idle.is_set():
-                await self._bg_idle.wait()  # the background finished with what it was reading
-            if self._messages or conn.sdk is None or conn.closing:
-                return None
-            try:
-                message = await adapter.receive_one(conn.sdk)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not conn.failed.is_set():
-                    conn.failed.set()
-                    self._read_failed(conn, exc, live=True)
-                return None
-            self._on_message(conn.generation, message, deliver=False,
-                             arrived=conn.arrived() if conn.arrived else None)
-            return message
-        finally:
-            self._app_reading = False
-            self._app_left_at = self._loop.time()
-            if self._bg_timer is None:  # one watchdog, not a timer per message
-                self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER, self._allow_background)
-
-    def _allow_background(self) -> None:
-        """Let the background read once the application has been away long enough."""
-        self._bg_timer = None
-        if self._app_reading:
-            return  # it is reading now; leaving will arm the watchdog again
-        away = self._loop.time() - self._app_left_at
-        if away >= _BACKGROUND_AFTER:
-            self._bg_allowed.set()
-        else:
-            self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER - away,
-                                                   self._allow_background)
 
     def _deliver(self, item: Any) -> None:
         self._messages.append(item)
@@ -645,7 +575,7 @@ class LiveSession:
                 self._live = conn
                 self._app_wake.set()
                 self._spawn(self._measure_rtt(conn, sdk))
-                await self._read_in_background(conn, sdk)
+                await self._reader.read_in_background(conn, sdk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -681,34 +611,9 @@ class LiveSession:
         self._token_client = (token.value, client)
         return client
 
-    async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
-        """Read while the application is not reading itself; stop when its read failed."""
-        while not conn.failed.is_set():
-            if not self._bg_allowed.is_set():
-                allowed = self._loop.create_task(self._bg_allowed.wait())
-                failed = self._loop.create_task(conn.failed.wait())
-                try:
-                    await asyncio.wait([allowed, failed], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    allowed.cancel()
-                    failed.cancel()
-                continue
-            self._bg_idle.clear()
-            read = self._loop.create_task(adapter.receive_one(sdk))
-            conn.bg_read = read
-            try:
-                message = await read
-            except asyncio.CancelledError:
-                if conn.takeover and not conn.closing:
-                    conn.takeover = False
-                    continue  # the application reads now
-                read.cancel()
-                raise
-            finally:
-                conn.bg_read = None
-                self._bg_idle.set()
-            self._on_message(conn.generation, message,
-                             arrived=conn.arrived() if conn.arrived else None)
+    def _read_lost(self, conn: _Conn, exc: BaseException) -> None:
+        """The application's own read of a live connection failed."""
+        self._read_failed(conn, exc, live=True)
 
     def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
         """Tell the core what ended a connection (the adapter says what it was; the core decides
@@ -797,9 +702,7 @@ class LiveSession:
             await self._store.stop(self._core.policy.keepalive.close_timeout)
         for timer in list(self._timers):
             self._cancel_timer(timer)
-        if self._bg_timer is not None:
-            self._bg_timer.cancel()
-            self._bg_timer = None
+        self._reader.stop()
         for generation in list(self._conns):
             self._close_connection(generation)
         if self._closing:
