@@ -47,6 +47,14 @@ DROP_REASONS: tuple[tuple[str, str], ...] = (
     ("the session ended before it could be sent", "session_ended"),
 )
 
+#: events reported by nothing but their effects (transitions, notices): the bulk of a session's
+#: records, skipped at the first line. None is also a trigger's name (transitions use those).
+SKIPPED = frozenset({"client_input", "model_output", "generation_complete", "turn_complete",
+                     "resumption_update", "latency", "interrupted", "interaction_status",
+                     "tool_call", "tool_call_cancellation", "timer_fired", "store_done",
+                     "token_issued"})
+assert not SKIPPED & {t.value for t in Trigger}
+
 _log = QuietLogger("statemachine.telemetry")
 
 
@@ -237,8 +245,8 @@ class SessionObserver:
 
     def __call__(self, record: dict[str, Any]) -> None:
         name = record["name"]
-        if name == "client_input" or self.broken:
-            return  # the hot path: nothing to report per input
+        if name in SKIPPED or self.broken:
+            return  # the hot path: nothing to report per input or model chunk
         try:
             self._record(name, record)
         except Exception as exc:  # telemetry must never take a session down
