@@ -31,6 +31,7 @@ from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
 from ..stores import HandleStore
 from ..telemetry import Telemetry, resolve
+from .arguments import check_session_args, unknown_options
 from .session import LiveSession
 from .translate import interaction_idle
 
@@ -84,6 +85,9 @@ def instrument(
     session, with the same options as `statemachine.connect` (`telemetry=True`: each session
     reports OpenTelemetry traces and metrics). Calling it again replaces the options;
     `uninstrument()` restores google-genai's own connect."""
+    check_session_args("instrument", policy=policy, store=store, session_key=session_key,
+                       audit=audit, on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
+                       lease_wait=lease_wait, key_may_be_callable=True)
     resolve(telemetry)  # a missing OpenTelemetry is said now, not at the first connect
     options = Options(policy=policy, store=store, session_key=session_key, audit=audit,
                       on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
@@ -111,6 +115,10 @@ def is_instrumented() -> bool:
 def wrap_client(client: genai.Client, **options: Any) -> genai.Client:
     """A copy of `client` whose `aio.live.connect` opens managed sessions (the rest is shared
     with `client`), for frameworks that accept a client object. Options as `instrument()`."""
+    known = tuple(f.name for f in attrs.fields(Options))
+    unknown_options("wrap_client", options, known)
+    check_session_args("wrap_client", key_may_be_callable=True,
+                       **{k: v for k, v in options.items() if k != "telemetry"})
     resolve(options.get("telemetry"))
     wrapped = copy.copy(client)
     aio = copy.copy(client.aio)

@@ -70,6 +70,7 @@ from ..telemetry import Telemetry, session_observer
 from ..telemetry import resolve as telemetry_settings
 from . import frames, lag, tokens, translate
 from . import sdk as adapter
+from .arguments import check_session_args
 from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
@@ -174,6 +175,10 @@ class LiveSession:
         token_provider: TokenProvider | None = None,
         telemetry: Telemetry | bool | None = None,
     ) -> None:
+        check_session_args(
+            "LiveSession", policy=policy, on_event=on_event, on_notice=on_notice, audit=audit,
+            store=store, session_key=session_key, session_id=session_id, lease_ttl=lease_ttl,
+            lease_wait=lease_wait, token_provider=token_provider)
         reporting = telemetry_settings(telemetry)
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
@@ -760,6 +765,11 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
                             category=genai_errors.ExperimentalWarning)
 
 
+#: the keyword arguments `connect` checks before passing them to `LiveSession`
+SESSION_ARGS = ("on_event", "on_notice", "audit", "store", "session_key", "session_id",
+                "lease_ttl", "lease_wait", "token_provider")
+
+
 def connect(
     client: genai.Client,
     *,
@@ -773,7 +783,10 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait, token_provider, telemetry). `telemetry=True` reports
-    traces and metrics to OpenTelemetry's global providers, `telemetry=statemachine.Telemetry(
-    tracer_provider=..., meter_provider=...)` to the ones given (docs/telemetry.md)."""
+    session_key, lease_ttl, lease_wait, token_provider, telemetry); each is checked here (a
+    wrong one is a `SettingsError` naming it). `telemetry=True` reports traces and metrics to
+    OpenTelemetry's global providers, `telemetry=statemachine.Telemetry(tracer_provider=...,
+    meter_provider=...)` to the ones given (docs/telemetry.md)."""
+    check_session_args("connect", policy=policy, **{
+        k: v for k, v in kwargs.items() if k in SESSION_ARGS})
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)
