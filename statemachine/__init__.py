@@ -57,6 +57,7 @@ from .errors import (
     TokenProviderError,
     WorkerDraining,
 )
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .aio.fleet import DrainSummary, HandOffResult, drain, drain_on
@@ -125,6 +126,7 @@ __all__ = [
     "StoreError",
     "StoreRecovered",
     "TableError",
+    "Telemetry",
     "Token",
     "TokenExpiring",
     "TokenProvider",
