@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from .core import table
 from .errors import LifecycleError, LocalMisuse, SettingsError
+from .models import DEFAULT_MODEL
 
 #: exit status after Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
@@ -251,7 +252,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--log", help="where to write the JSON Lines audit log (a new file)")
     demo.add_argument("--force", action="store_true", help="overwrite an existing --log file")
     demo.add_argument("--api-key", help="run against the real service (or set GEMINI_API_KEY)")
-    demo.add_argument("--model", default="gemini-live-2.5-flash-preview")
+    demo.add_argument("--model", default=DEFAULT_MODEL,
+                      help=f"the Live model (default {DEFAULT_MODEL})")
     demo.add_argument("--signing-key", metavar="PATH",
                       help="sign the audit log with this Ed25519 private key (default: the PEM "
                            "in $STATEMACHINE_AUDIT_SIGNING_KEY, if set)")

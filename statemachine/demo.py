@@ -43,8 +43,11 @@ POLICY = Policy(
     compression_trigger_tokens=400,
     compression_target_tokens=200,
 ).scaled(SCALE)
+#: BLOCKING: the model waits for the answer before it speaks again (3.8's default for a
+#: declaration without `behavior` is NON_BLOCKING; see docs/models-and-tools.md)
 TOOLS: list[types.ToolUnion] = [types.Tool(function_declarations=[types.FunctionDeclaration(
-    name="get_weather", description="The weather where the user is.")])]
+    name="get_weather", description="The weather where the user is.",
+    behavior=types.Behavior.BLOCKING)])]
 
 
 class Conversation:
@@ -80,6 +83,8 @@ class Conversation:
                     self._text += part.text or ""
                     if part.inline_data and part.inline_data.data:
                         self._audio += len(part.inline_data.data)
+            if content and content.output_transcription:  # what the audio says
+                self._text += content.output_transcription.text or ""
             if content and content.turn_complete:
                 if not content.interrupted:
                     reply = self._text or f"({self._audio} bytes of audio)"
@@ -151,8 +156,10 @@ async def run_real(api_key: str, model: str, story: Story) -> dict[str, Any]:
 
 async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
                   story: Story) -> dict[str, Any]:
+    # audio out (3.8 speaks only), with its transcription for the story
     config = types.LiveConnectConfig(
-        response_modalities=[types.Modality.TEXT], tools=TOOLS,
+        response_modalities=[types.Modality.AUDIO], tools=TOOLS,
+        output_audio_transcription=types.AudioTranscriptionConfig(),
         system_instruction="You are a concise assistant.")
     conversation: Conversation | None = None
 

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from types import TracebackType
 from types import coroutine as types_coroutine
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from google import genai
@@ -78,7 +78,7 @@ from ..core.table import FINAL
 from ..core.wire import parse_time_left
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
-from . import frames, lag, tokens
+from . import dropin, frames, lag, tokens
 from . import sdk as adapter
 from .flag import Flag
 from .persistence import StoreWorker
@@ -218,9 +218,10 @@ class _Conn:
 class LiveSession:
     """A Live API session that survives connection rotations, drops and session limits.
 
-    A drop-in for google-genai's `AsyncSession`: the same `send_*` methods, plus `receive()`
-    that keeps yielding across connections and turns until the session ends (the SDK's stops at
-    every `turnComplete`). Use through `statemachine.connect(...)`.
+    A drop-in for google-genai's `AsyncSession`: every public method of the installed SDK's
+    (`send_*`, `send_context_update`, the deprecated `send` and `start_stream`), with
+    `receive()` that keeps yielding across connections and turns until the session ends (the
+    SDK's stops at every `turnComplete`). Use through `statemachine.connect(...)`.
     """
 
     #: slots: a session's attribute dict alone was 1.7 KB (`__dict__` stays for subclasses'
@@ -428,50 +429,134 @@ class LiveSession:
     async def send_realtime_input(
         self,
         *,
+        media: types.BlobImageUnionDict | None = None,
         audio: types.BlobOrDict | None = None,
+        audio_stream_end: bool | None = None,
         video: types.BlobImageUnionDict | None = None,
         text: str | None = None,
-        audio_stream_end: bool | None = None,
         activity_start: types.ActivityStartOrDict | None = None,
         activity_end: types.ActivityEndOrDict | None = None,
     ) -> None:
-        """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
-        if audio is not None and video is None and text is None and audio_stream_end is None \
-                and activity_start is None and activity_end is None:
+        """Like `AsyncSession.send_realtime_input`, `media=` included; several kinds in one
+        call go out as one message each, each journaled, in the order `dropin.realtime_parts`
+        gives."""
+        if audio is not None and media is None and video is None and text is None \
+                and audio_stream_end is None and activity_start is None and activity_end is None:
             # the hot path, 50 a second: `_input` inlined
             frame = frames.audio_frame(audio) if self._frames else None
             self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
                                    payload={"audio": audio} if frame is None else frame))
             return
-        given = {
-            InputKind.AUDIO: ("audio", audio),
-            InputKind.VIDEO: ("video", video),
-            InputKind.TEXT: ("text", text),
-            InputKind.AUDIO_STREAM_END: ("audio_stream_end", audio_stream_end),
-            InputKind.ACTIVITY_START: ("activity_start", activity_start),
-            InputKind.ACTIVITY_END: ("activity_end", activity_end),
-        }
-        chosen = [(kind, kw) for kind, kw in given.items() if kw[1] is not None]
-        if len(chosen) != 1:
+        parts = dropin.realtime_parts(
+            media=media, audio=audio, audio_stream_end=audio_stream_end, video=video,
+            text=text, activity_start=activity_start, activity_end=activity_end)
+        if not parts:
             raise LocalMisuse(
-                "send_realtime_input takes exactly one of audio, video, text, audio_stream_end, "
-                f"activity_start, activity_end; got {len(chosen)}"
-            )
-        kind, (name, value) = chosen[0]
-        await self._input(kind, {name: value})
+                "send_realtime_input needs at least one of media, audio, video, text, "
+                "audio_stream_end=True, activity_start, activity_end")
+        for kind, payload in parts:
+            await self._input(kind, payload)
 
     async def send_tool_response(
         self, *, function_responses: types.FunctionResponseOrListOfFunctionResponseDict
     ) -> None:
-        """Like `AsyncSession.send_tool_response`; never lost across a rotation."""
-        responses = (
-            function_responses if isinstance(function_responses, list) else [function_responses]
-        )
-        ids = tuple(
-            str(r.get("id") if isinstance(r, dict) else r.id) for r in responses
-        )
-        await self._input(InputKind.TOOL_RESPONSE, {"function_responses": function_responses},
-                          tool_ids=ids)
+        """Like `AsyncSession.send_tool_response`; never lost across a rotation, never sent
+        for a call the server cancelled (`ToolCallEnded` says what became of each call)."""
+        ids, scheduled = dropin.tool_response_ids(function_responses)
+        self._feed(ClientInput(at=self._now(), kind=InputKind.TOOL_RESPONSE,
+                               payload={"function_responses": function_responses},
+                               tool_ids=ids, scheduled=scheduled))
+
+    async def send_context_update(
+        self,
+        *,
+        system_instruction: types.ContentUnion | None = None,
+        tools: types.ToolListUnion | None = None,
+    ) -> None:
+        """Like `AsyncSession.send_context_update` (3.x): a new system instruction and/or tool
+        list, journaled and sent in order with the other input, replayed after a resume until a
+        handle covers it. A fresh session's setup carries the latest of them (see
+        docs/models-and-tools.md)."""
+        if system_instruction is None and tools is None:
+            raise LocalMisuse("send_context_update needs system_instruction or tools (tools=[] "
+                              "clears the tool list)")
+        payload: dict[str, Any] = {}
+        if system_instruction is not None:
+            payload["system_instruction"] = system_instruction
+        if tools is not None:
+            payload["tools"] = tools
+        await self._input(InputKind.CONTEXT_UPDATE, payload)
+
+    async def send(self, *, input: Any = None, end_of_turn: bool | None = False) -> None:
+        """The SDK's deprecated `send`, with its warning: each kind of input it takes goes
+        through the journaled calls above."""
+        dropin.warn_send()
+        await self._send_deprecated(input, end_of_turn)
+
+    async def _send_deprecated(self, input: Any, end_of_turn: bool | None) -> None:
+        input = dropin.parse_send(input)
+        if isinstance(input, types.LiveClientContent):
+            await self.send_client_content(
+                turns=cast(types.ContentListUnion, input.turns or []),
+                turn_complete=bool(input.turn_complete or end_of_turn))
+        elif isinstance(input, types.LiveClientRealtimeInput):
+            for chunk in input.media_chunks or []:
+                await self.send_realtime_input(media=chunk)
+            if any(v is not None for v in (input.audio, input.video, input.text,
+                                           input.activity_start, input.activity_end)) \
+                    or input.audio_stream_end:
+                await self.send_realtime_input(
+                    audio=input.audio, video=input.video, text=input.text,
+                    audio_stream_end=input.audio_stream_end,
+                    activity_start=input.activity_start, activity_end=input.activity_end)
+        elif isinstance(input, types.LiveClientToolResponse):
+            await self.send_tool_response(function_responses=input.function_responses or [])
+        elif dropin.is_function_responses(input):
+            await self.send_tool_response(function_responses=cast(Any, input))
+        elif isinstance(input, types.Blob):
+            await self.send_realtime_input(media=input)
+        else:
+            await self.send_client_content(turns=input, turn_complete=bool(end_of_turn))
+
+    async def start_stream(
+        self, *, stream: AsyncIterator[bytes], mime_type: str
+    ) -> AsyncIterator[Message]:
+        """The SDK's deprecated `start_stream`, with its warning: each chunk of `stream` is sent
+        as realtime media (journaled) while the server's messages are yielded; it ends when the
+        stream does. An exception from `stream` is raised here."""
+        dropin.warn_start_stream()
+        async for message in self._start_stream(stream, mime_type):
+            yield message
+
+    async def _start_stream(
+        self, stream: AsyncIterator[bytes], mime_type: str
+    ) -> AsyncIterator[Message]:
+        pump = self._loop.create_task(self._pump(stream, mime_type))
+        messages = self.receive()
+        try:
+            while not pump.done():
+                read: asyncio.Task[Message] = self._loop.create_task(
+                    _next(messages))
+                await asyncio.wait([read, pump], return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await read
+                    break
+                try:
+                    yield read.result()
+                except StopAsyncIteration:
+                    break
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                raise cast(BaseException, pump.exception())
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    async def _pump(self, stream: AsyncIterator[bytes], mime_type: str) -> None:
+        async for data in stream:
+            await self.send_realtime_input(media=types.Blob(data=data, mime_type=mime_type))
 
     async def receive(self) -> AsyncIterator[Message]:
         """Server messages from every connection, across turns, until the session ends.
@@ -721,7 +806,11 @@ class LiveSession:
         resumption = types.SessionResumptionConfig(
             handle=action.handle, transparent=True if action.transparent else None
         )
-        return self._base_config.model_copy(update={"session_resumption": resumption})
+        update: dict[str, Any] = {"session_resumption": resumption}
+        if action.context:  # the context updates the setup carries (core/context.py)
+            given = types.LiveConnectConfig(**action.context)
+            update.update({name: getattr(given, name) for name in action.context})
+        return self._base_config.model_copy(update=update)
 
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
         gen = conn.generation
@@ -868,7 +957,8 @@ class LiveSession:
             events.append(InteractionStatus(at=now, generation=gen, idle=idle))
         if message.tool_call is not None:
             ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
-            events.append(ToolCall(at=now, generation=gen, ids=ids))
+            events.append(ToolCall(at=now, generation=gen, ids=ids,
+                                   keys=dropin.call_keys(message.tool_call)))
         if message.tool_call_cancellation is not None:
             events.append(ToolCallCancellation(
                 at=now, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
@@ -989,6 +1079,10 @@ class LiveSession:
 DEFAULT_STORE: HandleStore = MemoryStore()
 
 
+async def _next(messages: AsyncIterator[Message]) -> Message:
+    return await anext(messages)
+
+
 def _only_model_turn(message: Message) -> bool:
     """A plain model chunk: nothing in it but `serverContent.modelTurn` (and transcriptions)."""
     sc = message.server_content
@@ -1031,6 +1125,8 @@ def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
         return sdk.send_client_content(**entry.payload)
     if entry.kind is InputKind.TOOL_RESPONSE:
         return sdk.send_tool_response(**entry.payload)
+    if entry.kind is InputKind.CONTEXT_UPDATE:
+        return sdk.send_context_update(**entry.payload)
     if entry.kind is InputKind.TEXT and action.as_history:
         return sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
     return sdk.send_realtime_input(**entry.payload)

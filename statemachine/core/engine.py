@@ -58,6 +58,7 @@ from .closecodes import (
     close_rule,
     hint,
 )
+from .context import SetupContext
 from .events import (
     ClientInput,
     Close,
@@ -105,6 +106,7 @@ from .records import (
     notice_name,
 )
 from .table import Guard, State, Trigger
+from .toolcalls import ANSWERED, CANCELLED, LOST, CallOutcomes
 
 
 @attrs.frozen(kw_only=True)
@@ -192,12 +194,13 @@ class Turn:
 @attrs.define(kw_only=True, slots=True)
 class Calls:
     """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
-    application's response; `cancelled` were issued after the handle a resume used, so the
+    application's response; `cancelled` (id -> why) were cancelled by the server, or issued
+    after the handle a resume used, so the
     resumed session never knew them (their responses are dropped, not sent blindly)."""
 
     pending: dict[str, float] = attrs.Factory(dict)
     issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
-    cancelled: set[str] = attrs.Factory(set)
+    cancelled: dict[str, str] = attrs.Factory(dict)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -268,10 +271,12 @@ class Lifecycle:
         "end",
         "journal",
         "loss",
+        "outcomes",
         "persistence",
         "policy",
         "resumption",
         "session_id",
+        "setup_context",
         "span",
         "tokens",
         "transparent",
@@ -317,6 +322,8 @@ class Lifecycle:
         self.span = Span()
         self.turn = Turn()
         self.calls = Calls()
+        self.outcomes = CallOutcomes()
+        self.setup_context = SetupContext()
         self.budget = Budget()
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
@@ -548,11 +555,17 @@ class Lifecycle:
         if event.kind is InputKind.TOOL_RESPONSE:
             for call in event.tool_ids:
                 self.calls.pending.pop(call, None)
-            if event.tool_ids and set(event.tool_ids) <= self.calls.cancelled:
-                self.calls.cancelled.difference_update(event.tool_ids)
-                self._drop(entry, "the tool call was cancelled: the connection that issued it "
-                                  "ended before a handle covered it (the model asks again)")
+            cancelled = self.calls.cancelled
+            if event.tool_ids and all(c in cancelled for c in event.tool_ids):
+                why = cancelled[event.tool_ids[0]]
+                for call in event.tool_ids:
+                    del cancelled[call]
+                self._drop(entry, why)
                 return
+        elif event.kind is InputKind.CONTEXT_UPDATE:
+            self.setup_context.sent(event.payload)
+        elif entry.trigger:  # a new user turn: a call is a repeat only within its turn
+            self.outcomes.new_turn()
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
@@ -605,9 +618,9 @@ class Lifecycle:
             for call in event.ids:
                 self.calls.pending[call] = event.at
                 self.calls.issued[call] = event.at
+            self._notify_all(self.outcomes.issued(event.ids, event.keys))
         elif isinstance(event, ToolCallCancellation):
-            for call in event.ids:
-                self.calls.pending.pop(call, None)
+            self._server_cancelled(event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
@@ -615,6 +628,8 @@ class Lifecycle:
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
+            if not self.calls.pending:
+                self.outcomes.new_turn()
             self._check_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
@@ -655,6 +670,7 @@ class Lifecycle:
                 covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
                                                       reply_chars)
             covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
+        self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
@@ -942,8 +958,11 @@ class Lifecycle:
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
+            self._notify_all(self.outcomes.settle_all(
+                LOST, "context lost: a fresh session started, which never issued it"))
             if self.span.confirmed:
-                unsent = [e for e in self.journal.take_all() if e.seq != OWED]
+                unsent = [e for e in self.journal.take_all() if e.seq != OWED
+                          and e.kind is not InputKind.CONTEXT_UPDATE]  # the new setup has those
                 for entry in unsent:
                     self._drop(entry, "context lost: the session expired before it was "
                                       "confirmed")
@@ -1062,6 +1081,8 @@ class Lifecycle:
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
+        self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
+                                                        "answered"))
         self._final_store_actions()
         by_app = trigger is Trigger.CLOSE
         lost = self.loss is not None and not by_app and trigger in (
@@ -1156,17 +1177,39 @@ class Lifecycle:
         pending = sorted(c for c in self.calls.pending if c in unknown)
         for call in pending:
             del self.calls.pending[call]
-        self.calls.cancelled |= unknown
+        why = ("the tool call was cancelled: the connection that issued it ended before a "
+               "handle covered it (the model asks again)")
+        self.calls.cancelled.update(dict.fromkeys(unknown, why))
         for call in unknown:
             del self.calls.issued[call]
         stale = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE
                  and e.tool_ids and set(e.tool_ids) <= unknown]
         for entry in stale:
-            self.calls.cancelled.difference_update(entry.tool_ids)
+            for call in entry.tool_ids:
+                self.calls.cancelled.pop(call, None)
             self._drop(entry, "tool response to a call the resumed session never issued: "
                               "not replayed (the model asks again)")
         if pending:
             self._notify(ToolCallsCancelled(ids=tuple(pending)))
+            self._notify_all(self.outcomes.settle(pending, LOST, why))
+
+    def _server_cancelled(self, ids: tuple[str, ...]) -> None:
+        """The server cancelled calls (`toolCallCancellation`: barge-in, or new input during a
+        BLOCKING call on 3.8 with Vertex): they are never answered. A response the application
+        sends for one later is dropped; one journaled and not yet sent leaves the journal."""
+        why = ("the server cancelled the tool call (toolCallCancellation): a response to it is "
+               "never sent")
+        for call in ids:
+            self.calls.pending.pop(call, None)
+            if call in self.outcomes.open:
+                self.calls.cancelled[call] = why
+        unsent = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE and e.sends == 0
+                  and e.tool_ids and set(e.tool_ids) <= set(ids)]
+        self._notify_all(self.outcomes.settle(ids, CANCELLED, why))
+        for entry in unsent:
+            for call in entry.tool_ids:
+                self.calls.cancelled.pop(call, None)
+            self._drop(entry, why)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1186,9 +1229,11 @@ class Lifecycle:
         self.conn = Connection(generation=self.conn.generation + 1, open=True)
         self._count(connections=1)
         handle = self.resumption.handle if self.state is State.RESUMING else None
+        context = (self.setup_context.for_resume() if handle is not None
+                   else self.setup_context.for_new_session(self.journal))
         self._actions.append(
             OpenConnection(generation=self.conn.generation, handle=handle,
-                           transparent=self.transparent)
+                           transparent=self.transparent, context=context)
         )
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
@@ -1210,6 +1255,8 @@ class Lifecycle:
         counters.sent += 1
         if replay:
             counters.replayed += 1
+        if entry.kind is InputKind.TOOL_RESPONSE and entry.sends == 1:
+            self._notify_all(self.outcomes.settle(entry.tool_ids, ANSWERED))
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
                  continuation=continuation)
@@ -1221,6 +1268,8 @@ class Lifecycle:
         self._count(dropped=1)
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
                                   turn=entry.trigger and not entry.answered))
+        if entry.kind is InputKind.TOOL_RESPONSE:
+            self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
 
     def _arm_session_cap(self) -> None:
         started = self.span.started_at
@@ -1238,6 +1287,10 @@ class Lifecycle:
     def _cancel(self, timer: Timer) -> None:
         if self._timers.pop(timer, None) is not None:
             self._actions.append(CancelTimer(timer=timer))
+
+    def _notify_all(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            self._notify(notice)
 
     def _notify(self, notice: Notice) -> None:
         self._actions.append(Notify(notice=notice))

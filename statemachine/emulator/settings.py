@@ -81,6 +81,9 @@ class EmulatorSettings:
     #: 3.x profile: background thinking after `turnComplete`, during which `interactionStatus`
     #: stays IN_PROGRESS; the setup must then carry a thinking level (else 1007). 0 = off
     extended_thinking: float = attrs.field(default=0.0, validator=_duration)
+    #: switches of the model's profile to turn on or off for this run, by `Profile` field
+    #: name (profiles.py documents each), e.g. `{"empty_result_repeats": 0}`
+    profile_switches: dict[str, Any] = attrs.field(factory=dict, hash=False)
 
     # -- field behaviours of today's service (None = off)
     #: hang up a connection that received no client message for this long (field: ~150 s)
@@ -112,6 +115,13 @@ class EmulatorSettings:
             raise SettingsError(
                 "vad_threshold and vad_silence_ms must be > 0 and vad_prefix_ms >= 0"
             )
+        from .profiles import Profile
+
+        unknown = set(self.profile_switches) - {f.name for f in attrs.fields(Profile)}
+        if unknown:
+            raise SettingsError(
+                f"profile_switches names no switch of Profile: {sorted(unknown)} (see "
+                "statemachine/emulator/profiles.py)")
         if self.exhausted is not None and self.exhausted not in EXHAUSTION_KINDS:
             raise SettingsError(
                 f"exhausted must be one of {EXHAUSTION_KINDS} or None, got {self.exhausted!r}"
