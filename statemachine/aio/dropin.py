@@ -101,14 +101,32 @@ def call_keys(tool_call: types.LiveServerToolCall) -> tuple[str, ...]:
 
 
 def parse_send(input: Any) -> Any:
-    """A dict given to the deprecated `send`, as the type the SDK reads it as."""
+    """What the deprecated `send` was given, as the type the SDK reads it as: a dict with
+    `data` is a blob, one with `name` and `response` (or a list of those) function responses,
+    a dict of a client message's fields that message."""
+    if isinstance(input, list) and input and all(
+            isinstance(i, dict) and "name" in i and "response" in i for i in input):
+        return [types.FunctionResponse.model_validate(i) for i in input]
     if not isinstance(input, dict):
         return input
+    if "data" in input:
+        return types.Blob.model_validate(input)
     for kind in (types.LiveClientContent, types.LiveClientRealtimeInput,
                  types.LiveClientToolResponse, types.FunctionResponse):
         if set(input) <= set(kind.model_fields) | {_camel(f) for f in kind.model_fields}:
             with contextlib.suppress(ValueError):
                 return kind.model_validate(input)
+    return input
+
+
+def as_turns(input: Any) -> Any:
+    """Content for the deprecated `send`: a string, or a list of strings and parts, is one
+    user turn, as the SDK makes it; anything else is content already."""
+    if isinstance(input, str):
+        input = [input]
+    if isinstance(input, list) and any(isinstance(i, str) for i in input):
+        parts = [types.Part(text=i) if isinstance(i, str) else i for i in input]
+        return types.Content(role="user", parts=parts)
     return input
 
 

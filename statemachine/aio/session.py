@@ -494,6 +494,9 @@ class LiveSession:
         await self._send_deprecated(input, end_of_turn)
 
     async def _send_deprecated(self, input: Any, end_of_turn: bool | None) -> None:
+        if not input:  # the SDK's: no input is the end of the turn
+            await self.send_client_content(turns=None, turn_complete=True)
+            return
         input = dropin.parse_send(input)
         if isinstance(input, types.LiveClientContent):
             await self.send_client_content(
@@ -516,7 +519,8 @@ class LiveSession:
         elif isinstance(input, types.Blob):
             await self.send_realtime_input(media=input)
         else:
-            await self.send_client_content(turns=input, turn_complete=bool(end_of_turn))
+            await self.send_client_content(turns=dropin.as_turns(input),
+                                           turn_complete=bool(end_of_turn))
 
     async def start_stream(
         self, *, stream: AsyncIterator[bytes], mime_type: str

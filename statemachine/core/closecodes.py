@@ -7,6 +7,7 @@ application can read it, and tests go over it row by row.
 from __future__ import annotations
 
 import enum
+import re
 
 import attrs
 
@@ -44,6 +45,11 @@ class Rule:
     #: what the close calls for instead when a token provider can give a fresh token
     with_fresh_token: Disposition | None = None
 
+
+#: the service's close reason for a model the API version does not serve: "models/NAME is not
+#: found for API version v1, or is not supported for bidiGenerateContent."
+MODEL_NOT_FOUND = "is not found for api version"
+_DIALED = re.compile(r"for api version (v\w+)")
 
 CLOSE_RULES: tuple[Rule, ...] = (
     Rule(code=1000, phase=None, reason_contains=None, disposition=Disposition.RESUME,
@@ -85,6 +91,10 @@ CLOSE_RULES: tuple[Rule, ...] = (
               "token_provider to connect() so each connection gets a fresh one, or mint a new "
               "token and start a new session",
          with_fresh_token=Disposition.RESUME),
+    Rule(code=1008, phase=Phase.SETUP, reason_contains=MODEL_NOT_FOUND,
+         disposition=Disposition.FATAL,
+         why="the model is not served on the API version the client dialed (or does not exist)",
+         hint="check the model name"),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
          why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
              "an unknown model or a policy violation"),
@@ -153,6 +163,24 @@ def hint(code: int | None, http_status: int | None = None,
     if code is not None and 4000 <= code < 5000:
         return "an application-defined close: see its reason"
     return HINTS.get(code, "") if code is not None else ""
+
+
+def rule_hint(rule: Rule | None, reason: str) -> str:
+    """What to do about a close the rule matched; for a model the API version does not
+    serve, which version to dial."""
+    if rule is None:
+        return ""
+    if rule.reason_contains == MODEL_NOT_FOUND:
+        dialed = _DIALED.search(reason.lower())
+        if dialed is not None and dialed.group(1) == "v1":
+            return ("the client dialed API version v1 (google-genai 3.x's default), where the "
+                    "-latest aliases and some -preview models do not exist: use "
+                    "api_version=\"v1beta\" (genai.Client(http_options=types.HttpOptions("
+                    "api_version=\"v1beta\"))), or a model served on v1 such as "
+                    "gemini-3.8-live")
+        return ("check the model name (and that it is a Live model): gemini-3.8-live is today's "
+                "default")
+    return rule.hint
 
 
 def close_rule(code: int | None, reason: str, phase: Phase) -> Rule | None:

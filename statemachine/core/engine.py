@@ -57,6 +57,7 @@ from .closecodes import (
     classify_failure,
     close_rule,
     hint,
+    rule_hint,
 )
 from .context import SetupContext
 from .events import (
@@ -747,7 +748,7 @@ class Lifecycle:
         if event.failure is Failure.CLOSED and event.http_status is None:
             rule = close_rule(event.code, event.reason,
                               Phase.SETUP if during_setup else Phase.LIVE)
-        todo = rule.hint if rule else ""
+        todo = rule_hint(rule, event.reason)
         if self.tokens.fresh and event.http_status == 401:
             todo = TOKEN_REFUSED_HINT
         self._lose(Loss(disposition=disposition, why=why, code=event.code, reason=event.reason,
