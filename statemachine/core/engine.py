@@ -238,6 +238,8 @@ class Tokens:
     moved_from: float | None = None
 
 
+_SERVER_CANCELLED = "the server cancelled the tool call (toolCallCancellation)"
+
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
 
@@ -561,7 +563,7 @@ class Lifecycle:
                 why = cancelled[event.tool_ids[0]]
                 for call in event.tool_ids:
                     del cancelled[call]
-                self._drop(entry, why)
+                self._drop(entry, why, turn=not why.startswith(_SERVER_CANCELLED))
                 return
         elif event.kind is InputKind.CONTEXT_UPDATE:
             self.setup_context.sent(event.payload)
@@ -1198,8 +1200,7 @@ class Lifecycle:
         """The server cancelled calls (`toolCallCancellation`: barge-in, or new input during a
         BLOCKING call on 3.8 with Vertex): they are never answered. A response the application
         sends for one later is dropped; one journaled and not yet sent leaves the journal."""
-        why = ("the server cancelled the tool call (toolCallCancellation): a response to it is "
-               "never sent")
+        why = _SERVER_CANCELLED + ": a response to it is never sent"
         for call in ids:
             self.calls.pending.pop(call, None)
             if call in self.outcomes.open:
@@ -1210,7 +1211,7 @@ class Lifecycle:
         for entry in unsent:
             for call in entry.tool_ids:
                 self.calls.cancelled.pop(call, None)
-            self._drop(entry, why)
+            self._drop(entry, why, turn=False)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1263,12 +1264,15 @@ class Lifecycle:
                  continuation=continuation)
         )
 
-    def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:
+    def _drop(self, entry: Entry, reason: str, *, remove: bool = True,
+              turn: bool = True) -> None:
+        """`turn=False`: no reply was owed to it (a response to a cancelled call): nothing is
+        marked in-band, where it would cut the reply in progress."""
         if remove:
             self.journal.remove([entry])
         self._count(dropped=1)
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
-                                  turn=entry.trigger and not entry.answered))
+                                  turn=turn and entry.trigger and not entry.answered))
         if entry.kind is InputKind.TOOL_RESPONSE:
             self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
 
