@@ -15,7 +15,7 @@ import statemachine
 from statemachine.core.actions import InputDropped, ToolCallEnded, ToolCallRepeated
 from statemachine.emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
 
-from .app import SCALE, App, fast_policy, open_session, start
+from .app import SCALE, App, fast_policy, start
 from .sdk import collect, text_config, turn_complete, user
 
 MODEL_38 = "gemini-3.8-live"
@@ -102,7 +102,11 @@ async def test_a_model_the_api_version_does_not_serve_is_refused_naming_the_vers
     and the error the application gets says to dial v1beta; on v1beta it connects."""
     model = "gemini-2.5-flash-native-audio-latest"
     async with LiveEmulator(EmulatorSettings(time_scale=SCALE)) as emu:
-        session = open_session(emu, model=model)
+        v1 = emu.http_options()
+        v1.api_version = "v1"  # google-genai 3.x's default (2.x dialed v1beta)
+        session = statemachine.connect(
+            genai.Client(api_key=emu.api_key, http_options=v1), model=model,
+            config=text_config(), policy=fast_policy(), audit=lambda r: None)
         with pytest.raises(statemachine.SessionTerminated) as err:
             await session.__aenter__()
         assert err.value.code == 1008
@@ -173,7 +177,9 @@ async def test_a_repeated_call_is_told_as_a_repeat_and_every_call_has_one_outcom
 async def test_a_non_blocking_call_with_scheduling_survives_a_drop() -> None:
     """3.8 (NON_BLOCKING by default): the call, a handle that holds it, then the connection
     drops. The response, sent after the resume with its `scheduling`, reaches the resumed
-    session, which speaks the result once; the response went out once; one outcome."""
+    session (which, like every 3.x, waits for the calls the old connection left open before
+    it replies again): the next reply carries the result, once; the response went out once;
+    one outcome."""
     async with LiveEmulator(TEXT_38) as emu:
         app = await start(emu, model=MODEL_38, config=text_config(tools=tools()))
         await app.session.send_client_content(turns=user("please call lookup"))
@@ -186,8 +192,8 @@ async def test_a_non_blocking_call_with_scheduling_survives_a_drop() -> None:
         await app.session.send_tool_response(function_responses=[types.FunctionResponse(
             id=call.id, name="lookup", response={"n": 7},
             scheduling=types.FunctionResponseScheduling.WHEN_IDLE)])
-        replies = await app.wait_replies(2)
-        assert replies[1] == 'lookup returned {"n": 7}.', replies
+        reply = await app.ask("and?")
+        assert reply.startswith('lookup returned {"n": 7}. Reply 2 to "and?"'), reply
         assert [r["id"] for r in tool_responses(emu)] == [call.id]
         assert outcomes(app) == Counter({(call.id, "answered"): 1})
         # a scheduled response is no turn the model answers: nothing waits on it

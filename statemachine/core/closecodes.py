@@ -93,7 +93,7 @@ CLOSE_RULES: tuple[Rule, ...] = (
          with_fresh_token=Disposition.RESUME),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=MODEL_NOT_FOUND,
          disposition=Disposition.FATAL,
-         why="the model is not served on the API version the client dialed (or does not exist)",
+         why="unknown model, or one the API version the client dialed does not serve",
          hint="check the model name"),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
          why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
@@ -173,8 +173,9 @@ def rule_hint(rule: Rule | None, reason: str) -> str:
     if rule.reason_contains == MODEL_NOT_FOUND:
         dialed = _DIALED.search(reason.lower())
         if dialed is not None and dialed.group(1) == "v1":
-            return ("the client dialed API version v1 (google-genai 3.x's default), where the "
-                    "-latest aliases and some -preview models do not exist: use "
+            return ("check the model name; the client dialed API version v1 (google-genai "
+                    "3.x's default), where the -latest aliases and some -preview models do "
+                    "not exist: for those use "
                     "api_version=\"v1beta\" (genai.Client(http_options=types.HttpOptions("
                     "api_version=\"v1beta\"))), or a model served on v1 such as "
                     "gemini-3.8-live")

@@ -443,10 +443,7 @@ class TurnEngine:
             ctx.add(Turn(role="user", tool={"responses": [response]}))
             if call_id is None or call is None:
                 continue  # an unknown id: the model takes it in, nothing waits for it
-            if call_id in self._leftover and not call.blocking and call_id not in self._awaiting:
-                self._leftover.discard(call_id)  # a NON_BLOCKING call the old connection left
-                # open: its result is scheduled as on the connection that issued it
-            elif call_id in self._awaiting or call_id in self._leftover:
+            if call_id in self._awaiting or call_id in self._leftover:
                 # a reply waits for it (the next one, for a call the old connection left open)
                 self._results[call_id] = response
                 self._answered.set()
