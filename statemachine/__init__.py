@@ -22,6 +22,8 @@ from .core.actions import (
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
+    ToolCallEnded,
+    ToolCallRepeated,
     ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
@@ -111,6 +113,8 @@ __all__ = [
     "TokenExpiring",
     "TokenProvider",
     "TokenProviderError",
+    "ToolCallEnded",
+    "ToolCallRepeated",
     "ToolCallsCancelled",
     "Trigger",
     "classify_close",

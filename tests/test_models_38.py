@@ -201,6 +201,29 @@ async def test_a_non_blocking_call_with_scheduling_survives_a_drop() -> None:
         await app.stop()
 
 
+async def test_a_non_blocking_call_survives_a_go_away_rotation() -> None:
+    """The same across a rotation: goAway while the call is open; the session rotates (the
+    handle after the call holds it), and the response sent then reaches the new connection,
+    once, and the model's next reply uses it."""
+    async with LiveEmulator(TEXT_38) as emu:
+        app = await start(emu, model=MODEL_38, config=text_config(tools=tools()))
+        await app.session.send_client_content(turns=user("please call lookup"))
+        await app.wait_replies(1)
+        call = calls(app)[0]
+        await emu.connections[-1].go_away(20.0)
+        await app.wait_until(lambda: app.session.core.counters.rotations == 1
+                             and app.session.state == "streaming")
+        await app.session.send_tool_response(function_responses=[types.FunctionResponse(
+            id=call.id, name="lookup", response={"n": 8},
+            scheduling=types.FunctionResponseScheduling.INTERRUPT)])
+        reply = await app.ask("and?")
+        assert reply.startswith('lookup returned {"n": 8}. Reply 2 to "and?"'), reply
+        assert [r["id"] for r in tool_responses(emu)] == [call.id]
+        assert any("tool_response" in m for m in emu.connections[-1].received)  # the new one
+        assert outcomes(app) == Counter({(call.id, "answered"): 1})
+        await app.stop()
+
+
 async def test_a_silent_response_holds_no_rotation_up() -> None:
     """A SILENT result is never answered as a turn: the journal does not wait for a reply to
     it (it would hold every safe point, and so every rotation, until the deadline)."""

@@ -675,7 +675,7 @@ class LiveSession:
 
     def notices(self) -> AsyncIterator[Notice]:
         """What the application is told: Resumed, InputDropped, ContextLost, RepeatedReply,
-        Ended."""
+        ToolCallEnded, ToolCallRepeated, Ended, ..."""
         return self._notices.subscribe()
 
     async def close(self) -> None:
