@@ -450,6 +450,8 @@ class LiveSession:
         parts = dropin.realtime_parts(
             media=media, audio=audio, audio_stream_end=audio_stream_end, video=video,
             text=text, activity_start=activity_start, activity_end=activity_end)
+        if not parts and audio_stream_end is False:
+            return  # `audioStreamEnd: false` tells the model nothing
         if not parts:
             raise LocalMisuse(
                 "send_realtime_input needs at least one of media, audio, video, text, "

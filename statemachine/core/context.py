@@ -26,26 +26,39 @@ from .journal import Entry, Journal
 @attrs.define(kw_only=True, slots=True)
 class SetupContext:
     """`latest`: every update merged, in the order sent; `covered`: those a handle holds (or
-    a setup carried). Payloads are opaque (`system_instruction` and/or `tools`)."""
+    a setup carried). Payloads are opaque (`system_instruction` and/or `tools`). None until
+    the first update: most sessions never send one (an empty dict is 64 bytes a session)."""
 
-    latest: dict[str, Any] = attrs.Factory(dict)
-    covered: dict[str, Any] = attrs.Factory(dict)
+    latest: dict[str, Any] | None = None
+    covered: dict[str, Any] | None = None
 
-    def sent(self, payload: dict[str, Any]) -> None:
-        """The application sent an update."""
+    def sent(self, payload: Any) -> None:
+        """The application sent an update (a mapping of the fields it sets)."""
+        if not isinstance(payload, dict):
+            return
+        if self.latest is None:
+            self.latest = {}
         self.latest.update(payload)
 
     def cover(self, entries: Iterable[Entry]) -> None:
         """A resumable handle covers `entries`: the updates among them are the server's now."""
+        if self.latest is None:
+            return
         for entry in entries:
-            if entry.kind is InputKind.CONTEXT_UPDATE:
+            if entry.kind is InputKind.CONTEXT_UPDATE and isinstance(entry.payload, dict):
+                if self.covered is None:
+                    self.covered = {}
                 self.covered.update(entry.payload)
 
     def for_resume(self) -> dict[str, Any]:
-        return dict(self.covered)
+        return dict(self.covered or ())
 
-    def for_new_session(self, journal: Journal) -> dict[str, Any]:
-        """The setup of a new session carries every update: they leave the journal."""
-        journal.remove([e for e in journal if e.kind is InputKind.CONTEXT_UPDATE])
+    def for_new_session(self, journal: Journal) -> tuple[dict[str, Any], int]:
+        """The setup of a new session carries every update: they leave the journal, delivered
+        (how many did is returned with what the setup carries)."""
+        if self.latest is None:
+            return {}, 0
+        delivered = [e for e in journal if e.kind is InputKind.CONTEXT_UPDATE]
+        journal.remove(delivered)
         self.covered = dict(self.latest)
-        return dict(self.latest)
+        return dict(self.latest), len(delivered)

@@ -964,8 +964,12 @@ class Lifecycle:
             self._notify_all(self.outcomes.settle_all(
                 LOST, "context lost: a fresh session started, which never issued it"))
             if self.span.confirmed:
-                unsent = [e for e in self.journal.take_all() if e.seq != OWED
-                          and e.kind is not InputKind.CONTEXT_UPDATE]  # the new setup has those
+                taken = self.journal.take_all()
+                unsent = [e for e in taken if e.seq != OWED
+                          and e.kind is not InputKind.CONTEXT_UPDATE]
+                for entry in taken:  # the new setup delivers them (`_open`)
+                    if entry.kind is InputKind.CONTEXT_UPDATE:
+                        self.journal.append(entry)
                 for entry in unsent:
                     self._drop(entry, "context lost: the session expired before it was "
                                       "confirmed")
@@ -1203,7 +1207,7 @@ class Lifecycle:
         why = _SERVER_CANCELLED + ": a response to it is never sent"
         for call in ids:
             self.calls.pending.pop(call, None)
-            if call in self.outcomes.open:
+            if self.outcomes.is_open(call):
                 self.calls.cancelled[call] = why
         unsent = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE and e.sends == 0
                   and e.tool_ids and set(e.tool_ids) <= set(ids)]
@@ -1231,8 +1235,11 @@ class Lifecycle:
         self.conn = Connection(generation=self.conn.generation + 1, open=True)
         self._count(connections=1)
         handle = self.resumption.handle if self.state is State.RESUMING else None
-        context = (self.setup_context.for_resume() if handle is not None
-                   else self.setup_context.for_new_session(self.journal))
+        if handle is not None:
+            context = self.setup_context.for_resume()
+        else:
+            context, delivered = self.setup_context.for_new_session(self.journal)
+            self._count(confirmed=delivered)  # the setup delivers them
         self._actions.append(
             OpenConnection(generation=self.conn.generation, handle=handle,
                            transparent=self.transparent, context=context)

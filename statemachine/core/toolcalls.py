@@ -29,12 +29,16 @@ def call_key(name: str, args_json: str) -> str:
 @attrs.define(kw_only=True, slots=True)
 class CallOutcomes:
     """`open`: calls without an outcome yet (id -> key); `first`: this turn's first call of
-    each key."""
+    each key. None until the first call: most sessions make none (an empty dict is 64 bytes a
+    session)."""
 
-    open: dict[str, str] = attrs.Factory(dict)
-    first: dict[str, str] = attrs.Factory(dict)
+    open: dict[str, str] | None = None
+    first: dict[str, str] | None = None
 
     def issued(self, ids: Iterable[str], keys: tuple[str, ...]) -> list[Notice]:
+        if self.open is None:
+            self.open, self.first = {}, {}
+        assert self.first is not None
         notices: list[Notice] = []
         for i, call in enumerate(ids):
             key = keys[i] if i < len(keys) else ""
@@ -47,9 +51,14 @@ class CallOutcomes:
                                                 name=key.partition("(")[0]))
         return notices
 
+    def is_open(self, call: str) -> bool:
+        return self.open is not None and call in self.open
+
     def settle(self, ids: Iterable[str], outcome: str, reason: str = "") -> list[Notice]:
         """The outcome of the calls among `ids` that have none yet."""
         notices: list[Notice] = []
+        if not self.open:
+            return notices
         for call in ids:
             if call in self.open:
                 del self.open[call]
@@ -57,8 +66,9 @@ class CallOutcomes:
         return notices
 
     def settle_all(self, outcome: str, reason: str) -> list[Notice]:
-        return self.settle(list(self.open), outcome, reason)
+        return self.settle(list(self.open or ()), outcome, reason)
 
     def new_turn(self) -> None:
         """A turn ended (or a new one began): a call is a repeat only within its turn."""
-        self.first.clear()
+        if self.first:
+            self.first.clear()
