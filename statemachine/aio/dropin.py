@@ -9,7 +9,6 @@ public methods and signatures with the installed SDK's, so a release that adds o
 from __future__ import annotations
 
 import contextlib
-import json
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -88,16 +87,6 @@ def tool_response_ids(function_responses: Any) -> tuple[tuple[str, ...], bool]:
             ids.append(str(getattr(r, "id", None)))
             scheduled = scheduled and getattr(r, "scheduling", None) is not None
     return tuple(ids), scheduled
-
-
-def call_keys(tool_call: types.LiveServerToolCall) -> tuple[str, ...]:
-    """Each call's name and arguments as canonical text (see `core.toolcalls.call_key`)."""
-    from ..core.toolcalls import call_key
-
-    return tuple(
-        call_key(c.name or "", json.dumps(c.args or {}, sort_keys=True, default=str))
-        for c in tool_call.function_calls or []
-    )
 
 
 def parse_send(input: Any) -> Any:
