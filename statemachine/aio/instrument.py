@@ -31,6 +31,7 @@ from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
 from ..stores import HandleStore
 from . import dropin
+from .arguments import check_session_args, unknown_options
 from .session import LiveSession
 from .translate import interaction_idle
 
@@ -81,6 +82,9 @@ def instrument(
     """Make every `client.aio.live.connect(...)` in this process return a lifecycle-managed
     session, with the same options as `statemachine.connect`. Calling it again replaces the
     options; `uninstrument()` restores google-genai's own connect."""
+    check_session_args("instrument", policy=policy, store=store, session_key=session_key,
+                       audit=audit, on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
+                       lease_wait=lease_wait, key_may_be_callable=True)
     options = Options(policy=policy, store=store, session_key=session_key, audit=audit,
                       on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
                       lease_wait=lease_wait)
@@ -107,6 +111,9 @@ def is_instrumented() -> bool:
 def wrap_client(client: genai.Client, **options: Any) -> genai.Client:
     """A copy of `client` whose `aio.live.connect` opens managed sessions (the rest is shared
     with `client`), for frameworks that accept a client object. Options as `instrument()`."""
+    known = tuple(f.name for f in attrs.fields(Options))
+    unknown_options("wrap_client", options, known)
+    check_session_args("wrap_client", key_may_be_callable=True, **options)
     wrapped = copy.copy(client)
     aio = copy.copy(client.aio)
     aio._live = _ManagedLive(client.aio.live, Options(**options))

@@ -68,6 +68,7 @@ from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, Settin
 from ..stores import HandleStore, MemoryStore
 from . import dropin, frames, lag, tokens, translate
 from . import sdk as adapter
+from .arguments import check_session_args
 from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
@@ -172,6 +173,10 @@ class LiveSession:
         lease_wait: float = 0.0,
         token_provider: TokenProvider | None = None,
     ) -> None:
+        check_session_args(
+            "LiveSession", policy=policy, on_event=on_event, on_notice=on_notice, audit=audit,
+            store=store, session_key=session_key, session_id=session_id, lease_ttl=lease_ttl,
+            lease_wait=lease_wait, token_provider=token_provider)
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
@@ -838,6 +843,11 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
                             category=genai_errors.ExperimentalWarning)
 
 
+#: the keyword arguments `connect` checks before passing them to `LiveSession`
+SESSION_ARGS = ("on_event", "on_notice", "audit", "store", "session_key", "session_id",
+                "lease_ttl", "lease_wait", "token_provider")
+
+
 def connect(
     client: genai.Client,
     *,
@@ -851,5 +861,8 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait, token_provider)."""
+    session_key, lease_ttl, lease_wait, token_provider); each is checked here (a wrong one is
+    a `SettingsError` naming it)."""
+    check_session_args("connect", policy=policy, **{
+        k: v for k, v in kwargs.items() if k in SESSION_ARGS})
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)
