@@ -49,11 +49,8 @@ POLICY = Policy(
     compression_trigger_tokens=400,
     compression_target_tokens=200,
 ).scaled(SCALE)
-#: BLOCKING: the model waits for the answer before it speaks again (3.8's default for a
-#: declaration without `behavior` is NON_BLOCKING; see docs/models-and-tools.md)
 TOOLS: list[types.ToolUnion] = [types.Tool(function_declarations=[types.FunctionDeclaration(
-    name="get_weather", description="The weather where the user is.",
-    behavior=types.Behavior.BLOCKING)])]
+    name="get_weather", description="The weather where the user is.")])]
 
 
 class Conversation:
