@@ -1,5 +1,5 @@
 """Command line: `python -m statemachine COMMAND`: demo, emulator, audit, keygen, report,
-diagram, timeline, bench, table."""
+diagram, timeline, telemetry, bench, table."""
 
 from __future__ import annotations
 
@@ -172,6 +172,29 @@ def run_diagram(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_telemetry(args: argparse.Namespace) -> int:
+    """The metrics table generated from `statemachine.telemetry.definitions`."""
+    from pathlib import Path
+
+    from .telemetry import definitions
+
+    if not (args.readme or args.check):
+        print(definitions.table())
+        return 0
+    root = Path.cwd()
+    if not (root / "README.md").is_file():
+        return fail("telemetry --readme/--check run in the project's checkout (no README.md "
+                    "here)")
+    if args.check:
+        current = definitions.readme_current(root)
+        print("README's telemetry table is current" if current else
+              f"stale: README.md's telemetry table (run {prog()} telemetry --readme)")
+        return 0 if current else 1
+    changed = definitions.write_readme(root)
+    print("wrote README.md" if changed else "README.md is current")
+    return 0
+
+
 def run_timeline(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -248,7 +271,7 @@ def run_keyed(args: argparse.Namespace) -> int:
         signing_key = None
     try:
         return demo_module.main(args.log, key, args.model, signing_key,
-                                key_source=source, force=args.force)
+                                key_source=source, force=args.force, telemetry=args.telemetry)
     except OutputError as exc:
         return fail(f"demo: {exc}")
 
@@ -299,6 +322,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--model", default=DEMO_MODEL, metavar="NAME",
                       help=f"the Live model to talk to; the emulator speaks as its generation "
                            f"does (default: {DEMO_MODEL}; e.g. gemini-live-2.5-flash-preview)")
+    demo.add_argument("--telemetry", metavar="DEST",
+                      help="report the session's OpenTelemetry spans and metrics: 'console' "
+                           "prints them, a path writes them as JSON Lines (needs "
+                           "opentelemetry-sdk)")
     demo.add_argument("--signing-key", metavar="PATH",
                       help="sign the audit log with this Ed25519 private key (default: the PEM "
                            "in $STATEMACHINE_AUDIT_SIGNING_KEY, if set)")
@@ -328,6 +355,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
                          help="write PREFIX.mmd/.dot/.svg (without -o, the Mermaid text is "
                               "printed and nothing is written)")
     diagram.add_argument("--force", action="store_true", help="overwrite existing -o files")
+    tel = sub.add_parser("telemetry", help="print the OpenTelemetry metrics table (names, "
+                         "units, attributes)")
+    tel.add_argument("--readme", action="store_true",
+                     help="in the project's checkout: rewrite the table at the end of README.md")
+    tel.add_argument("--check", action="store_true",
+                     help="exit 1 if README.md's table differs from the code's")
     page = sub.add_parser("report", help="one session on one self-contained HTML page")
     page.add_argument("log", metavar="LOG")
     page.add_argument("--session", help="the session to show (default: the first)")
@@ -369,6 +402,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return bench_module.main(args.quick, args.json, args.check)
     if args.command == "diagram":
         return run_diagram(args)
+    if args.command == "telemetry":
+        return run_telemetry(args)
     if args.command == "timeline":
         return run_timeline(args)
     if args.command == "report":

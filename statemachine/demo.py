@@ -37,6 +37,7 @@ from .emulator.profiles import profile_for
 from .errors import OutputError
 from .outputs import failed
 from .story import Story
+from .telemetry import Telemetry
 
 SCALE = 0.01
 EMULATOR = EmulatorSettings(
@@ -148,28 +149,30 @@ class Conversation:
             await asyncio.wait_for(self._task, 5)
 
 
-async def run_emulated(story: Story, model: str = DEFAULT_MODEL) -> dict[str, Any]:
+async def run_emulated(story: Story, model: str = DEFAULT_MODEL,
+                       telemetry: Telemetry | None = None) -> dict[str, Any]:
     """The demo against the embedded emulator, which speaks as `model`'s generation does (2.5:
     handles at turn boundaries; 3.x: mid-turn handles, interactionStatus)."""
     async with LiveEmulator(EMULATOR) as emu:
         story.line(f"The Live API emulator on {emu.base_url}, as {model}, time scaled by "
                    f"{SCALE:g}: a {EMULATOR.connection_lifetime / 60:g} min connection lasts "
                    f"{EMULATOR.connection_lifetime * SCALE:g} s.")
-        return await _script(emu.client(**websocket_args(POLICY)), model, emu, story)
+        return await _script(emu.client(**websocket_args(POLICY)), model, emu, story,
+                             telemetry)
 
 
 async def run_real(api_key: str, model: str, story: Story, key_source: str = "--api-key",
-                   ) -> dict[str, Any]:
+                   telemetry: Telemetry | None = None) -> dict[str, Any]:
     """Needs a real Gemini API key and network access."""
     story.line(f"The REAL Live API (--real, key from {key_source}), model {model}: this uses "
                "your quota; the faults only the emulator can inject are skipped.")
     client = genai.Client(api_key=api_key, http_options=types.HttpOptions(
         async_client_args=websocket_args()))
-    return await _script(client, model, None, story)
+    return await _script(client, model, None, story, telemetry)
 
 
 async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
-                  story: Story) -> dict[str, Any]:
+                  story: Story, telemetry: Telemetry | None = None) -> dict[str, Any]:
     # audio out (3.8 speaks only), with its transcription for the story
     config = types.LiveConnectConfig(
         response_modalities=[types.Modality.AUDIO], tools=TOOLS,
@@ -187,7 +190,7 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
     policy = POLICY if emu is not None else Policy()
     story.headline("Open the session")
     async with connect(client, model=model, config=config, policy=policy,
-                       on_notice=on_notice, on_event=on_event) as session:
+                       on_notice=on_notice, on_event=on_event, telemetry=telemetry) as session:
         conversation = c = Conversation(session, story)
         story.headline("A text turn")
         await c.ask("Hello, my name is Ada.")
@@ -263,9 +266,16 @@ def open_log(log_path: str | None, force: bool = False) -> Path:
 
 def main(log_path: str | None, api_key: str | None, model: str = DEFAULT_MODEL,
          signing_key: SigningKey | None = None, *, key_source: str = "--api-key",
-         force: bool = False) -> int:
+         force: bool = False, telemetry: str | None = None) -> int:
     """Run the demo: against the embedded emulator, or, only when `api_key` is given (the
-    command line passes it only with --real), against the real service."""
+    command line passes it only with --real), against the real service. `telemetry`:
+    "console" or a file for the session's OpenTelemetry spans and metrics."""
+    export = None
+    if telemetry is not None:
+        from .telemetry.export import DemoExport
+
+        export = DemoExport(telemetry)
+    reporting = export.telemetry if export is not None else None
     path = open_log(log_path, force)
     try:
         writer = auditlog.configure(path, console=False, signing_key=signing_key)
@@ -273,13 +283,16 @@ def main(log_path: str | None, api_key: str | None, model: str = DEFAULT_MODEL,
         raise failed(path, exc) from exc
     story = Story()
     try:
-        script = run_real(api_key, model, story, key_source) if api_key else \
-            run_emulated(story, model)
+        script = run_real(api_key, model, story, key_source, reporting) if api_key else \
+            run_emulated(story, model, reporting)
         summary = asyncio.run(_interruptible(script, story))
     finally:
         if writer is not None:
             writer.close()
     story.ending(summary, path)
+    if export is not None:
+        for line in export.finish():
+            print(line)
     return 0
 
 
