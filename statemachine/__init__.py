@@ -39,6 +39,7 @@ from .core.policy import (
 from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
+    CallbackError,
     InvalidTransition,
     LeaseHeld,
     LifecycleError,
@@ -78,6 +79,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnsweredTurnReplay",
     "Backend",
+    "CallbackError",
     "ContextLost",
     "Disposition",
     "Ended",

@@ -46,6 +46,7 @@ from ..core.actions import (
 )
 from ..core.engine import Lifecycle
 from ..core.events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -76,10 +77,17 @@ from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, default_sink
 from ..core.table import FINAL
 from ..core.wire import parse_time_left
-from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
+from ..errors import (
+    CallbackError,
+    LocalMisuse,
+    RemoteProtocolError,
+    SessionTerminated,
+    SettingsError,
+)
 from ..stores import HandleStore, MemoryStore
 from . import frames, lag, tokens
 from . import sdk as adapter
+from .callbacks import Callbacks
 from .flag import Flag
 from .persistence import StoreWorker
 from .tokens import TokenProvider
@@ -235,6 +243,7 @@ class LiveSession:
         "_bg_allowed",
         "_bg_idle",
         "_bg_timer",
+        "_callbacks",
         "_client",
         "_closing",
         "_conns",
@@ -325,6 +334,8 @@ class LiveSession:
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = on_notice
+        #: the application's callables are called through it: an exception is its own
+        self._callbacks = Callbacks()
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
@@ -406,6 +417,7 @@ class LiveSession:
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
+                self._report_callback_error()
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -488,7 +500,8 @@ class LiveSession:
                 if item is _END:
                     self._messages.append(_END)
                     end = self._core.end
-                    if end is not None and not end.by_application:
+                    if (end is not None and not end.by_application) \
+                            or self._callbacks.error is not None:
                         raise self._terminated()
                     return
                 yield item
@@ -625,6 +638,8 @@ class LiveSession:
             actions = core.feed(event)
             if actions:
                 self._perform(actions)
+        if self._callbacks.error is not None and not self._callbacks.reported:
+            self._report_callback_error()
         if self._store is None:
             return  # nothing to settle: flush_handle() answers True without a store
         if core.store_settled:
@@ -635,10 +650,26 @@ class LiveSession:
     async def _feed_one(self, event: Event) -> None:
         self._feed(event)
 
-    def _terminated(self) -> SessionTerminated:
+    def _report_callback_error(self) -> None:
+        """An application callback raised: tell the core (once), which ends the session; the
+        exception itself reaches the application from `receive()` (`CallbackError`)."""
+        callbacks = self._callbacks
+        if callbacks.error is None or callbacks.reported:
+            return
+        callbacks.reported = True
+        self._feed(CallbackFailed(at=self._now(), callback=callbacks.name,
+                                  error=callbacks.describe()))
+
+    def _terminated(self) -> SessionTerminated | CallbackError:
         """The exception for a session that ended other than by `close()`, chained to the last
-        connection failure that led there."""
+        connection failure that led there; `CallbackError` (the callback's exception chained)
+        when an application callback raised."""
         end = self._core.end
+        if self._callbacks.error is not None:  # the application's own error, named as such
+            return self._callbacks.exception(end.reason if end is not None and end.failure
+                                             == Failure.CALLBACK else
+                                             f"the application's {self._callbacks.name} "
+                                             f"callback raised {self._callbacks.describe()}")
         kind = RemoteProtocolError if end and end.failure == Failure.MALFORMED else \
             SessionTerminated
         error = kind(end.reason if end else "session ended", code=end.code if end else None)
@@ -687,10 +718,10 @@ class LiveSession:
             handle.cancel()
 
     def _audit(self, record: AuditRecord) -> None:
-        self._sink(record)
+        self._callbacks.call("audit", self._sink, record)
         self._events.put(record)
         if self._on_event is not None:
-            self._on_event(record)
+            self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
         if isinstance(notice, ReplyInterrupted) or (
@@ -708,7 +739,7 @@ class LiveSession:
         self._seen.append(notice)
         self._notices.put(notice)
         if self._on_notice is not None:
-            self._on_notice(notice)
+            self._callbacks.call("on_notice", self._on_notice, notice)
         if isinstance(notice, Ended):
             self._ended.set()
             self._deliver(_END)

@@ -120,6 +120,7 @@ FAILURE_RULES: dict[Failure, tuple[Disposition, str]] = {
     Failure.LOCAL: (Disposition.FATAL, "the client library refused the request before sending "
                                        "it"),
     Failure.TOKEN_PROVIDER: (Disposition.BACKOFF, "the token provider failed to give a token"),
+    Failure.CALLBACK: (Disposition.FATAL, "an application callback raised"),
 }
 
 #: What to do about a fatal failure that has no close code or status.

@@ -59,6 +59,7 @@ from .closecodes import (
     hint,
 )
 from .events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -395,7 +396,7 @@ class Lifecycle:
                 self._persist()
             return self._actions
         if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
-                                        | SendRefused):
+                                        | SendRefused | CallbackFailed):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
@@ -420,6 +421,8 @@ class Lifecycle:
             self._on_store(event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
+        elif isinstance(event, CallbackFailed):
+            self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
@@ -453,8 +456,9 @@ class Lifecycle:
                 text = text.replace(value, shown)
         return text
 
-    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
-        if isinstance(event, StoreFailed):
+    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused
+                  | CallbackFailed) -> Event:
+        if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
         return attrs.evolve(event, reason=self.redact(event.reason))
 
@@ -569,6 +573,20 @@ class Lifecycle:
                                   "was passed to the send call")
                 return
 
+    def _on_callback_failed(self, event: CallbackFailed) -> None:
+        """An application callback raised: the application's bug, not a connection failure.
+        The session ends at once (a fatal error: no resume, no retry budget spent) with a
+        reason that names the callback; the shell raises the application's own exception,
+        chained, from `receive()`. After the end there is nothing left to decide."""
+        if not self._can(Trigger.FATAL_ERROR):
+            return
+        why = (f"the application's {event.callback} callback raised {event.error}: the "
+               "session was ended (an error in application code, not a connection failure); "
+               "fix the callback, which must not raise")
+        self.loss = Loss(disposition=Disposition.FATAL, why=why, failure=Failure.CALLBACK,
+                         spends_budget=False)
+        self._fire(Trigger.FATAL_ERROR, {"reason": why, "callback": event.callback})
+
     def _held(self, entry: Entry) -> bool:
         """In a state that holds turns (draining), a new turn would start on a connection about
         to end and be cut by the rotation: hold it (journaled) for the next connection. Tool
@@ -589,7 +607,7 @@ class Lifecycle:
             left = event.time_left
             if left is None:  # no usable timeLeft: the shortest notice the policy plans for
                 left = self.policy.limits.go_away_lead
-            deadline = event.at + left
+            deadline = event.at + max(0.0, left)  # zero or negative: the server ends it now
             current = self.conn.go_away_deadline
             self.conn.go_away_deadline = deadline if current is None else min(current, deadline)
             if self._can(Trigger.GO_AWAY):
@@ -1064,8 +1082,9 @@ class Lifecycle:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
         self._final_store_actions()
         by_app = trigger is Trigger.CLOSE
-        lost = self.loss is not None and not by_app and trigger in (
+        lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
+            or self.loss.failure is Failure.CALLBACK)
         self.end = Ended(
             reason=self._end_reason(trigger),
             code=self.loss.code if (self.loss and not by_app) else None,
