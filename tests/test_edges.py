@@ -143,3 +143,161 @@ async def test_a_callback_that_raises_at_start_fails_the_start_with_its_error() 
                 pass
         assert isinstance(caught.value.__cause__, AppBug)
         assert len(emu.connections) <= 1
+
+
+# -- 2. every cut reply, every input that will not complete, is marked before anything later --
+
+M25 = "gemini-live-2.5-flash-preview"  # handles at turn boundaries only: none mid-reply
+
+
+def _marker(m: types.LiveServerMessage) -> bool:
+    sc = m.server_content
+    return bool(sc and sc.interrupted and sc.turn_complete)
+
+
+def _chunk(m: types.LiveServerMessage) -> bool:
+    sc = m.server_content
+    return bool(sc and sc.model_turn)
+
+
+async def _start(emu: LiveEmulator, model: str = M25, **kw: Any) -> tuple[App, list[Any]]:
+    """An App whose timeline holds notices (as on_notice sees them) and messages (as read)."""
+    trace = Trace()
+    timeline: list[Any] = []
+
+    def on_notice(notice: Notice) -> None:
+        timeline.append(notice)
+        trace.notice(notice)
+
+    session = await statemachine.connect(
+        emu.client(**statemachine.websocket_args()), model=model,
+        config=kw.pop("config", types.LiveConnectConfig(
+            response_modalities=[types.Modality.TEXT])),
+        policy=kw.pop("policy", fast_policy()), audit=trace.record, on_notice=on_notice,
+        **kw).__aenter__()
+    app = App(session, trace)
+    trace.on_change = app.changed
+    return app, timeline
+
+
+@pytest.mark.parametrize("cut", ["drop", "go_away_now"])
+async def test_a_first_turn_cut_before_any_handle_is_marked_before_the_fresh_reply(
+        cut: str) -> None:
+    """The first turn's reply is cut before the server issued any handle (a drop; a goAway
+    with no time left): the fresh session answers the turn anew. The stream shows the partial
+    reply, then interrupted + turnComplete, then the new reply; ReplyInterrupted came first.
+    A reader that follows the README (discard a reply marked interrupted) gets the answer
+    once, whole."""
+    settings = EmulatorSettings(time_scale=0.01, chunk_interval=2.0, chunks_per_reply=20,
+                                handle_on_setup=False)
+    async with LiveEmulator(settings) as emu:
+        app, _ = await _start(emu)
+        await app.session.send_client_content(turns=user("first"), turn_complete=True)
+        await app.wait_until(lambda: any(_chunk(m) for m in app.messages))
+        assert app.session.core.handle is None
+        if cut == "drop":
+            emu.connections[-1].drop()
+        else:
+            await emu.connections[-1].send({"goAway": {"timeLeft": "0s"}})
+        replies = await app.wait_replies(1, within=20)
+        assert app.session.core.counters.fresh_restarts == 1
+        cut_at = next(i for i, m in enumerate(app.messages) if _marker(m))
+        assert any(_chunk(m) for m in app.messages[:cut_at])  # the partial reply, then
+        assert not any(m.server_content and m.server_content.turn_complete
+                       for m in app.messages[:cut_at])  # ... no turn end in between
+        assert app.trace.notices_of(ReplyInterrupted)
+        assert replies[0].count('"first"') == 1 and replies[0].startswith("Reply"), replies
+        assert not app.trace.notices_of(ContextLost)  # the server held nothing yet
+        await app.stop()
+
+
+async def test_a_dropped_response_to_a_cancelled_call_never_marks_the_next_reply() -> None:
+    """After a drop, a call the resumed session never issued is cancelled in-band (with the
+    cut marked there). The application's late response to it, sent while the next reply is
+    under way, is dropped with InputDropped, and no interrupted + turnComplete lands inside
+    that reply: the good answer is not discarded."""
+    settings = EmulatorSettings(time_scale=0.01, chunk_interval=2.0, chunks_per_reply=10)
+    tools = [types.Tool(function_declarations=[types.FunctionDeclaration(name="lookup")])]
+    config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT], tools=tools)
+    async with LiveEmulator(settings) as emu:
+        app, _ = await _start(emu, config=config)
+        await app.session.send_client_content(turns=user("please call lookup"),
+                                              turn_complete=True)
+        await app.wait_until(lambda: any(m.tool_call for m in app.messages))
+        first = str(next(m.tool_call for m in app.messages if m.tool_call)
+                    .function_calls[0].id)  # type: ignore[union-attr, index]
+        await app.wait_until(lambda: first in app.session.core.calls.pending)
+        emu.connections[-1].drop()
+        # the replayed turn: the model asks again, on the new connection
+        await app.wait_until(lambda: sum(1 for m in app.messages if m.tool_call) >= 2)
+        calls = [m for m in app.messages if m.tool_call]
+        second = str(calls[-1].tool_call.function_calls[0].id)  # type: ignore[union-attr, index]
+        start = app.messages.index(calls[-1])
+        await app.session.send_tool_response(function_responses=[
+            types.FunctionResponse(id=first, name="lookup", response={"answer": 1})])
+        await app.session.send_tool_response(function_responses=[
+            types.FunctionResponse(id=second, name="lookup", response={"answer": 2})])
+        await app.wait_until(lambda: any(
+            m.server_content and m.server_content.turn_complete
+            and not m.server_content.interrupted for m in app.messages[start:]), within=20)
+        dropped = [n for n in app.trace.notices_of(InputDropped) if "cancelled" in n.reason]
+        assert dropped and not dropped[0].in_band
+        assert not any(_marker(m) for m in app.messages[start:])
+        assert 'lookup returned {"answer": 2}' in app.replies[-1]
+        await app.stop()
+
+
+async def test_a_turn_in_flight_when_the_session_ends_fatally_is_marked_and_dropped() -> None:
+    """A quota close while a reply streams ends the session: the turn in flight is reported
+    (ReplyInterrupted, InputDropped for its input) and marked in-band once, before the end;
+    a turn still unsent is reported and marked too."""
+    settings = EmulatorSettings(time_scale=0.01, chunk_interval=2.0, chunks_per_reply=20)
+    async with LiveEmulator(settings) as emu:
+        app, timeline = await _start(emu)
+        await app.session.send_client_content(turns=user("in flight"), turn_complete=True)
+        await app.wait_until(lambda: any(_chunk(m) for m in app.messages))
+        seq = next(e.seq for e in app.session.core.journal if e.trigger)
+        await emu.connections[-1].exhaust("quota")
+        await app.wait_until(lambda: app.session.state == "terminated")
+        with pytest.raises(SessionTerminated):
+            async with asyncio.timeout(5):
+                await app._task
+        dropped = [n for n in app.trace.notices_of(InputDropped) if n.seq == seq]
+        assert dropped and dropped[0].turn, app.trace.notices
+        kinds = [type(n).__name__ for n in timeline]
+        assert kinds.index("ReplyInterrupted") < kinds.index("Ended")
+        last_chunk = max(i for i, m in enumerate(app.messages) if _chunk(m))
+        assert sum(1 for m in app.messages[last_chunk:] if _marker(m)) == 1
+        await app.session.close()
+
+
+# -- 4. odd timeLeft values ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("-5s", 0.0), ("0s", 0.0), ("-0.001s", 0.0), ("0.5s", 0.5), ("nans", None), ("infs", None),
+    ("soon", None), (None, None)])
+def test_time_left_zero_or_negative_means_now(text: str | None, seconds: float | None) -> None:
+    from statemachine.core.wire import parse_time_left
+
+    assert parse_time_left(text) == seconds
+
+
+@pytest.mark.parametrize("time_left", ["-5s", "0s"])
+async def test_a_go_away_with_negative_time_left_rotates_now(time_left: str) -> None:
+    """A goAway whose timeLeft is zero or negative: the server has given up already. The
+    session rotates at once (the reply in flight is cut and marked), rather than planning with
+    its own notice (`go_away_lead`, here 5 s) and finishing the reply first."""
+    settings = EmulatorSettings(time_scale=0.01, chunk_interval=2.0, chunks_per_reply=20)
+    async with LiveEmulator(settings) as emu:
+        app, _ = await _start(emu, policy=fast_policy(go_away_lead=5.0))
+        await app.ask("hello")
+        await app.session.send_client_content(turns=user("long"), turn_complete=True)
+        await app.wait_until(lambda: sum(1 for m in app.messages if _chunk(m)) >= 25)
+        await emu.connections[-1].send({"goAway": {"timeLeft": time_left}})
+        await app.wait_until(lambda: app.session.core.counters.rotations >= 1, within=10)
+        assert ("rotation_deadline", "draining", "resuming") in app.transitions()
+        assert app.trace.notices_of(ReplyInterrupted)
+        replies = await app.wait_replies(2, within=20)
+        assert replies[1].count('"long"') == 1
+        await app.stop()

@@ -724,8 +724,14 @@ class LiveSession:
             self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
+        if self._seen is None:
+            self._seen = deque(maxlen=256)
+        self._seen.append(notice)
+        self._notices.put(notice)  # the notice first, then its mark in the stream
+        if self._on_notice is not None:
+            self._callbacks.call("on_notice", self._on_notice, notice)
         if isinstance(notice, ReplyInterrupted) or (
-                isinstance(notice, InputDropped) and notice.turn):
+                isinstance(notice, InputDropped) and notice.in_band):
             # In-band, at the exact point of the stream: the SDK's own "discard what you were
             # playing" signal, which applications already handle. For a dropped turn it also
             # ends the wait for a reply that will never come.
@@ -734,12 +740,6 @@ class LiveSession:
         elif isinstance(notice, ToolCallsCancelled):
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
-        if self._seen is None:
-            self._seen = deque(maxlen=256)
-        self._seen.append(notice)
-        self._notices.put(notice)
-        if self._on_notice is not None:
-            self._callbacks.call("on_notice", self._on_notice, notice)
         if isinstance(notice, Ended):
             self._ended.set()
             self._deliver(_END)

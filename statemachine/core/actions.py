@@ -142,13 +142,16 @@ class TokenExpiring(Notice):
 @attrs.frozen(kw_only=True)
 class InputDropped(Notice):
     """An input will never reach the model: `reason` says why. `turn`: it was a turn the
-    model would have answered; the receive stream marks it with `interrupted`+`turnComplete`,
-    so a reader waiting for its reply is not left waiting."""
+    model would have answered. `in_band`: the receive stream marks it right here with
+    `interrupted`+`turnComplete` (this notice comes first), so a reader waiting for its reply
+    is not left waiting; False for a turn whose end is marked already (the cut reply that was
+    answering it, or the `toolCallCancellation` of the call a dropped response answers)."""
 
     seq: int
     kind: str
     reason: str
     turn: bool = False
+    in_band: bool = False
 
 
 @attrs.frozen(kw_only=True)

@@ -248,6 +248,7 @@ class Lifecycle:
         "_audit",
         "_audit_seq",
         "_cause",
+        "_cut_marks",
         "_followups",
         "_fp",
         "_fp_of",
@@ -331,6 +332,9 @@ class Lifecycle:
         self._actions: list[Action] = []
         self._followups: list[tuple[Trigger, dict[str, Any]]] = []
         self._cause: dict[str, Any] = {}
+        #: turns whose cut reply the stream has just marked (`ReplyInterrupted`): dropping
+        #: such a turn needs no second marker; a new reply beginning clears it
+        self._cut_marks = 0
         self._fp_of: str | None = None
         self._fp: str | None = None
         #: values never to show, with what to show instead: keys and tokens (the shell's) and
@@ -555,7 +559,8 @@ class Lifecycle:
             if event.tool_ids and set(event.tool_ids) <= self.calls.cancelled:
                 self.calls.cancelled.difference_update(event.tool_ids)
                 self._drop(entry, "the tool call was cancelled: the connection that issued it "
-                                  "ended before a handle covered it (the model asks again)")
+                                  "ended before a handle covered it (the model asks again)",
+                           marked=True)
                 return
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
@@ -650,6 +655,7 @@ class Lifecycle:
         turn = self.turn
         if not turn.in_flight:
             turn.in_flight, turn.began_at = True, at
+            self._cut_marks = 0  # a new reply: an earlier cut's marker is behind it
 
     def _on_update(self, event: ResumptionUpdate) -> None:
         if not (event.resumable and event.handle):
@@ -1047,9 +1053,7 @@ class Lifecycle:
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
-        if self.turn.in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
-        self.turn = Turn()
+        self._mark_cut(source, trigger)
         self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
@@ -1068,6 +1072,7 @@ class Lifecycle:
 
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
+        self._mark_cut(source, trigger)  # before the fresh session's reply can begin
         for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
             self._cancel(timer)
         self._followups.append(
@@ -1077,11 +1082,16 @@ class Lifecycle:
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
+        by_app = trigger is Trigger.CLOSE
+        if not by_app:  # the application that closed reads no more; anyone else is told
+            self._mark_cut(source, trigger)
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
+            elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
+                self._drop(entry, "the session ended before the model answered it",
+                           remove=False)
         self._final_store_actions()
-        by_app = trigger is Trigger.CLOSE
         lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
             or self.loss.failure is Failure.CALLBACK)
@@ -1183,7 +1193,7 @@ class Lifecycle:
         for entry in stale:
             self.calls.cancelled.difference_update(entry.tool_ids)
             self._drop(entry, "tool response to a call the resumed session never issued: "
-                              "not replayed (the model asks again)")
+                              "not replayed (the model asks again)", marked=True)
         if pending:
             self._notify(ToolCallsCancelled(ids=tuple(pending)))
 
@@ -1234,12 +1244,30 @@ class Lifecycle:
                  continuation=continuation)
         )
 
-    def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:
+    def _mark_cut(self, source: State, trigger: Trigger) -> None:
+        """The connection is left: a reply in flight on it will not complete. The application
+        is told (`ReplyInterrupted`, which the stream marks in-band right here, before any
+        later reply); the turn it answered then needs no marker of its own if dropped."""
+        if self.turn.in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
+            self._cut_marks = 1
+        self.turn = Turn()
+
+    def _drop(self, entry: Entry, reason: str, *, remove: bool = True,
+              marked: bool = False) -> None:
+        """Report an input that will never reach the model. A turn is marked in-band
+        (`InputDropped.in_band`) unless its end is marked already: `marked` (a response to
+        a cancelled call, whose cut was marked where it happened), or the cut reply just
+        marked was its answer."""
         if remove:
             self.journal.remove([entry])
         self._count(dropped=1)
+        turn = entry.trigger and not entry.answered
+        if turn and not marked and entry.sends and self._cut_marks:
+            self._cut_marks -= 1
+            marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
-                                  turn=entry.trigger and not entry.answered))
+                                  turn=turn, in_band=turn and not marked))
 
     def _arm_session_cap(self) -> None:
         started = self.span.started_at
