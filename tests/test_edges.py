@@ -301,3 +301,118 @@ async def test_a_go_away_with_negative_time_left_rotates_now(time_left: str) -> 
         replies = await app.wait_replies(2, within=20)
         assert replies[1].count('"long"') == 1
         await app.stop()
+
+
+# -- 3. the goAway margin is learned from the reconnect time -----------------------------------
+
+
+def test_the_margin_is_learned_from_reconnects_between_floor_and_cap() -> None:
+    """Before any measurement the cap (`go_away_margin`); then 3x the slowest recent reconnect,
+    never below the floor nor above the cap (a floor set above the cap yields to it)."""
+    from statemachine import Limits
+    from statemachine.core.margin import ReconnectTimes
+
+    limits = Limits()
+    times = ReconnectTimes()
+    assert times.margin(limits) == limits.go_away_margin == 2.0
+    times.add(0.01)
+    assert times.margin(limits) == limits.go_away_margin_floor == 0.25
+    times.add(0.2)
+    assert times.margin(limits) == pytest.approx(0.6)
+    times.add(5.0)
+    assert times.margin(limits) == 2.0
+    for _ in range(8):  # the slow one is forgotten after 8 newer
+        times.add(0.01)
+    assert times.margin(limits) == 0.25
+    assert times.margin(Limits(go_away_margin=0.1)) == 0.1
+
+
+async def test_a_short_go_away_waits_for_the_safe_point_it_has_time_for() -> None:
+    """Real time, the default policy: a goAway with 1 s of notice (less than the old fixed
+    2 s margin) while a reply has about 0.4 s to go. Reconnects here take milliseconds, so the
+    learned margin leaves time: the reply finishes, the session rotates at the safe point, and
+    nothing is cut or answered twice."""
+    settings = EmulatorSettings(chunk_interval=0.05, chunks_per_reply=10)
+    async with LiveEmulator(settings) as emu:
+        app, _ = await _start(emu, policy=statemachine.Policy())
+        await app.ask("hello")
+        margin = app.session.core.go_away_margin
+        assert margin < 1.0, margin  # learned from the first connection's setup
+        await app.session.send_client_content(turns=user("long"), turn_complete=True)
+        await app.wait_until(lambda: sum(1 for m in app.messages if _chunk(m)) >= 12)
+        await emu.connections[-1].go_away(1.0)
+        await app.wait_until(lambda: app.session.core.counters.rotations >= 1, within=10)
+        assert ("safe_point", "draining", "resuming") in app.transitions()
+        assert not app.trace.notices_of(ReplyInterrupted)
+        replies = await app.wait_replies(2)
+        assert replies[1].count('"long"') == 1
+        assert not any(_marker(m) for m in app.messages)
+        assert "long" in await app.ask("again")
+        await app.stop()
+
+
+def _text(messages: list[types.LiveServerMessage]) -> str:
+    return "".join(p.text or "" for m in messages if _chunk(m)
+                   for p in m.server_content.model_turn.parts or [])  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("model", [M25, "gemini-3.1-flash-live-preview"])
+@pytest.mark.parametrize("surface", ["connect", "instrument"])
+async def test_a_reply_that_must_be_cut_shows_interrupted_before_the_replayed_reply(
+        surface: str, model: str) -> None:
+    """A goAway with less notice than the reply needs: the reply is cut at the margin. A reader
+    that stays in receive() (a framework, under `instrument()`, or an application on
+    `connect()`) sees the partial reply, then interrupted + turnComplete, then the replayed
+    reply whole: nothing of the old connection comes after the marker."""
+    settings = EmulatorSettings(chunk_interval=0.03, chunks_per_reply=40)
+    async with LiveEmulator(settings) as emu:
+        messages: list[types.LiveServerMessage] = []
+        changed = asyncio.Event()
+        if surface == "instrument":
+            statemachine.instrument(policy=statemachine.Policy(), audit=lambda record: None)
+            try:
+                opened = emu.client().aio.live.connect(
+                    model=model, config=types.LiveConnectConfig(
+                        response_modalities=[types.Modality.TEXT]))
+                session: Any = await opened.__aenter__()
+            finally:
+                statemachine.uninstrument()
+        else:
+            opened = statemachine.connect(
+                emu.client(**statemachine.websocket_args()), model=model,
+                config=types.LiveConnectConfig(response_modalities=[types.Modality.TEXT]),
+                policy=statemachine.Policy())
+            session = await opened.__aenter__()
+
+        async def read() -> None:
+            while True:  # the SDK habit: receive() per turn, entered again and again
+                async for message in session.receive():
+                    messages.append(message)
+                    changed.set()
+
+        async def until(predicate: Callable[[], bool]) -> None:
+            async with asyncio.timeout(20):
+                while not predicate():
+                    changed.clear()
+                    await changed.wait()
+
+        reader = asyncio.get_running_loop().create_task(read())
+        await session.send_client_content(turns=user("hello"), turn_complete=True)
+        await until(lambda: any(m.server_content and m.server_content.turn_complete
+                                for m in messages))
+        await session.send_client_content(turns=user("long"), turn_complete=True)
+        start = len(messages)
+        await until(lambda: sum(1 for m in messages[start:] if _chunk(m)) >= 3)
+        await emu.connections[-1].go_away(0.3)
+        await until(lambda: any(_marker(m) for m in messages[start:]))
+        cut = next(i for i in range(start, len(messages)) if _marker(messages[i]))
+        await until(lambda: any(m.server_content and m.server_content.turn_complete
+                                for m in messages[cut + 1:]))
+        end = next(i for i in range(cut + 1, len(messages))
+                   if messages[i].server_content and messages[i].server_content.turn_complete)
+        replayed = _text(messages[cut + 1:end + 1])
+        assert replayed.startswith("Reply") and replayed.count('"long"') == 1, replayed[:80]
+        assert not messages[end].server_content.interrupted  # type: ignore[union-attr]
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await opened.__aexit__(None, None, None)

@@ -552,6 +552,8 @@ class LiveSession:
                     conn.failed.set()
                     self._read_failed(conn, exc, live=True)
                 return None
+            if conn.closing:  # left while this read waited: the core marked the cut already
+                return None
             self._on_message(conn.generation, message, deliver=False,
                              arrived=conn.arrived() if conn.arrived else None)
             return message
@@ -839,6 +841,8 @@ class LiveSession:
             finally:
                 conn.bg_read = None
                 self._bg_idle.set()
+            if conn.closing:  # what a connection left behind sends comes after its cut mark
+                return
             self._on_message(conn.generation, message,
                              arrived=conn.arrived() if conn.arrived else None)
 

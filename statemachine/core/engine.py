@@ -93,6 +93,7 @@ from .events import (
 )
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
+from .margin import ReconnectTimes
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
 from .records import (
@@ -151,6 +152,7 @@ class Connection:
     next_index: int = 1  # index of the next client message (transparent mode)
     go_away_deadline: float | None = None
     live_at: float | None = None  # when setup completed
+    opened_at: float | None = None  # when it was opened (the reconnect time ends at setup)
     answered: bool = False  # a turn completed on it: it stayed up long enough to work
 
 
@@ -272,6 +274,7 @@ class Lifecycle:
         "loss",
         "persistence",
         "policy",
+        "reconnects",
         "resumption",
         "session_id",
         "span",
@@ -322,6 +325,8 @@ class Lifecycle:
         self.budget = Budget()
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
+        #: how long connections took to come up: the goAway margin is learned from them
+        self.reconnects = ReconnectTimes()
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._timers: dict[Timer, int] = {}
@@ -372,6 +377,12 @@ class Lifecycle:
         if old:
             del started[:old]
         return len(started)
+
+    @property
+    def go_away_margin(self) -> float:
+        """What a rotation keeps in hand before a goAway deadline now: learned from the
+        measured reconnect times, within `Limits.go_away_margin_floor` and `go_away_margin`."""
+        return self.reconnects.margin(self.policy.limits)
 
     @property
     def live(self) -> bool:
@@ -616,7 +627,8 @@ class Lifecycle:
             current = self.conn.go_away_deadline
             self.conn.go_away_deadline = deadline if current is None else min(current, deadline)
             if self._can(Trigger.GO_AWAY):
-                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left})
+                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left,
+                                             "margin": round(self.go_away_margin, 4)})
         elif isinstance(event, ResumptionUpdate):
             self._on_update(event)
         elif isinstance(event, ModelOutput):
@@ -1003,6 +1015,8 @@ class Lifecycle:
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
+        if self.conn.opened_at is not None:
+            self.reconnects.add(self._now - self.conn.opened_at)
         self.conn.go_away_deadline = None
         self.loss = None  # whatever ended the last connection is over
         if self.span.started_at is None:
@@ -1046,7 +1060,7 @@ class Lifecycle:
         deadline = self.conn.go_away_deadline
         if deadline is None:
             deadline = self._now
-        rotate_at = deadline - self.policy.limits.go_away_margin
+        rotate_at = deadline - self.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
         self._check_safe_point()
 
@@ -1212,7 +1226,8 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, delay)
 
     def _open(self) -> None:
-        self.conn = Connection(generation=self.conn.generation + 1, open=True)
+        self.conn = Connection(generation=self.conn.generation + 1, open=True,
+                               opened_at=self._now)
         self._count(connections=1)
         handle = self.resumption.handle if self.state is State.RESUMING else None
         self._actions.append(

@@ -72,7 +72,11 @@ class Limits:
 
     connection_lifetime: float = attrs.field(default=600.0, validator=_positive)
     go_away_lead: float = attrs.field(default=30.0, validator=_positive)
+    #: the most a rotation keeps in hand before a goAway deadline (and what it keeps before
+    #: any reconnect was measured); the margin used is learned from the measured reconnect
+    #: time (`core/margin.py`), at least `go_away_margin_floor`
     go_away_margin: float = attrs.field(default=2.0, validator=_non_negative)
+    go_away_margin_floor: float = attrs.field(default=0.25, validator=_non_negative)
     session_cap_audio: float = attrs.field(default=900.0, validator=_positive)
     session_cap_video: float = attrs.field(default=120.0, validator=_positive)
     #: None: the backend's (2 h on the Gemini API, 24 h on Vertex)
