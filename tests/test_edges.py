@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -416,3 +417,115 @@ async def test_a_reply_that_must_be_cut_shows_interrupted_before_the_replayed_re
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
         await opened.__aexit__(None, None, None)
+
+
+# -- 5. a server that refuses resumes while it holds the old socket -----------------------------
+
+
+def _time_in_resuming(trace: Trace) -> float:
+    """The longest stretch the session spent in `resuming`, from the audit records."""
+    longest, since = 0.0, None
+    for record in trace.records:
+        if record["kind"] != "transition":
+            continue
+        if record["dest"] == "resuming" and since is None:
+            since = record["mono"]
+        elif record["dest"] != "resuming" and since is not None:
+            longest, since = max(longest, record["mono"] - since), None
+    return longest
+
+
+async def test_resumes_refused_for_an_old_socket_give_up_within_the_bound() -> None:
+    """The defaults, in real time: the server never saw the old socket close and refuses every
+    resume with 1011 for 30 s. The session tries again without spending its retry budget,
+    says so each time (ResumeWaiting), and gives the handle up after
+    `RetryPolicy.old_socket_wait` (5 s): a fresh session (ContextLost), well under 10 s in
+    `resuming`."""
+    from statemachine import ResumeWaiting
+
+    settings = EmulatorSettings(old_socket_hold=30.0)
+    async with LiveEmulator(settings) as emu:
+        app, _ = await _start(emu, policy=statemachine.Policy())
+        await app.ask("hello")
+        emu.connections[-1].drop()
+        await app.wait_until(lambda: app.noticed(ContextLost), within=20)
+        assert ("connection_lost", "resuming", "expired") in app.transitions()
+        waits = app.trace.notices_of(ResumeWaiting)
+        assert waits and emu.old_socket_refusals == len(waits) + 1
+        assert [w.attempt for w in waits] == list(range(1, len(waits) + 1))
+        assert waits[0].gives_up_in == pytest.approx(5.0)
+        assert all(a.gives_up_in > b.gives_up_in for a, b in itertools.pairwise(waits))
+        wait = statemachine.Policy().retry.old_socket_wait
+        assert wait <= _time_in_resuming(app.trace) < 10.0
+        # the budget counts the drop's first resume and the fresh session, not the refusals
+        assert len(app.session.core.budget.started) <= 2 < emu.old_socket_refusals
+        assert "old socket" in app.trace.notices_of(ContextLost)[0].reason
+        assert "hello" not in await app.ask("again")  # a fresh session, as ContextLost says
+        await app.stop()
+
+
+async def test_an_old_socket_released_within_the_bound_resumes_the_session() -> None:
+    """The server lets the old socket go after a while shorter than the bound: the session
+    resumes with its context, no budget spent, no context lost."""
+    from statemachine import ResumeWaiting
+
+    settings = EmulatorSettings(time_scale=0.01, chunk_interval=1.0, old_socket_hold=100.0)
+    async with LiveEmulator(settings) as emu:
+        # the socket is held 1 s; the policy waits up to 4 s
+        app, _ = await _start(emu, policy=attrs_evolve_retry(fast_policy(), old_socket_wait=4.0))
+        await app.ask("hello")
+        emu.connections[-1].drop()
+        await app.wait_until(lambda: app.session.core.counters.resumes >= 1, within=20)
+        assert app.trace.notices_of(ResumeWaiting)
+        assert not app.noticed(ContextLost)
+        # only the drop's own first resume counts against the budgets, not the refusals
+        assert len(app.session.core.budget.started) <= 1 < emu.old_socket_refusals
+        assert "hello" in await app.ask("again")
+        await app.stop()
+
+
+def attrs_evolve_retry(policy: statemachine.Policy, **changes: Any) -> statemachine.Policy:
+    import attrs
+
+    return attrs.evolve(policy, retry=attrs.evolve(policy.retry, **changes))
+
+
+def test_the_old_socket_wait_is_the_policy_s_and_bounded() -> None:
+    """Sans-I/O: 1011 "old socket" at setup on a resume spends no budget, announces the next
+    attempt (ResumeWaiting) and arms a backoff no longer than what is left of
+    `old_socket_wait`; a refusal once it ran out takes the guarded row to `expired`, and the
+    policy starts a fresh session. A live 1011 is still a transient fault."""
+    import random
+
+    from statemachine import Lifecycle, ResumeWaiting
+    from statemachine.core.actions import ArmTimer
+    from statemachine.core.events import ConnectionLost, Timer
+    from statemachine.core.table import State
+
+    from .drivers import Driver
+
+    engine = Lifecycle(rng=random.Random(1), audit=lambda record: None)
+    d = Driver(engine)
+    d.feed(statemachine.core.events.Connect(at=d.tick()))
+    d.feed(statemachine.core.events.SetupComplete(at=d.tick(), generation=d.gen))
+    d.handle()
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    assert engine.state is State.RESUMING
+    started = list(engine.budget.started)
+    wait = engine.policy.retry.old_socket_wait
+    first = d.now
+    for _ in range(50):
+        out = d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1011, during_setup=True,
+                                    reason="Cannot resume: the old socket is still open."))
+        if engine.state is not State.RESUMING:
+            break
+        notice = next(a.notice for a in out if isinstance(getattr(a, "notice", None),
+                                                          ResumeWaiting))
+        arm = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.BACKOFF)
+        assert arm.delay <= notice.gives_up_in + 1e-3 and notice.gives_up_in <= wait
+        d.now += arm.delay
+        d.fire_timer(Timer.BACKOFF)
+    assert engine.state is State.CONNECTING  # expired, then a fresh session
+    assert engine.counters.fresh_restarts == 1
+    assert len(engine.budget.started) == len(started) + 1  # the fresh session only
+    assert d.now - first <= wait + 0.1

@@ -185,6 +185,20 @@ class ReplyInterrupted(Notice):
 
 
 @attrs.frozen(kw_only=True)
+class ResumeWaiting(Notice):
+    """The server refused to resume the session because it still holds the session's old
+    socket (1011 at setup: it never saw that socket close). The session tries again in
+    `retry_in` seconds (attempt `attempt`); a refusal `gives_up_in` seconds from now or later
+    gives the handle up (`RetryPolicy.old_socket_wait`): a fresh session (`ContextLost`) or
+    the end, as `Policy.on_expired` says."""
+
+    reason: str
+    attempt: int
+    retry_in: float
+    gives_up_in: float
+
+
+@attrs.frozen(kw_only=True)
 class ContextLost(Notice):
     """A fresh session replaced one that expired: re-seed the conversation.
 

@@ -42,6 +42,7 @@ from .actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     SaveHandle,
     Send,
     StoreAction,
@@ -94,6 +95,7 @@ from .events import (
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .margin import ReconnectTimes
+from .oldsocket import OldSocketWait
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, OnExpired, Policy
 from .records import (
@@ -272,6 +274,7 @@ class Lifecycle:
         "end",
         "journal",
         "loss",
+        "old_socket",
         "persistence",
         "policy",
         "reconnects",
@@ -327,6 +330,8 @@ class Lifecycle:
         self.tokens = Tokens(fresh=fresh_tokens)
         #: how long connections took to come up: the goAway margin is learned from them
         self.reconnects = ReconnectTimes()
+        #: resumes refused for an old socket the server still holds (bounded: oldsocket.py)
+        self.old_socket = OldSocketWait()
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._timers: dict[Timer, int] = {}
@@ -779,6 +784,10 @@ class Lifecycle:
         A connection that stayed up ends the drop; one that did not counts against it."""
         if self._stayed_up():
             self.budget.drop_attempts = 0
+        if loss.disposition is Disposition.WAIT and self.state is State.RESUMING:
+            self.old_socket.refused(self._now)
+        else:
+            self.old_socket.reset()
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -960,6 +969,9 @@ class Lifecycle:
             )
         if guard is Guard.WAS_COMPRESSED:
             return self.span.compressed
+        if guard is Guard.OLD_SOCKET_WAIT_SPENT:
+            return (self.loss is not None and self.loss.disposition is Disposition.WAIT
+                    and self.old_socket.spent(self._now, retry))
         if guard is Guard.FRESH_ALLOWED:
             return (
                 self.policy.on_expired is OnExpired.FRESH
@@ -978,6 +990,7 @@ class Lifecycle:
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
+            self.old_socket.reset()
             if self.span.confirmed:
                 unsent = [e for e in self.journal.take_all() if e.seq != OWED]
                 for entry in unsent:
@@ -1015,6 +1028,7 @@ class Lifecycle:
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
+        self.old_socket.reset()
         if self.conn.opened_at is not None:
             self.reconnects.add(self._now - self.conn.opened_at)
         self.conn.go_away_deadline = None
@@ -1075,6 +1089,9 @@ class Lifecycle:
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
+        elif (self.loss is not None and self.loss.disposition is Disposition.WAIT
+              and self.old_socket.since is not None):
+            self._wait_for_old_socket()
         elif (self.budget.drop_attempts == 0 and self.loss is not None
               and self.loss.disposition is Disposition.RESUME):
             if self.loss.spends_budget:
@@ -1083,6 +1100,16 @@ class Lifecycle:
             self._open()  # the first attempt after a resumable close of a good connection
         else:
             self._retry_later()
+
+    def _wait_for_old_socket(self) -> None:
+        """The server refused the resume for an old socket it still holds: try again after
+        a backoff that spends no budget, within `RetryPolicy.old_socket_wait`, and say so."""
+        retry, wait = self.policy.retry, self.old_socket
+        delay = wait.delay(self._now, retry, self._rng)
+        self._notify(ResumeWaiting(
+            reason=self.loss.why if self.loss is not None else "", attempt=wait.tries,
+            retry_in=round(delay, 4), gives_up_in=round(wait.gives_up_in(self._now, retry), 4)))
+        self._arm(Timer.BACKOFF, delay)
 
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
@@ -1165,6 +1192,10 @@ class Lifecycle:
             return f"the resumption handle outlived its validity ({self._validity():g}s)"
         if trigger is Trigger.ROTATION_DEADLINE:
             return "goAway deadline reached without a valid resumable handle"
+        if loss is not None and loss.disposition is Disposition.WAIT:
+            return (f"the server kept refusing to resume (close {loss.code}: {loss.reason}) "
+                    f"while it held the session's old socket, for "
+                    f"{self.policy.retry.old_socket_wait:g}s (RetryPolicy.old_socket_wait)")
         if loss is not None:
             what = f"close {loss.code}" if loss.code is not None else loss.why
             if not self._check(Guard.HANDLE_VALID):

@@ -135,6 +135,10 @@ class RetryPolicy:
     #: next failure counts from one again and its first reconnect is immediate. One that does
     #: not (a server accepting setup and closing at once) keeps counting, so the backoff grows
     stable_after: float = attrs.field(default=10.0, validator=_non_negative)
+    #: how long resumes refused because the server still holds the session's old socket
+    #: (1011 at setup) are tried again, from the first refusal, without spending the budgets;
+    #: a refusal after it gives the handle up (a fresh session or the end: `on_expired`)
+    old_socket_wait: float = attrs.field(default=5.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.max_delay < self.base_delay:
@@ -151,6 +155,7 @@ class RetryPolicy:
         return attrs.evolve(
             self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor,
             session_window=self.session_window * factor, stable_after=self.stable_after * factor,
+            old_socket_wait=self.old_socket_wait * factor,
         )
 
 
