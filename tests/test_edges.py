@@ -529,3 +529,35 @@ def test_the_old_socket_wait_is_the_policy_s_and_bounded() -> None:
     assert engine.counters.fresh_restarts == 1
     assert len(engine.budget.started) == len(started) + 1  # the fresh session only
     assert d.now - first <= wait + 0.1
+
+
+async def test_under_instrument_a_raising_callback_reaches_the_framework_as_its_own() -> None:
+    """Under `instrument()` the framework's receive() gets CallbackError (the callback's
+    exception chained), not the APIError of a closed connection that its reconnect logic would
+    retry; nothing reconnects."""
+    def on_notice(notice: Notice) -> None:
+        if isinstance(notice, Resumed):
+            raise AppBug("on_notice bug")
+
+    async with LiveEmulator(EmulatorSettings(time_scale=0.01, chunk_interval=1.0)) as emu:
+        statemachine.instrument(policy=fast_policy(), audit=lambda record: None,
+                                on_notice=on_notice)
+        try:
+            opened = emu.client().aio.live.connect(
+                model=M25, config=types.LiveConnectConfig(
+                    response_modalities=[types.Modality.TEXT]))
+            session: Any = await opened.__aenter__()
+        finally:
+            statemachine.uninstrument()
+        await session.send_client_content(turns=user("hello"), turn_complete=True)
+        async for _ in session.receive():
+            pass
+        emu.connections[-1].drop()
+        with pytest.raises(CallbackError) as caught:
+            async with asyncio.timeout(10):
+                while True:
+                    async for _ in session.receive():
+                        pass
+        assert isinstance(caught.value.__cause__, AppBug)
+        assert len(emu.connections) == 2
+        await opened.__aexit__(None, None, None)
