@@ -137,7 +137,8 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
         consumed_turns = Counter(t for s in emu.sessions for t in s.context.user_texts())
 
     chunks = [f"a:{n.to_bytes(4, 'big').hex()}00000000" for n in range(sent[0])]
-    audio = Counter(c for c in consumed if c.startswith("a:"))
+    # (iterating a Counter yields each key once: the counts come from its items)
+    audio = Counter({c: n for c, n in consumed.items() if c.startswith("a:")})
     missing = [c for c in chunks if audio[c] == 0]
     twice = [c for c in chunks if audio[c] > 1]
     duplicated = sum(audio[c] - 1 for c in twice)
