@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CallbackError
-
 
 class Callbacks:
     """Calls application callables; remembers the first one that raised."""
@@ -38,9 +36,3 @@ class Callbacks:
         """The exception as the core records it: its type and message, shortened."""
         error = self.error
         return f"{type(error).__name__}: {error}"[:300] if error is not None else ""
-
-    def exception(self, reason: str) -> CallbackError:
-        """What the application gets: `CallbackError`, the callback's exception chained."""
-        error = CallbackError(reason, callback=self.name)
-        error.__cause__ = self.error
-        return error
