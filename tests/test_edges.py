@@ -561,3 +561,28 @@ async def test_under_instrument_a_raising_callback_reaches_the_framework_as_its_
         assert isinstance(caught.value.__cause__, AppBug)
         assert len(emu.connections) == 2
         await opened.__aexit__(None, None, None)
+
+
+async def test_a_store_that_raises_other_than_store_error_degrades_and_goes_on() -> None:
+    """An application's own store whose save raises something other than `StoreError` (a bug
+    in it): the failure is reported (`StoreDegraded`, naming the exception and the store's
+    method), the session goes on in memory and the store is retried; no worker dies
+    unnoticed ("Task exception was never retrieved")."""
+    from statemachine import StoreDegraded
+    from statemachine.stores import MemoryStore
+
+    class BrokenStore(MemoryStore):
+        async def save(self, key: str, record: Any) -> None:
+            raise AppBug("the store's own bug")
+
+    unretrieved = _Unretrieved()
+    async with LiveEmulator(EmulatorSettings(time_scale=0.01, chunk_interval=1.0)) as emu:
+        app, _ = await _start(emu, store=BrokenStore(), session_key="edges-broken-store")
+        assert "hello" in await app.ask("hello")
+        await app.wait_until(lambda: app.noticed(StoreDegraded))
+        error = app.trace.notices_of(StoreDegraded)[0].error
+        assert "AppBug" in error and "BrokenStore.save" in error
+        assert "hello" in await app.ask("again")
+        assert not await app.session.flush_handle(within=0.5)
+        await app.stop()
+    assert not unretrieved.done()
