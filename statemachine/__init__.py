@@ -53,6 +53,7 @@ from .errors import (
     TableError,
     TokenProviderError,
 )
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .aio.instrument import instrument, uninstrument, wrap_client
@@ -111,6 +112,7 @@ __all__ = [
     "StoreError",
     "StoreRecovered",
     "TableError",
+    "Telemetry",
     "Token",
     "TokenExpiring",
     "TokenProvider",

@@ -21,6 +21,12 @@ class LogError(LifecycleError, ValueError):
     """An audit log does not hold what was asked of it (no such session, no records)."""
 
 
+class OutputError(LifecycleError, OSError):
+    """A command could not write its output where it was asked to (an existing file without
+    --force, a folder, a read-only place, a full disk); the message names the path and what
+    to do, and the file system's own error is the cause."""
+
+
 class InvalidTransition(LifecycleError, RuntimeError):
     """A trigger was fired in a state that has no row for it."""
 

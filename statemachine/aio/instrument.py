@@ -30,6 +30,8 @@ from ..core.policy import Policy
 from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
 from ..stores import HandleStore
+from ..telemetry import Telemetry, resolve
+from .arguments import check_session_args, unknown_options
 from .session import LiveSession
 from .translate import interaction_idle
 
@@ -55,6 +57,7 @@ class Options:
     on_notice: Callable[[Notice], None] | None = None
     lease_ttl: float = 30.0
     lease_wait: float = 0.0
+    telemetry: Telemetry | bool | None = None
 
 
 @attrs.define
@@ -76,13 +79,19 @@ def instrument(
     on_notice: Callable[[Notice], None] | None = None,
     lease_ttl: float = 30.0,
     lease_wait: float = 0.0,
+    telemetry: Telemetry | bool | None = None,
 ) -> None:
     """Make every `client.aio.live.connect(...)` in this process return a lifecycle-managed
-    session, with the same options as `statemachine.connect`. Calling it again replaces the
-    options; `uninstrument()` restores google-genai's own connect."""
+    session, with the same options as `statemachine.connect` (`telemetry=True`: each session
+    reports OpenTelemetry traces and metrics). Calling it again replaces the options;
+    `uninstrument()` restores google-genai's own connect."""
+    check_session_args("instrument", policy=policy, store=store, session_key=session_key,
+                       audit=audit, on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
+                       lease_wait=lease_wait, key_may_be_callable=True)
+    resolve(telemetry)  # a missing OpenTelemetry is said now, not at the first connect
     options = Options(policy=policy, store=store, session_key=session_key, audit=audit,
                       on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
-                      lease_wait=lease_wait)
+                      lease_wait=lease_wait, telemetry=telemetry)
     with _lock:
         if _state.replaced is None:
             _state.replaced = AsyncLive.connect
@@ -106,6 +115,11 @@ def is_instrumented() -> bool:
 def wrap_client(client: genai.Client, **options: Any) -> genai.Client:
     """A copy of `client` whose `aio.live.connect` opens managed sessions (the rest is shared
     with `client`), for frameworks that accept a client object. Options as `instrument()`."""
+    known = tuple(f.name for f in attrs.fields(Options))
+    unknown_options("wrap_client", options, known)
+    check_session_args("wrap_client", key_may_be_callable=True,
+                       **{k: v for k, v in options.items() if k != "telemetry"})
+    resolve(options.get("telemetry"))
     wrapped = copy.copy(client)
     aio = copy.copy(client.aio)
     aio._live = _ManagedLive(client.aio.live, Options(**options))
@@ -179,7 +193,7 @@ async def _open(
         cast(genai.Client, _Direct(live)), model=model, config=base, policy=options.policy,
         audit=options.audit, on_event=options.on_event, on_notice=options.on_notice,
         store=options.store, session_key=key, lease_ttl=options.lease_ttl,
-        lease_wait=options.lease_wait,
+        lease_wait=options.lease_wait, telemetry=options.telemetry,
     )
     if handle:
         # The framework's own handle (from an earlier run): resumed like a stored one; the

@@ -73,8 +73,11 @@ from ..errors import (
     SettingsError,
 )
 from ..stores import HandleStore, MemoryStore
+from ..telemetry import Telemetry, session_observer
+from ..telemetry import resolve as telemetry_settings
 from . import frames, lag, tokens, translate
 from . import sdk as adapter
+from .arguments import check_session_args
 from .callbacks import Callbacks
 from .fanout import END, Fanout
 from .flag import Flag
@@ -179,7 +182,13 @@ class LiveSession:
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
         token_provider: TokenProvider | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
+        check_session_args(
+            "LiveSession", policy=policy, on_event=on_event, on_notice=on_notice, audit=audit,
+            store=store, session_key=session_key, session_id=session_id, lease_ttl=lease_ttl,
+            lease_wait=lease_wait, token_provider=token_provider)
+        reporting = telemetry_settings(telemetry)
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
@@ -225,6 +234,10 @@ class LiveSession:
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
         )
+        if reporting is not None:  # off: nothing imported, nothing on the record path
+            self._on_event = _both(session_observer(
+                reporting, core=self._core, model=model, vertex=self.backend is Backend.VERTEX),
+                on_event)
         key = adapter.api_key(client)
         if key:
             self._core.add_secret(key, "[api key]")
@@ -757,6 +770,19 @@ def _with_captures(on_notice: Callable[[Notice], None] | None
     return tee
 
 
+def _both(first: Callable[[AuditRecord], None],
+          then: Callable[[AuditRecord], None] | None) -> Callable[[AuditRecord], None]:
+    """`first`, then `then` (when given), for each record."""
+    if then is None:
+        return first
+
+    def both(record: AuditRecord) -> None:
+        first(record)
+        then(record)
+
+    return both
+
+
 def _check_token_provider(client: genai.Client, provider: object) -> None:
     if not callable(provider):
         raise SettingsError(f"token_provider must be callable (it is asked before every "
@@ -768,6 +794,11 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
     # would otherwise be printed at the first connection (a library is quiet)
     warnings.filterwarnings("ignore", message="The SDK's ephemeral token support",
                             category=genai_errors.ExperimentalWarning)
+
+
+#: the keyword arguments `connect` checks before passing them to `LiveSession`
+SESSION_ARGS = ("on_event", "on_notice", "audit", "store", "session_key", "session_id",
+                "lease_ttl", "lease_wait", "token_provider")
 
 
 def connect(
@@ -783,5 +814,10 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait, token_provider)."""
+    session_key, lease_ttl, lease_wait, token_provider, telemetry); each is checked here (a
+    wrong one is a `SettingsError` naming it). `telemetry=True` reports traces and metrics to
+    OpenTelemetry's global providers, `telemetry=statemachine.Telemetry(tracer_provider=...,
+    meter_provider=...)` to the ones given (docs/telemetry.md)."""
+    check_session_args("connect", policy=policy, **{
+        k: v for k, v in kwargs.items() if k in SESSION_ARGS})
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)

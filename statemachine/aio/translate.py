@@ -37,6 +37,14 @@ def interaction_idle(content: Any) -> bool | None:
     return bool(status.name == "IDLE")
 
 
+def audio_tokens(details: list[types.ModalityTokenCount] | None) -> int | None:
+    """The audio part of a `usageMetadata` token count (None when not itemised)."""
+    if not details:
+        return None
+    return sum(d.token_count or 0 for d in details
+               if d.modality is not None and d.modality.name == "AUDIO")
+
+
 def chunk_text(message: Message) -> str | None:
     """The text a model chunk adds to the turn (its parts, else its output transcription); None
     when the message carries no model turn."""
@@ -77,8 +85,11 @@ def translate(message: Message, *, generation: int, now: float, lag: float) -> l
             events.append(Interrupted(at=now, generation=gen))
     usage = message.usage_metadata
     if usage is not None and usage.prompt_token_count:
-        events.append(Usage(at=now, generation=gen, prompt_tokens=usage.prompt_token_count,
-                            total_tokens=usage.total_token_count))
+        events.append(Usage(
+            at=now, generation=gen, prompt_tokens=usage.prompt_token_count,
+            total_tokens=usage.total_token_count, response_tokens=usage.response_token_count,
+            prompt_audio_tokens=audio_tokens(usage.prompt_tokens_details),
+            response_audio_tokens=audio_tokens(usage.response_tokens_details)))
     idle = interaction_idle(sc)
     if sc is not None and sc.turn_complete:
         events.append(TurnComplete(at=now, generation=gen, interaction_idle=idle))

@@ -168,7 +168,12 @@ def table(results: dict[str, Any]) -> str:
     c = results["core"]
     lines.append("Core (sans-I/O engine alone):")
     lines += grid(["", "events/s"], [["JSONL audit log on", c.get("events_per_s_audit")],
-                                     ["audit off", c.get("events_per_s_audit_off")]])
+                                     ["audit off", c.get("events_per_s_audit_off")],
+                                     ["OpenTelemetry on (audit off)",
+                                      c.get("events_per_s_telemetry")]])
+    if c.get("telemetry_ratio") is not None:
+        lines.append(f"  OpenTelemetry on/off: {c['telemetry_ratio']} (metrics and traces to the "
+                     "SDK; nothing per client input, a few records per turn)")
     lines.append("Scale (concurrent rotating sessions in one process, emulator in another):")
     lines += grid([h for h, _ in _SCALE_COLUMNS],
                   [[run.get(k) for _, k in _SCALE_COLUMNS] for run in results["scale"]["runs"]])

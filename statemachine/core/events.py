@@ -143,8 +143,13 @@ class InteractionStatus(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class Usage(ConnectionEvent):
+    """`usageMetadata` as reported (the audio counts from its per-modality details)."""
+
     prompt_tokens: int
     total_tokens: int | None = None
+    response_tokens: int | None = None
+    prompt_audio_tokens: int | None = None
+    response_audio_tokens: int | None = None
 
 
 class Failure(enum.StrEnum):

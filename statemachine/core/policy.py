@@ -64,6 +64,10 @@ def _check_scale(value: float) -> None:
 
 
 HANDLE_VALIDITY = {Backend.GEMINI: 2 * 3600.0, Backend.VERTEX: 24 * 3600.0}
+#: the shortest `Limits.handle_validity` accepted, in seconds before scaling: the services keep a
+#: handle 2 h (Gemini API) or 24 h (Vertex), and a handle that lapses within seconds expires
+#: before a reconnect (TLS, setup, a backoff) could use it; a smaller value is a unit mistake
+MIN_HANDLE_VALIDITY = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +107,22 @@ class Limits:
                 f"({self.go_away_lead}s, the shortest goAway notice planned for): otherwise "
                 "every rotation would be forced at once and cut the reply in progress"
             )
+        if self.token_lead >= self.connection_lifetime:
+            raise SettingsError(
+                f"Limits.token_lead ({self.token_lead!r}s) must be shorter than "
+                f"connection_lifetime ({self.connection_lifetime!r}s): the session moves to a "
+                "fresh token this long before the old one expires, so a longer lead would "
+                "move every connection as soon as it opens")
+        if self.handle_validity is not None and \
+                self.handle_validity < MIN_HANDLE_VALIDITY * self.time_scale * (1 - 1e-9):
+            raise SettingsError(
+                f"Limits.handle_validity must be at least {MIN_HANDLE_VALIDITY:g} s"
+                + (f" (x time_scale {self.time_scale:g} = "
+                   f"{MIN_HANDLE_VALIDITY * self.time_scale:g} s)" if self.time_scale != 1
+                   else "")
+                + f", or None for the backend's (2 h Gemini API, 24 h Vertex); got "
+                f"{self.handle_validity!r}: a handle that lapses sooner expires before a "
+                "reconnect could use it")
         if self.session_cap_video > self.session_cap_audio:
             raise SettingsError(
                 f"Limits.session_cap_video ({self.session_cap_video!r}s) cannot exceed "
@@ -121,7 +141,9 @@ class Limits:
 class RetryPolicy:
     """Exponential backoff with jitter, bounded per drop and per session."""
 
-    per_drop_attempts: int = attrs.field(default=6, validator=count())
+    #: reconnects tried per drop (the first is a resume), at least 1; a session that must never
+    #: reconnect: per_session_attempts=0
+    per_drop_attempts: int = attrs.field(default=6, validator=count(minimum=1))
     #: failure retries (and fresh restarts) allowed within any `session_window` seconds: a
     #: budget over the session's whole life would end long sessions on a flaky network
     per_session_attempts: int = attrs.field(default=60, validator=count())
@@ -199,7 +221,7 @@ class Policy:
         factory=Limits, validator=instance_of(Limits, "build it with Limits(...)"))
     retry: RetryPolicy = attrs.field(
         factory=RetryPolicy, validator=instance_of(
-            RetryPolicy, "to never retry, use RetryPolicy(per_drop_attempts=0)"))
+            RetryPolicy, "to never reconnect, use RetryPolicy(per_session_attempts=0)"))
     replay: ReplayPolicy = attrs.field(
         factory=ReplayPolicy,
         validator=instance_of(ReplayPolicy, "build it with ReplayPolicy(...)"))

@@ -43,6 +43,11 @@ def end_reason(s: Lifecycle, trigger: Trigger, cause: Mapping[str, Any]) -> str:
         if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
             todo = loss.hint or hint(loss.code, loss.http_status, loss.failure)
             return f"fatal: {what}" + (f"; {todo}" if todo else "")
+        if loss.failure is Failure.TOKEN_PROVIDER:
+            # the application's code failed, not the service: say so (its error is the cause)
+            return (f"retry budget exhausted after: {what}; the application's token provider "
+                    "kept failing: fix the provider (its last error is the cause), or raise "
+                    "the RetryPolicy budgets if its backend is down for a while")
         return (f"retry budget exhausted after: {what}; the service kept failing: "
                 "try again later, or raise the RetryPolicy budgets")
     return str(cause.get("reason") or trigger.value)

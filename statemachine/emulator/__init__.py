@@ -178,6 +178,9 @@ class LiveEmulator:
         """`base` (default `Policy()`) on this emulator's clock: every duration times
         `time_scale`. Without it a scaled emulator's goAway notices are shorter than the
         policy's margin, so every rotation is forced at the deadline and cuts the reply."""
+        from ..aio.arguments import check_policy
+
+        check_policy("LiveEmulator.policy", base)
         return (base or Policy()).scaled(self.settings.time_scale)
 
     def connect(

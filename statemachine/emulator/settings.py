@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from ..core.validate import check_count, check_seconds
+from ..core.validate import check_count, check_seconds, is_number
 from ..errors import SettingsError
 
 #: what `exhausted` may name: the 1011 close reason differs for each (see wire.py)
@@ -21,7 +21,10 @@ EXHAUSTION_KINDS = ("quota", "credits")
 _POSITIVE = ("time_scale", "connection_lifetime", "session_cap_audio", "session_cap_video")
 _NON_NEGATIVE = ("go_away_lead", "handle_validity", "setup_delay", "chunk_interval",
                  "playback_delay", "response_delay")
-_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "reject_resume_code": 1000}
+_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "vad_silence_ms": 1, "vad_prefix_ms": 0}
+#: close codes a server may send (RFC 6455 7.4: 1004-1006 and 1015 are never sent; 1016-2999
+#: are unassigned; 3000-4999 are for libraries and applications)
+SENDABLE_CLOSE_CODES = (*range(1000, 1004), *range(1007, 1015), *range(3000, 5000))
 
 
 def _duration(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -112,10 +115,16 @@ class EmulatorSettings:
             raise SettingsError(
                 f"EmulatorSettings.go_away_lead ({self.go_away_lead!r}s) must be shorter than "
                 f"connection_lifetime ({self.connection_lifetime!r}s)")
-        if self.vad_threshold <= 0 or self.vad_silence_ms <= 0 or self.vad_prefix_ms < 0:
+        if not (is_number(self.vad_threshold) and 0 < self.vad_threshold <= 32768):
             raise SettingsError(
-                "vad_threshold and vad_silence_ms must be > 0 and vad_prefix_ms >= 0"
-            )
+                "EmulatorSettings.vad_threshold must be a number in (0, 32768] (the RMS of "
+                f"16-bit PCM above which a frame is speech), got {self.vad_threshold!r}")
+        code = self.reject_resume_code
+        if isinstance(code, bool) or not isinstance(code, int) or \
+                code not in SENDABLE_CLOSE_CODES:
+            raise SettingsError(
+                "EmulatorSettings.reject_resume_code must be a WebSocket close code a server "
+                f"can send (1000-1003, 1007-1014 or 3000-4999), got {code!r}")
         if self.exhausted is not None and self.exhausted not in EXHAUSTION_KINDS:
             raise SettingsError(
                 f"exhausted must be one of {EXHAUSTION_KINDS} or None, got {self.exhausted!r}"
