@@ -19,6 +19,7 @@ from .core.actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
@@ -41,6 +42,7 @@ from .core.policy import (
 from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
+    CallbackError,
     InvalidTransition,
     LeaseHeld,
     LifecycleError,
@@ -81,6 +83,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnsweredTurnReplay",
     "Backend",
+    "CallbackError",
     "ContextLost",
     "Disposition",
     "Ended",
@@ -100,6 +103,7 @@ __all__ = [
     "RepeatedReply",
     "ReplayPolicy",
     "ReplyInterrupted",
+    "ResumeWaiting",
     "Resumed",
     "RetryPolicy",
     "SessionClosed",

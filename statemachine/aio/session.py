@@ -45,6 +45,7 @@ from ..core.actions import (
 )
 from ..core.engine import Lifecycle
 from ..core.events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -64,13 +65,20 @@ from ..core.policy import Backend, Policy, session_policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
 from ..core.wording import terminated_error
-from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
+from ..errors import (
+    CallbackError,
+    LocalMisuse,
+    RemoteProtocolError,
+    SessionTerminated,
+    SettingsError,
+)
 from ..stores import HandleStore, MemoryStore
 from ..telemetry import Telemetry, session_observer
 from ..telemetry import resolve as telemetry_settings
 from . import dropin, frames, lag, tokens, translate
 from . import sdk as adapter
 from .arguments import check_session_args
+from .callbacks import Callbacks
 from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
@@ -127,6 +135,7 @@ class LiveSession:
         "__weakref__",
         "_app_wake",
         "_base_config",
+        "_callbacks",
         "_client",
         "_closing",
         "_conns",
@@ -220,6 +229,8 @@ class LiveSession:
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = _with_captures(on_notice)
+        #: the application's callables are called through it: an exception is its own
+        self._callbacks = Callbacks()
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
@@ -296,6 +307,7 @@ class LiveSession:
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
+                self._report_callback_error()
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -467,7 +479,8 @@ class LiveSession:
                 if item is END:
                     self._messages.append(END)
                     end = self._core.end
-                    if end is not None and not end.by_application:
+                    if (end is not None and not end.by_application) \
+                            or self._callbacks.error is not None:
                         raise self._terminated()
                     return
                 yield item
@@ -551,6 +564,8 @@ class LiveSession:
             actions = core.feed(event)
             if actions:
                 self._perform(actions)
+        if self._callbacks.error is not None and not self._callbacks.reported:
+            self._report_callback_error()
         if self._store is None:
             return  # nothing to settle: flush_handle() answers True without a store
         if core.store_settled:
@@ -561,10 +576,26 @@ class LiveSession:
     async def _feed_one(self, event: Event) -> None:
         self._feed(event)
 
-    def _terminated(self) -> SessionTerminated:
+    def _report_callback_error(self) -> None:
+        """An application callback raised: tell the core (once), which ends the session; the
+        exception itself reaches the application from `receive()` (`CallbackError`)."""
+        callbacks = self._callbacks
+        if callbacks.error is None or callbacks.reported:
+            return
+        callbacks.reported = True
+        self._feed(CallbackFailed(at=self._now(), callback=callbacks.name,
+                                  error=callbacks.describe()))
+
+    def _terminated(self) -> SessionTerminated | CallbackError:
         """The exception for a session that ended other than by `close()`, chained to the last
-        connection failure that led there."""
-        error = terminated_error(self._core.end)
+        connection failure that led there; `CallbackError` (the callback's exception chained)
+        when an application callback raised."""
+        callbacks = self._callbacks
+        error = terminated_error(self._core.end,
+                                 callbacks.name if callbacks.error is not None else None)
+        if isinstance(error, CallbackError):  # the application's own exception, chained
+            error.__cause__ = callbacks.error
+            return error
         cause = self._last_error
         if cause is not None and self._core.redact(str(cause)) != str(cause):
             # the server echoed a secret into its error: chain a copy without it
@@ -611,14 +642,20 @@ class LiveSession:
             handle.cancel()
 
     def _audit(self, record: AuditRecord) -> None:
-        self._sink(record)
+        self._callbacks.call("audit", self._sink, record)
         self._events.put(record)
         if self._on_event is not None:
-            self._on_event(record)
+            self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
+        if self._seen is None:
+            self._seen = deque(maxlen=256)
+        self._seen.append(notice)
+        self._notices.put(notice)  # the notice first, then its mark in the stream
+        if self._on_notice is not None:
+            self._callbacks.call("on_notice", self._on_notice, notice)
         if isinstance(notice, ReplyInterrupted) or (
-                isinstance(notice, InputDropped) and notice.turn):
+                isinstance(notice, InputDropped) and notice.in_band):
             # In-band, at the exact point of the stream: the SDK's own "discard what you were
             # playing" signal, which applications already handle. For a dropped turn it also
             # ends the wait for a reply that will never come.
@@ -627,12 +664,6 @@ class LiveSession:
         elif isinstance(notice, ToolCallsCancelled):
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
-        if self._seen is None:
-            self._seen = deque(maxlen=256)
-        self._seen.append(notice)
-        self._notices.put(notice)
-        if self._on_notice is not None:
-            self._on_notice(notice)
         if isinstance(notice, Ended):
             self._ended.set()
             self._deliver(END)

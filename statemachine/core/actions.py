@@ -149,13 +149,16 @@ class TokenExpiring(Notice):
 @attrs.frozen(kw_only=True)
 class InputDropped(Notice):
     """An input will never reach the model: `reason` says why. `turn`: it was a turn the
-    model would have answered; the receive stream marks it with `interrupted`+`turnComplete`,
-    so a reader waiting for its reply is not left waiting."""
+    model would have answered. `in_band`: the receive stream marks it right here with
+    `interrupted`+`turnComplete` (this notice comes first), so a reader waiting for its reply
+    is not left waiting; False for a turn whose end is marked already (the cut reply that was
+    answering it, or the `toolCallCancellation` of the call a dropped response answers)."""
 
     seq: int
     kind: str
     reason: str
     turn: bool = False
+    in_band: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -211,6 +214,20 @@ class ReplyInterrupted(Notice):
 
     generation: int
     reason: str
+
+
+@attrs.frozen(kw_only=True)
+class ResumeWaiting(Notice):
+    """The server refused to resume the session because it still holds the session's old
+    socket (1011 at setup: it never saw that socket close). The session tries again in
+    `retry_in` seconds (attempt `attempt`); a refusal `gives_up_in` seconds from now or later
+    gives the handle up (`RetryPolicy.old_socket_wait`): a fresh session (`ContextLost`) or
+    the end, as `Policy.on_expired` says."""
+
+    reason: str
+    attempt: int
+    retry_in: float
+    gives_up_in: float
 
 
 @attrs.frozen(kw_only=True)

@@ -20,6 +20,9 @@ class Disposition(enum.StrEnum):
     RESUME = "resume"  # resume at once with the handle
     BACKOFF = "backoff"  # transient backend fault: back off, then resume
     REJECTED = "rejected"  # the server refused the resumption handle
+    #: the server refused the resume because it still holds the session's old socket: try
+    #: again shortly, within `RetryPolicy.old_socket_wait` (see oldsocket.py)
+    WAIT = "wait"
     FATAL = "fatal"  # no retry can fix it
 
 
@@ -75,8 +78,14 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="the Live API quota is exhausted",
          hint="wait for the quota window to pass or raise the quota; retrying at once only "
               "spends it again"),
+    Rule(code=1011, phase=Phase.SETUP, reason_contains="old socket",
+         disposition=Disposition.WAIT, spends_budget=False,
+         why="the server still holds the session's old socket (it never saw it close)"),
+    Rule(code=1011, phase=Phase.SETUP, reason_contains="still connected",
+         disposition=Disposition.WAIT, spends_budget=False,
+         why="the server still holds the session's old socket (it never saw it close)"),
     Rule(code=1011, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
-         why="transient backend fault, or a resume while the old socket was still open"),
+         why="transient backend fault"),
     Rule(code=1012, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
          why="service restart"),
     Rule(code=1013, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
@@ -131,6 +140,7 @@ FAILURE_RULES: dict[Failure, tuple[Disposition, str]] = {
     Failure.LOCAL: (Disposition.FATAL, "the client library refused the request before sending "
                                        "it"),
     Failure.TOKEN_PROVIDER: (Disposition.BACKOFF, "the token provider failed to give a token"),
+    Failure.CALLBACK: (Disposition.FATAL, "an application callback raised"),
 }
 
 #: What to do about a fatal failure that has no close code or status.

@@ -48,6 +48,7 @@ from .actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     SaveHandle,
     Send,
     StoreAction,
@@ -67,6 +68,7 @@ from .closecodes import (
 )
 from .context import SetupContext
 from .events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -101,6 +103,8 @@ from .events import (
 from .guards import GUARDS
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
+from .margin import ReconnectTimes
+from .oldsocket import OldSocketWait
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, Policy
 from .records import (
@@ -163,6 +167,7 @@ class Connection:
     next_index: int = 1  # index of the next client message (transparent mode)
     go_away_deadline: float | None = None
     live_at: float | None = None  # when setup completed
+    opened_at: float | None = None  # when it was opened (the reconnect time ends at setup)
     answered: bool = False  # a turn completed on it: it stayed up long enough to work
 
 
@@ -241,6 +246,7 @@ class Lifecycle:
         "_audit",
         "_audit_seq",
         "_cause",
+        "_cut_marks",
         "_followups",
         "_fp",
         "_fp_of",
@@ -260,9 +266,11 @@ class Lifecycle:
         "end",
         "journal",
         "loss",
+        "old_socket",
         "outcomes",
         "persistence",
         "policy",
+        "reconnects",
         "resumption",
         "secrets",
         "session_id",
@@ -317,6 +325,10 @@ class Lifecycle:
         self.budget = RetryBudget(policy=self.policy.retry)
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
+        #: how long connections took to come up: the goAway margin is learned from them
+        self.reconnects = ReconnectTimes()
+        #: resumes refused for an old socket the server still holds (bounded: oldsocket.py)
+        self.old_socket = OldSocketWait()
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._timers: dict[Timer, int] = {}
@@ -327,6 +339,9 @@ class Lifecycle:
         self._actions: list[Action] = []
         self._followups: list[tuple[Trigger, dict[str, Any]]] = []
         self._cause: dict[str, Any] = {}
+        #: turns whose cut reply the stream has just marked (`ReplyInterrupted`): dropping
+        #: such a turn needs no second marker; a new reply beginning clears it
+        self._cut_marks = 0
         self._fp_of: str | None = None
         self._fp: str | None = None
         #: values never to show: keys and tokens (the shell's) and the latest handles
@@ -368,6 +383,12 @@ class Lifecycle:
         return validity
 
     @property
+    def go_away_margin(self) -> float:
+        """What a rotation keeps in hand before a goAway deadline now: learned from the
+        measured reconnect times, within `Limits.go_away_margin_floor` and `go_away_margin`."""
+        return self.reconnects.margin(self.policy.limits)
+
+    @property
     def live(self) -> bool:
         """Whether a connection has completed setup and carries input now."""
         return self.state in table.LIVE and self.conn.open and self.conn.setup_done
@@ -394,7 +415,7 @@ class Lifecycle:
                 self._persist()
             return self._actions
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
-                                        | SendRefused):
+                                        | SendRefused | CallbackFailed):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
@@ -419,6 +440,8 @@ class Lifecycle:
             self._on_store(event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
+        elif isinstance(event, CallbackFailed):
+            self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
@@ -438,8 +461,9 @@ class Lifecycle:
         """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
         return self.secrets.redact(text)
 
-    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
-        if isinstance(event, StoreFailed):
+    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused
+                  | CallbackFailed) -> Event:
+        if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
         return attrs.evolve(event, reason=self.redact(event.reason))
 
@@ -538,7 +562,8 @@ class Lifecycle:
                 why = cancelled[event.tool_ids[0]]
                 for call in event.tool_ids:
                     del cancelled[call]
-                self._drop(entry, why, turn=not why.startswith(_SERVER_CANCELLED))
+                # its cut was marked where the call was cancelled (or no reply was owed)
+                self._drop(entry, why, marked=True, owed=not why.startswith(_SERVER_CANCELLED))
                 return
         elif event.kind is InputKind.CONTEXT_UPDATE:
             self.setup_context.sent(event.payload)
@@ -560,6 +585,20 @@ class Lifecycle:
                                   "was passed to the send call")
                 return
 
+    def _on_callback_failed(self, event: CallbackFailed) -> None:
+        """An application callback raised: the application's bug, not a connection failure.
+        The session ends at once (a fatal error: no resume, no retry budget spent) with a
+        reason that names the callback; the shell raises the application's own exception,
+        chained, from `receive()`. After the end there is nothing left to decide."""
+        if not self._can(Trigger.FATAL_ERROR):
+            return
+        why = (f"the application's {event.callback} callback raised {event.error}: the "
+               "session was ended (an error in application code, not a connection failure); "
+               "fix the callback, which must not raise")
+        self.loss = Loss(disposition=Disposition.FATAL, why=why, failure=Failure.CALLBACK,
+                         spends_budget=False)
+        self._fire(Trigger.FATAL_ERROR, {"reason": why, "callback": event.callback})
+
     def _held(self, entry: Entry) -> bool:
         """In a state that holds turns (draining), a new turn would start on a connection about
         to end and be cut by the rotation: hold it (journaled) for the next connection. Tool
@@ -580,11 +619,12 @@ class Lifecycle:
             left = event.time_left
             if left is None:  # no usable timeLeft: the shortest notice the policy plans for
                 left = self.policy.limits.go_away_lead
-            deadline = event.at + left
+            deadline = event.at + max(0.0, left)  # zero or negative: the server ends it now
             current = self.conn.go_away_deadline
             self.conn.go_away_deadline = deadline if current is None else min(current, deadline)
             if self._can(Trigger.GO_AWAY):
-                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left})
+                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left,
+                                             "margin": round(self.go_away_margin, 4)})
         elif isinstance(event, ResumptionUpdate):
             self._on_update(event)
         elif isinstance(event, ModelOutput):
@@ -625,6 +665,7 @@ class Lifecycle:
         turn = self.turn
         if not turn.in_flight:
             turn.in_flight, turn.began_at = True, at
+            self._cut_marks = 0  # a new reply: an earlier cut's marker is behind it
 
     def _on_update(self, event: ResumptionUpdate) -> None:
         if not (event.resumable and event.handle):
@@ -733,6 +774,10 @@ class Lifecycle:
         A connection that stayed up ends the drop; one that did not counts against it."""
         if self._stayed_up():
             self.budget.streak_over()
+        if loss.disposition is Disposition.WAIT and self.state is State.RESUMING:
+            self.old_socket.refused(self._now)
+        else:
+            self.old_socket.reset()
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -920,6 +965,7 @@ class Lifecycle:
             self._count(fresh_restarts=1)
             self._notify_all(self.outcomes.settle_all(
                 LOST, "context lost: a fresh session started, which never issued it"))
+            self.old_socket.reset()
             if self.span.confirmed:
                 taken = self.journal.take_all()
                 unsent = [e for e in taken if e.seq != OWED
@@ -960,6 +1006,9 @@ class Lifecycle:
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
+        self.old_socket.reset()
+        if self.conn.opened_at is not None:
+            self.reconnects.add(self._now - self.conn.opened_at)
         self.conn.go_away_deadline = None
         self.loss = None  # whatever ended the last connection is over
         if self.span.started_at is None:
@@ -1003,16 +1052,14 @@ class Lifecycle:
         deadline = self.conn.go_away_deadline
         if deadline is None:
             deadline = self._now
-        rotate_at = deadline - self.policy.limits.go_away_margin
+        rotate_at = deadline - self.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
         self._check_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
-        if self.turn.in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
-        self.turn = Turn()
+        self._mark_cut(source, trigger)
         self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
@@ -1020,6 +1067,9 @@ class Lifecycle:
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
+        elif (self.loss is not None and self.loss.disposition is Disposition.WAIT
+              and self.old_socket.since is not None):
+            self._wait_for_old_socket()
         elif self.loss is not None and self.budget.at_once_after_close(
                 self._now, resumable=self.loss.disposition is Disposition.RESUME,
                 spends=self.loss.spends_budget):
@@ -1027,8 +1077,19 @@ class Lifecycle:
         else:
             self._retry_later()
 
+    def _wait_for_old_socket(self) -> None:
+        """The server refused the resume for an old socket it still holds: try again after
+        a backoff that spends no budget, within `RetryPolicy.old_socket_wait`, and say so."""
+        retry, wait = self.policy.retry, self.old_socket
+        delay = wait.delay(self._now, retry, self._rng)
+        self._notify(ResumeWaiting(
+            reason=self.loss.why if self.loss is not None else "", attempt=wait.tries,
+            retry_in=round(delay, 4), gives_up_in=round(wait.gives_up_in(self._now, retry), 4)))
+        self._arm(Timer.BACKOFF, delay)
+
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
+        self._mark_cut(source, trigger)  # before the fresh session's reply can begin
         for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
             self._cancel(timer)
         self._followups.append(
@@ -1038,15 +1099,21 @@ class Lifecycle:
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
+        by_app = trigger is Trigger.CLOSE
+        if not by_app:  # the application that closed reads no more; anyone else is told
+            self._mark_cut(source, trigger)
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
+            elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
+                self._drop(entry, "the session ended before the model answered it",
+                           remove=False)
         self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
                                                         "answered"))
         self._final_store_actions()
-        by_app = trigger is Trigger.CLOSE
-        lost = self.loss is not None and not by_app and trigger in (
+        lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
+            or self.loss.failure is Failure.CALLBACK)
         self.end = Ended(
             reason=self._end_reason(trigger),
             code=self.loss.code if (self.loss and not by_app) else None,
@@ -1103,7 +1170,7 @@ class Lifecycle:
             for call in entry.tool_ids:
                 self.calls.cancelled.pop(call, None)
             self._drop(entry, "tool response to a call the resumed session never issued: "
-                              "not replayed (the model asks again)")
+                              "not replayed (the model asks again)", marked=True)
         if pending:
             self._notify(ToolCallsCancelled(ids=tuple(pending)))
             self._notify_all(self.outcomes.settle(pending, LOST, why))
@@ -1123,7 +1190,7 @@ class Lifecycle:
         for entry in unsent:
             for call in entry.tool_ids:
                 self.calls.cancelled.pop(call, None)
-            self._drop(entry, why, turn=False)
+            self._drop(entry, why, owed=False)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1137,7 +1204,8 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
-        self.conn = Connection(generation=self.conn.generation + 1, open=True)
+        self.conn = Connection(generation=self.conn.generation + 1, open=True,
+                               opened_at=self._now)
         self._count(connections=1)
         handle = self.resumption.handle if self.state is State.RESUMING else None
         if handle is not None:
@@ -1176,15 +1244,31 @@ class Lifecycle:
                  continuation=continuation)
         )
 
+    def _mark_cut(self, source: State, trigger: Trigger) -> None:
+        """The connection is left: a reply in flight on it will not complete. The application
+        is told (`ReplyInterrupted`, which the stream marks in-band right here, before any
+        later reply); the turn it answered then needs no marker of its own if dropped."""
+        if self.turn.in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
+            self._cut_marks = 1
+        self.turn = Turn()
+
     def _drop(self, entry: Entry, reason: str, *, remove: bool = True,
-              turn: bool = True) -> None:
-        """`turn=False`: no reply was owed to it (a response to a cancelled call): nothing is
-        marked in-band, where it would cut the reply in progress."""
+              marked: bool = False, owed: bool = True) -> None:
+        """Report an input that will never reach the model. A turn is marked in-band
+        (`InputDropped.in_band`) unless its end is marked already: `marked` (a response to
+        a cancelled call, whose cut was marked where it happened), or the cut reply just
+        marked was its answer. `owed=False`: no reply was owed to it (a response to a call the
+        server cancelled): it is no turn."""
         if remove:
             self.journal.remove([entry])
         self._count(dropped=1)
+        turn = owed and entry.trigger and not entry.answered
+        if turn and not marked and entry.sends and self._cut_marks:
+            self._cut_marks -= 1
+            marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
-                                  turn=turn and entry.trigger and not entry.answered))
+                                  turn=turn, in_band=turn and not marked))
         if entry.kind is InputKind.TOOL_RESPONSE:
             self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
 

@@ -171,6 +171,9 @@ class Failure(enum.StrEnum):
     LOCAL = "local"  # the client library refused the request before it was sent
     SETUP_TIMEOUT = "setup_timeout"  # no setupComplete in time (the core's own timer)
     TOKEN_PROVIDER = "token_provider"  # the application's token provider failed or timed out
+    #: an application callback (on_notice, on_event, the audit sink) raised: the application's
+    #: error, never a connection's (`CallbackFailed`; it ends the session, no retry)
+    CALLBACK = "callback"
 
 
 @attrs.frozen(kw_only=True)
@@ -182,6 +185,16 @@ class ConnectionLost(ConnectionEvent):
     http_status: int | None = None
     during_setup: bool = False
     failure: Failure = Failure.CLOSED
+
+
+@attrs.frozen(kw_only=True)
+class CallbackFailed(Event):
+    """An application-supplied callable (`callback` names it: on_notice, on_event, audit)
+    raised `error`. It is the application's bug, not the network's: the session ends at once
+    (no retry, no resume), and the shell hands the exception itself to the application."""
+
+    callback: str
+    error: str
 
 
 @attrs.frozen(kw_only=True)

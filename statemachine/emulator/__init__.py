@@ -87,6 +87,8 @@ class LiveEmulator:
         self.sessions: list[EmulatedSession] = []
         self.handles: dict[str, HandleEntry] = {}
         self.issued_handles: list[str] = []
+        #: resumes refused because the session's old socket was still held (`old_socket_hold`)
+        self.old_socket_refusals = 0
         self.refused_handshakes: list[tuple[str, int]] = []
         self.refuse_resumes = False
         self.unknown_models: set[str] = set()

@@ -30,6 +30,7 @@ from .wire import (
     CLOSE_IDLE,
     CLOSE_INVALID,
     CLOSE_INVALID_REASON,
+    CLOSE_OLD_SOCKET,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOKEN_USED,
     EXHAUSTION_REASONS,
@@ -306,6 +307,13 @@ class Connection:
                 await self.close(code, CLOSE_INVALID_REASON)
                 return None
             session = entry.session
+            hold = emu.settings.old_socket_hold
+            closed = session.last_closed_at
+            if hold is not None and closed is not None \
+                    and emu.now() < closed + hold * emu.settings.time_scale:
+                emu.old_socket_refusals += 1
+                await self.close(1011, CLOSE_OLD_SOCKET)  # it never saw that socket close
+                return None
             active = session.active
             if active is not None and not active.done.is_set():
                 if active._reading.is_set():

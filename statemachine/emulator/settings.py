@@ -102,6 +102,10 @@ class EmulatorSettings:
     #: refuse new connections right after the setup with 1011 and the reason of "quota" (rate
     #: limit) or "credits" (prepaid credits used up)
     exhausted: str | None = None
+    #: a server that never sees the client close a connection: after a connection of a session
+    #: ends it holds the old socket this long, refusing every resume of the session meanwhile
+    #: with 1011 and `wire.CLOSE_OLD_SOCKET` ("old socket still open")
+    old_socket_hold: float | None = attrs.field(default=None, validator=_duration)
 
     def __attrs_post_init__(self) -> None:
         for name in _POSITIVE:
