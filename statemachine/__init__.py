@@ -22,10 +22,13 @@ from .core.actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
     TookOver,
+    ToolCallEnded,
+    ToolCallRepeated,
     ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
@@ -43,6 +46,7 @@ from .core.policy import (
 from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
+    CallbackError,
     InvalidTransition,
     LeaseFenced,
     LeaseHeld,
@@ -92,6 +96,7 @@ __all__ = [
     "AnsweredTurnReplay",
     "AudioGap",
     "Backend",
+    "CallbackError",
     "ContextLost",
     "Disposition",
     "DrainSummary",
@@ -116,6 +121,7 @@ __all__ = [
     "RepeatedReply",
     "ReplayPolicy",
     "ReplyInterrupted",
+    "ResumeWaiting",
     "Resumed",
     "RetryPolicy",
     "SessionClosed",
@@ -132,6 +138,8 @@ __all__ = [
     "TokenProvider",
     "TokenProviderError",
     "TookOver",
+    "ToolCallEnded",
+    "ToolCallRepeated",
     "ToolCallsCancelled",
     "Trigger",
     "WorkerDraining",

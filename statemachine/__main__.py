@@ -17,9 +17,10 @@ from typing import NoReturn
 from . import outputs
 from .core import table
 from .errors import LifecycleError, LocalMisuse, OutputError, SettingsError
+from .models import DEFAULT_MODEL
 
 #: the model `demo` talks to unless --model says otherwise
-DEMO_MODEL = "gemini-live-2.5-flash-preview"
+DEMO_MODEL = DEFAULT_MODEL
 #: exit status after Ctrl-C (128 + SIGINT), as shells report it
 INTERRUPTED = 130
 #: exit status when stdout was closed early (`... | head`): 128 + SIGPIPE, like other tools
@@ -320,7 +321,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
                            "$GOOGLE_API_KEY)")
     demo.add_argument("--model", default=DEMO_MODEL, metavar="NAME",
                       help=f"the Live model to talk to; the emulator speaks as its generation "
-                           f"does (default: {DEMO_MODEL}; e.g. gemini-3.1-flash-live-preview)")
+                           f"does (default: {DEMO_MODEL}; e.g. gemini-live-2.5-flash-preview)")
     demo.add_argument("--telemetry", metavar="DEST",
                       help="report the session's OpenTelemetry spans and metrics: 'console' "
                            "prints them, a path writes them as JSON Lines (needs "

@@ -89,6 +89,8 @@ class Conversation:
                     self._text += part.text or ""
                     if part.inline_data and part.inline_data.data:
                         self._audio += len(part.inline_data.data)
+            if content and content.output_transcription:  # what the audio says
+                self._text += content.output_transcription.text or ""
             if content and content.turn_complete:
                 if not content.interrupted:
                     reply = self._text or f"({self._audio} bytes of audio)"
@@ -173,8 +175,10 @@ async def run_real(api_key: str, model: str, story: Story, key_source: str = "--
 
 async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
                   story: Story, telemetry: Telemetry | None = None) -> dict[str, Any]:
+    # audio out (3.8 speaks only), with its transcription for the story
     config = types.LiveConnectConfig(
-        response_modalities=[types.Modality.TEXT], tools=TOOLS,
+        response_modalities=[types.Modality.AUDIO], tools=TOOLS,
+        output_audio_transcription=types.AudioTranscriptionConfig(),
         system_instruction="You are a concise assistant.")
     conversation: Conversation | None = None
 

@@ -59,6 +59,18 @@ class RemoteProtocolError(SessionTerminated):
     allow (frames that are not JSON objects, or too large): the cause is chained."""
 
 
+class CallbackError(LifecycleError, RuntimeError):
+    """An application callback (`on_notice`, `on_event`, the `audit` sink) raised: the
+    session was ended at once, without resuming or retrying (it is the application's error,
+    not the network's). The callback's own exception is the cause (`__cause__`); `callback`
+    names which one raised. Not a `SessionTerminated`: nothing about the service is wrong."""
+
+    def __init__(self, reason: str, *, callback: str) -> None:
+        self.reason = reason
+        self.callback = callback
+        super().__init__(reason)
+
+
 class TokenProviderError(LifecycleError, ConnectionError):
     """The application's token provider raised, timed out or returned no token; the session
     retries it like a failed connection (the provider's own error is the cause)."""

@@ -21,6 +21,8 @@ from .core.actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ToolCallEnded,
+    ToolCallRepeated,
 )
 from .core.records import AuditRecord
 
@@ -102,6 +104,10 @@ def notice_line(notice: Notice) -> str:
         return f"{name}: input #{notice.seq} ({notice.kind}) dropped: {notice.reason}"
     if isinstance(notice, RepeatedReply):
         return f"{name}: the model will answer input #{notice.seq} again"
+    if isinstance(notice, ToolCallEnded):
+        return f"{name}: tool call {notice.id} {notice.outcome}"
+    if isinstance(notice, ToolCallRepeated):
+        return f"{name}: {notice.id} repeats {notice.first} ({notice.name}): answer from cache"
     if isinstance(notice, Ended):
         return _cut(f"{name}: {notice.reason}")
     return name

@@ -149,7 +149,7 @@ def test_demo_help_names_the_model_default_and_the_emulator_its_time_scale() -> 
     demo = subprocess.run([sys.executable, "-m", "statemachine", "demo", "--help"],
                           capture_output=True, text=True, timeout=60).stdout
     assert re.search(r"--model NAME\s+the Live model", demo)
-    assert "default: gemini-live-2.5-flash-preview" in " ".join(demo.split())
+    assert "default: gemini-3.8-live" in " ".join(demo.split())  # issue 24: 3.8 is the default
     emulator = subprocess.run([sys.executable, "-m", "statemachine", "emulator", "--help"],
                               capture_output=True, text=True, timeout=60).stdout
     assert "default: 1, real time" in " ".join(emulator.split())

@@ -41,7 +41,8 @@ from google.genai import errors, types
 from ..aio import frames
 from ..audit.stats import percentile
 from ..core.actions import InputDropped, Notice
-from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import ConnectionPlan, EmulatorSettings
 from .remote import RemoteEmulator, client_for
 from .rotation import raw_senders
 

@@ -76,7 +76,11 @@ class Limits:
 
     connection_lifetime: float = attrs.field(default=600.0, validator=_positive)
     go_away_lead: float = attrs.field(default=30.0, validator=_positive)
+    #: the most a rotation keeps in hand before a goAway deadline (and what it keeps before
+    #: any reconnect was measured); the margin used is learned from the measured reconnect
+    #: time (`core/margin.py`), at least `go_away_margin_floor`
     go_away_margin: float = attrs.field(default=2.0, validator=_non_negative)
+    go_away_margin_floor: float = attrs.field(default=0.25, validator=_non_negative)
     session_cap_audio: float = attrs.field(default=900.0, validator=_positive)
     session_cap_video: float = attrs.field(default=120.0, validator=_positive)
     #: None: the backend's (2 h on the Gemini API, 24 h on Vertex)
@@ -153,6 +157,10 @@ class RetryPolicy:
     #: next failure counts from one again and its first reconnect is immediate. One that does
     #: not (a server accepting setup and closing at once) keeps counting, so the backoff grows
     stable_after: float = attrs.field(default=10.0, validator=_non_negative)
+    #: how long resumes refused because the server still holds the session's old socket
+    #: (1011 at setup) are tried again, from the first refusal, without spending the budgets;
+    #: a refusal after it gives the handle up (a fresh session or the end: `on_expired`)
+    old_socket_wait: float = attrs.field(default=5.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.max_delay < self.base_delay:
@@ -169,6 +177,7 @@ class RetryPolicy:
         return attrs.evolve(
             self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor,
             session_window=self.session_window * factor, stable_after=self.stable_after * factor,
+            old_socket_wait=self.old_socket_wait * factor,
         )
 
 

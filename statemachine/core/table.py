@@ -165,6 +165,7 @@ class Guard(enum.StrEnum):
     FRESH_ALLOWED = "fresh_allowed"
     AT_SAFE_POINT = "at_safe_point"
     AT_HAND_OFF_POINT = "at_hand_off_point"
+    OLD_SOCKET_WAIT_SPENT = "old_socket_wait_spent"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -177,6 +178,8 @@ GUARD_DOCS: Mapping[Guard, str] = {
     "waiting for an answer, and a valid resumable handle covering it all",
     Guard.AT_HAND_OFF_POINT: "a hand-off was asked for, and no connection carries traffic or "
     "nothing is under way on it (as at a safe point, with a valid handle or none needed yet)",
+    Guard.OLD_SOCKET_WAIT_SPENT: "the server refused the resume for an old socket it still "
+    "holds, and RetryPolicy.old_socket_wait has run out since its first such refusal",
 }
 
 
@@ -195,7 +198,9 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     "safe point",
     State.RESUMING: "close the old socket (cutting a reply in flight is announced in-band), then "
     "open a connection with the latest resumable handle: at once for a rotation, a restored "
-    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise",
+    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise "
+    "(a refusal for an old socket the server still holds: a backoff that spends no budget, "
+    "announced with ResumeWaiting)",
     State.EXPIRED: "close the connection, cancel every timer, then restart_or_give_up",
     State.HANDING_OFF: "close the connection (a reply the limit cuts is announced in-band), "
     "cancel the timers but the lease's, write the latest handle and the whole journal to the "
@@ -248,6 +253,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.CONNECTING, Guard.RETRY_BUDGET_LEFT),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED),
     _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
+    # a server that keeps the old socket: the handle is given up after a bounded wait
+    _t(Trigger.CONNECTION_LOST, [S.RESUMING], S.EXPIRED, Guard.OLD_SOCKET_WAIT_SPENT),
     _t(
         Trigger.CONNECTION_LOST,
         [*_LIVE_ORDER, S.RESUMING],

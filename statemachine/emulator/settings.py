@@ -84,6 +84,9 @@ class EmulatorSettings:
     #: 3.x profile: background thinking after `turnComplete`, during which `interactionStatus`
     #: stays IN_PROGRESS; the setup must then carry a thinking level (else 1007). 0 = off
     extended_thinking: float = attrs.field(default=0.0, validator=_duration)
+    #: switches of the model's profile to turn on or off for this run, by `Profile` field
+    #: name (profiles.py documents each), e.g. `{"empty_result_repeats": 0}`
+    profile_switches: dict[str, Any] = attrs.field(factory=dict, hash=False)
 
     # -- field behaviours of today's service (None = off)
     #: hang up a connection that received no client message for this long (field: ~150 s)
@@ -99,6 +102,10 @@ class EmulatorSettings:
     #: refuse new connections right after the setup with 1011 and the reason of "quota" (rate
     #: limit) or "credits" (prepaid credits used up)
     exhausted: str | None = None
+    #: a server that never sees the client close a connection: after a connection of a session
+    #: ends it holds the old socket this long, refusing every resume of the session meanwhile
+    #: with 1011 and `wire.CLOSE_OLD_SOCKET` ("old socket still open")
+    old_socket_hold: float | None = attrs.field(default=None, validator=_duration)
 
     def __attrs_post_init__(self) -> None:
         for name in _POSITIVE:
@@ -121,6 +128,13 @@ class EmulatorSettings:
             raise SettingsError(
                 "EmulatorSettings.reject_resume_code must be a WebSocket close code a server "
                 f"can send (1000-1003, 1007-1014 or 3000-4999), got {code!r}")
+        from .profiles import Profile
+
+        unknown = set(self.profile_switches) - {f.name for f in attrs.fields(Profile)}
+        if unknown:
+            raise SettingsError(
+                f"profile_switches names no switch of Profile: {sorted(unknown)} (see "
+                "statemachine/emulator/profiles.py)")
         if self.exhausted is not None and self.exhausted not in EXHAUSTION_KINDS:
             raise SettingsError(
                 f"exhausted must be one of {EXHAUSTION_KINDS} or None, got {self.exhausted!r}"
