@@ -2,8 +2,7 @@
 
 Without a key it runs against the embedded emulator with time scaled (a 5-minute connection lasts
 3 s): text and audio turns, a tool call, goAway -> drain -> resume with input held and replayed,
-an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, a
-hand-off to another worker (as on a deploy), close.
+an unexpected drop -> resume, compression, a handle the server refuses -> fresh session, close.
 It prints the session as a story (see `story.py`); the audit log keeps every field.
 
 Only with `--real` (needs a real key: `--api-key`, GEMINI_API_KEY or GOOGLE_API_KEY, and
@@ -37,7 +36,6 @@ from .emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
 from .emulator.profiles import profile_for
 from .errors import OutputError
 from .outputs import failed
-from .stores import MemoryStore
 from .story import Story
 from .telemetry import Telemetry
 
@@ -190,11 +188,9 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
         story.record(record)
 
     policy = POLICY if emu is not None else Policy()
-    store = MemoryStore()  # shared by the two "workers" below, as Redis would be by a fleet
     story.headline("Open the session")
-    async with connect(client, model=model, config=config, policy=policy, store=store,
-                       session_key="demo-call", on_notice=on_notice, on_event=on_event,
-                       telemetry=telemetry) as session:
+    async with connect(client, model=model, config=config, policy=policy,
+                       on_notice=on_notice, on_event=on_event, telemetry=telemetry) as session:
         conversation = c = Conversation(session, story)
         story.headline("A text turn")
         await c.ask("Hello, my name is Ada.")
@@ -231,20 +227,6 @@ async def _script(client: genai.Client, model: str, emu: LiveEmulator | None,
             assert c.lost, "the application must be told that context was lost"
             await c.say("Context: my name is Ada.", turn_complete=False)
             await c.ask("Do you know my name?")
-            emu.settings = attrs.evolve(emu.settings, handle_validity=EMULATOR.handle_validity)
-        story.headline("A deploy: the session is handed to another worker, which goes on")
-        result = await session.hand_off()
-        story.line(f"(handed off: {result.handed_off}, in {result.seconds * 1000:.0f} ms; "
-                   "another worker connects the same session_key)")
-        await c.stop()
-    # the other worker: its audit records and traces go to its own log (a worker's are its own), the
-    # story still tells them
-    async with connect(client, model=model, config=config, policy=policy, store=store,
-                       session_key="demo-call", on_notice=on_notice, on_event=on_event,
-                       audit=lambda record: None) as session:
-        conversation = c = Conversation(session, story)
-        reply = await c.ask("Are you still there?")
-        assert emu is None or "Ada" in reply, reply
         story.headline("Close")
         summary = session.core.snapshot()
         await c.stop()

@@ -37,7 +37,8 @@ from google.genai import types
 from .. import connect, websocket_args
 from ..audit.stats import percentile
 from ..core.actions import AudioGap, InputDropped
-from ..emulator import DEFAULT_MODEL, EmulatorSettings, LiveEmulator
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import EmulatorSettings, LiveEmulator
 from ..stores import HandleStore, SQLiteStore
 from .rotation import CHUNK, CHUNK_BYTES, TURN_EVERY, policy
 
