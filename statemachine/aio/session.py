@@ -439,7 +439,7 @@ class LiveSession:
         if audio is not None and video is None and text is None and audio_stream_end is None \
                 and activity_start is None and activity_end is None:
             # the hot path, 50 a second: `_input` inlined
-            frame = frames.audio_frame(audio) if self._frames else None
+            frame = frames.chunk(audio) if self._frames else None
             self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
                                    payload={"audio": audio} if frame is None else frame))
             return
@@ -1020,8 +1020,8 @@ def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
     """The SDK call that writes a `Send` (not yet awaited)."""
     entry = action.entry
     if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
-        if type(entry.payload) is str:  # encoded when it was sent (`frames.audio_frame`)
-            return adapter.write_text(sdk, entry.payload)
+        if type(entry.payload) is tuple:  # checked when it was sent (`frames.chunk`)
+            return adapter.write_text(sdk, frames.text(entry.payload))
         return sdk.send_realtime_input(**entry.payload)
     if action.continuation:
         return sdk.send_client_content(turn_complete=True)

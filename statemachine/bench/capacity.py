@@ -158,7 +158,7 @@ async def _floor(client: Any, probe: Probe, stop: asyncio.Event) -> None:
 
 
 async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float, n: int,
-                unconfirmed: list[int]) -> None:
+                unconfirmed: list[int], sessions: list[Any] | None = None) -> None:
     from .. import connect
 
     await asyncio.sleep(ramp * i / n)
@@ -181,6 +181,8 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
     async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
                        on_notice=notice) as session:
+        if sessions is not None:  # the memory benchmark walks their journals
+            sessions.append(session)
 
         async def audio(data: bytes) -> bool:
             await session.send_realtime_input(
