@@ -88,6 +88,8 @@ Message = types.LiveServerMessage
 _END = object()
 #: how long the application may be away from receive() before a background reader takes over
 _BACKGROUND_AFTER = 0.05
+#: notices `notices_seen` keeps: 256 were 20-25 KB a busy session (mostly stale audio dropped)
+NOTICES_KEPT = 64
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -368,9 +370,11 @@ class LiveSession:
 
     @property
     def notices_seen(self) -> deque[Notice]:
-        """The most recent notices (the last 256: a session may run for hours)."""
+        """The most recent notices (the last `NOTICES_KEPT`: a session may run for hours, and a
+        resume can drop seconds of stale audio, a notice per chunk). Every notice reaches
+        `on_notice` and `notices()`."""
         if self._seen is None:
-            self._seen = deque(maxlen=256)
+            self._seen = deque(maxlen=NOTICES_KEPT)
         return self._seen
 
     @property
@@ -704,7 +708,7 @@ class LiveSession:
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
         if self._seen is None:
-            self._seen = deque(maxlen=256)
+            self._seen = deque(maxlen=NOTICES_KEPT)
         self._seen.append(notice)
         self._notices.put(notice)
         if self._on_notice is not None:

@@ -32,6 +32,7 @@ import os
 import random
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -366,7 +367,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         out: dict[str, Any] = await asyncio.to_thread(mine.recv)
         await asyncio.to_thread(process.join, 30)
         summary = await remote.summary()
-    consumed: set[str] = set()
+    consumed: Counter[str] = Counter()
     for session in summary["sessions"]:
         consumed.update(session["consumed"])
     missing = [k for k in out["sent"] if k not in consumed]
@@ -374,6 +375,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
     # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume)
     lost = max(0, len(missing) - out["dropped"])
     delays, outages, floor = out["delays"], out["outages"], out["floor"]
+    # taken in twice: sent again after a rotation although the handle held it (crossing window)
+    duplicated = sum(c - 1 for c in consumed.values() if c > 1)
     p99 = percentile(delays, 0.99)
     floor_ms = _ms(percentile(floor, 0.5))
     floor_p99 = _ms(percentile(floor, 0.99))
@@ -409,6 +412,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         "failed_sessions": out["failed"],
         "failures": out["failures"],
         "dropped": out["dropped"],
+        "duplicated": duplicated,
+        "duplicated_per_rotation": round(duplicated / max(1, len(outages)), 3),
         "unconfirmed_at_close": out["unconfirmed_at_close"],
     }
 
@@ -480,6 +485,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
         "outage_p99_over_floor_p99_loaded": loaded["outage_p99_over_floor_p99"]
         if loaded else None,
+        "duplicated_per_rotation_loaded": loaded["duplicated_per_rotation"] if loaded else None,
         **cost_growth(steps),
         "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"], s["attempt"])),
         "window_s": window,
@@ -520,7 +526,7 @@ def table(cap: dict[str, Any]) -> list[str]:
              f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
              f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
-            "outage_p99_ms", "floor_ms", "lost", "dropped", "met"]
+            "outage_p99_ms", "floor_ms", "lost", "dropped", "duplicated", "met"]
     lines.append(f"  {'sessions':>8} {'':7}" + "".join(f"{c[:13]:>14}" for c in cols))
     for s in cap["steps"]:
         kind = s["kind"] + (f" #{s['attempt']}" if s.get("attempt", 1) > 1 else "")
@@ -528,7 +534,9 @@ def table(cap: dict[str, Any]) -> list[str]:
     lines.append(f"  ours {cap['sessions_per_core']} sessions per core vs raw SDK "
                  f"{cap['raw_sessions_per_core']}, ratio {cap['ratio']}; rotation outage p99 "
                  f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']} "
-                 f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')})")
+                 f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')}); "
+                 f"inputs duplicated per rotation there: "
+                 f"{cap.get('duplicated_per_rotation_loaded')}")
     at = cap.get("us_per_message_at")
     if at:
         lines.append(f"  CPU per message ours/raw: {cap['us_per_message_ratio_smallest']} at "

@@ -94,7 +94,8 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     results = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [repr(r) for r in results if isinstance(r, BaseException)]
     out.update({
-        "sent": probe.sent, "dropped": probe.dropped, "outages": probe.outages,
+        "sent": probe.sent, "dropped": probe.dropped, "skipped": probe.skipped,
+        "outages": probe.outages,
         "rotations_in_run": outages_in_run, "delays": probe.delays,
         "failed": len(failures), "failures": failures[:3],
         "unconfirmed_at_close": sum(unconfirmed),
@@ -152,6 +153,7 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
         "inputs": len(sent),
         # lost: what the model never took in and nobody was told of
         "lost": max(0, missing - dropped), "dropped": dropped,
+        "skipped": sum(o["skipped"] for o in outs),
         "duplicated": sum(c - 1 for c in consumed.values() if c > 1),
         "failed": sum(o["failed"] for o in outs),
         "failures": [f for o in outs for f in o["failures"]][:3],
@@ -173,7 +175,7 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
     return total
 
 
-def per_rotation(duplicated: int, rotations: int) -> float | None:
-    """Duplicated inputs per rotation (None without a rotation to divide by)."""
-    return round(duplicated / rotations, 3) if rotations else None
+def per_rotation(duplicated: int, rotations: int) -> float:
+    """Duplicated inputs per rotation (a run without a rotation: per run)."""
+    return round(duplicated / max(1, rotations), 3)
 
