@@ -70,10 +70,13 @@ def _config(handle: str | None = None, resume: bool = False) -> types.LiveConnec
     )
 
 
-def emulator_settings(lifetime: float = LIFETIME) -> EmulatorSettings:
+def emulator_settings(lifetime: float = LIFETIME, pace: float = 1.0) -> EmulatorSettings:
+    """`pace`: wall seconds per second of the sessions' time (1: real time; 5: every duration
+    five times longer, so a small machine can hold a fleet's state: `fleet.py`)."""
     return EmulatorSettings(
-        connection_lifetime=lifetime, go_away_lead=_lead(lifetime), chunk_interval=OUTPUT_CHUNK,
-        chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False, track_inputs=True)
+        time_scale=pace, connection_lifetime=lifetime, go_away_lead=_lead(lifetime),
+        chunk_interval=OUTPUT_CHUNK, chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False,
+        track_inputs=True)
 
 
 def _lead(lifetime: float) -> float:
@@ -118,16 +121,19 @@ class Probe:
 
 
 async def _speak(i: int, probe: Probe, stop: asyncio.Event,
-                 send_audio: Callable[[bytes], Any], send_text: Callable[[str], Any]) -> None:
+                 send_audio: Callable[[bytes], Any], send_text: Callable[[str], Any],
+                 pace: float = 1.0) -> None:
     """The application side of one session: audio every 20 ms, a text turn every TURN_EVERY
-    s (the first at a random offset), each send's delay from its due time kept in the window."""
+    s (the first at a random offset), each send's delay from its due time kept in the window
+    (`pace`: wall seconds per second of the session's time)."""
     loop = probe.loop
     start = loop.time()
-    next_turn = start + TURN_EVERY * ((i * 0.618) % 1.0)
+    every = TURN_EVERY * pace
+    next_turn = start + every * ((i * 0.618) % 1.0)
     seq = turn = 0
     while not stop.is_set():
         seq += 1
-        due = start + seq * CHUNK
+        due = start + seq * CHUNK * pace
         await asyncio.sleep(max(0.0, due - loop.time()))
         data = struct.pack(">II", i, seq) + bytes(CHUNK_BYTES - 8)
         if await send_audio(data):
@@ -138,7 +144,7 @@ async def _speak(i: int, probe: Probe, stop: asyncio.Event,
         elif probe.in_window(due):
             probe.skipped += 1
         if due >= next_turn:
-            next_turn += TURN_EVERY
+            next_turn += every
             turn += 1
             text = f"s{i} t{turn}"
             if await send_text(text):
@@ -159,8 +165,9 @@ async def _floor(client: Any, probe: Probe, stop: asyncio.Event) -> None:
 
 
 async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float, n: int,
-                unconfirmed: list[int], sessions: list[Any] | None = None) -> None:
-    from .. import connect
+                unconfirmed: list[int], sessions: list[Any] | None = None,
+                pace: float = 1.0) -> None:
+    from .. import Policy, connect
 
     await asyncio.sleep(ramp * i / n)
     resuming_since: list[float] = []
@@ -180,8 +187,9 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
         if isinstance(n, InputDropped):
             probe.dropped += 1
 
+    policy = Policy().scaled(pace) if pace != 1.0 else None  # the default, on the fleet's clock
     async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
-                       on_notice=notice) as session:
+                       on_notice=notice, policy=policy) as session:
         if sessions is not None:  # the memory benchmark walks their journals
             sessions.append(session)
 
@@ -201,7 +209,7 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
         events = session.events()
         reader = probe.loop.create_task(drain())
-        await _speak(i, probe, stop, audio, text)
+        await _speak(i, probe, stop, audio, text, pace)
         # the last turn answered and covered by a handle before closing (a close with a turn in
         # flight would count it as lost); bounded, since the machine may be saturated
         with contextlib.suppress(TimeoutError):
@@ -213,7 +221,7 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
 
 async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float,
-               n: int) -> None:
+               n: int, pace: float = 1.0) -> None:
     """The raw SDK as the peers use it: reconnect with the last resumable handle on goAway;
     input while reconnecting has nowhere to go."""
     await asyncio.sleep(ramp * i / n)
@@ -249,7 +257,7 @@ async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: flo
 
     runner = probe.loop.create_task(connection_loop())
     await connected.wait()
-    await _speak(i, probe, stop, audio, text)
+    await _speak(i, probe, stop, audio, text, pace)
     await asyncio.sleep(1.0)  # the last turn's reply
     runner.cancel()
     with contextlib.suppress(asyncio.CancelledError):

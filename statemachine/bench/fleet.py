@@ -52,7 +52,7 @@ def shares(n: int, parts: int) -> list[range]:
 
 
 async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
-                  warm: float, trace: bool) -> dict[str, Any]:
+                  warm: float, trace: bool, pace: float) -> dict[str, Any]:
     from .. import websocket_args
 
     loop = asyncio.get_running_loop()
@@ -72,14 +72,15 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     sessions: list[Any] = []
     if kind == "ours":
         tasks = [loop.create_task(capacity._ours(i, client, probe, stop, ramp, n, unconfirmed,
-                                                 sessions)) for i in indices]
+                                                 sessions, pace)) for i in indices]
     else:
-        tasks = [loop.create_task(capacity._raw(i, client, probe, stop, ramp, n))
+        tasks = [loop.create_task(capacity._raw(i, client, probe, stop, ramp, n, pace))
                  for i in indices]
     await asyncio.sleep(max(0.0, start - loop.time()))
     sent0 = len(probe.sent)
     await asyncio.sleep(max(0.0, start + warm - loop.time()))
-    chunks_per_s = (len(probe.sent) - sent0) / max(1, len(indices)) / warm
+    # per second of the sessions' time: 50 is the real rate
+    chunks_per_s = (len(probe.sent) - sent0) / max(1, len(indices)) / warm * pace
     gc.collect()
     held = _rss_kb() - base
     out: dict[str, Any] = {"rss_growth_kb": held, "chunks_per_s": chunks_per_s}
@@ -104,16 +105,16 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
 
 
 def _child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float, warm: float,
-           trace: bool, pipe: Connection) -> None:
-    pipe.send(asyncio.run(_client(kind, info, indices, n, ramp, warm, trace)))
+           trace: bool, pace: float, pipe: Connection) -> None:
+    pipe.send(asyncio.run(_client(kind, info, indices, n, ramp, warm, trace, pace)))
 
 
 async def _in_child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
-                    warm: float, trace: bool) -> dict[str, Any]:
+                    warm: float, trace: bool, pace: float) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
     process = context.Process(target=_child,
-                              args=(kind, info, indices, n, ramp, warm, trace, theirs))
+                              args=(kind, info, indices, n, ramp, warm, trace, pace, theirs))
     with sigint_ignored():  # Ctrl-C stops the parent, which stops the child (finally below)
         process.start()
     theirs.close()  # the child holds it now: its exit must end our recv() with EOFError
@@ -127,15 +128,22 @@ async def _in_child(kind: str, info: dict[str, str], indices: range, n: int, ram
 
 
 async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
-              trace: bool = False, parts: int | None = None) -> dict[str, Any]:
+              trace: bool = False, parts: int | None = None, pace: float = 1.0) -> dict[str, Any]:
     """N sessions of `kind` ("ours" or "raw") against a fresh emulator, over `parts` client
-    processes (default: one per core). Totals over the processes, and what the model took in."""
-    settings = capacity.emulator_settings(lifetime)
+    processes (default: one per core). Totals over the processes, and what the model took in.
+
+    `ramp`, `warm` and `lifetime` are in the sessions' seconds; `pace` is how many wall
+    seconds each of those lasts (1: real time). At pace 5 every duration (chunks, turns,
+    replies, connection lifetimes, the policy's) is five times longer: each session holds the
+    same state as at real rate (the same chunks per replay window and between two handles)
+    for a fifth of the CPU, which is how a small machine traces hundreds of busy sessions."""
+    settings = capacity.emulator_settings(lifetime, pace)
     plans = capacity.first_lifetimes(n, ramp, lifetime=lifetime)
     groups = shares(n, parts or processes())
     async with RemoteEmulator(settings, plans) as remote:
         outs = await asyncio.gather(*[
-            _in_child(kind, remote.info, g, n, ramp, warm, trace) for g in groups])
+            _in_child(kind, remote.info, g, n, ramp * pace, warm * pace, trace, pace)
+            for g in groups])
         summary = await remote.summary()
     consumed: Counter[str] = Counter()
     for session in summary["sessions"]:
@@ -144,7 +152,7 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
     dropped = sum(o["dropped"] for o in outs)
     missing = sum(1 for k in sent if k not in consumed)
     total: dict[str, Any] = {
-        "kind": kind, "sessions": n, "processes": len(groups),
+        "kind": kind, "sessions": n, "processes": len(groups), "pace": pace,
         "rss_growth_kb": sum(o["rss_growth_kb"] for o in outs),
         "chunks_per_s": sum(o["chunks_per_s"] * len(g) for o, g in zip(outs, groups,
                                                                           strict=True)) / n,

@@ -100,7 +100,7 @@ def journal_walk(sessions: Iterable[Any], now: float) -> dict[str, float]:
         journal = core.journal
         staleness = core.policy.replay.audio_staleness
         out["inputs"] += len(journal)
-        for entry in journal:
+        for entry in journal.entries():  # as held: a run is one entry
             out["entries"] += 1
             out["entry_bytes"] += _entry_bytes(entry)
             if entry.payload is not None:
