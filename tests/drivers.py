@@ -9,54 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from statemachine import core
-from statemachine.core import events
-from statemachine.core.actions import Action, ArmTimer, Send
+from statemachine.core import events, guards
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
+from statemachine.testing import CoreDriver
 
 
-class Driver:
-    """Feeds a Lifecycle and remembers timer tokens, like a real I/O layer would."""
-
-    def __init__(self, engine: core.Lifecycle, start: float = 0.0) -> None:
-        self.engine = engine
-        self.now = start
-        self.tokens: dict[Timer, int] = {}
-        self.actions: list[Action] = []
-        self.fed = 0
-
-    def feed(self, event: events.Event) -> list[Action]:
-        self.fed += 1
-        out = self.engine.feed(event)
-        for action in out:
-            if isinstance(action, ArmTimer):
-                self.tokens[action.timer] = action.token
-            elif isinstance(action, Send):  # written at once, as a shell would report
-                self.engine.written(action.entry, action.generation, self.now)
-        self.actions.extend(out)
-        return out
-
-    def tick(self, dt: float = 0.01) -> float:
-        self.now += dt
-        return self.now
-
-    @property
-    def gen(self) -> int:
-        return self.engine.generation
-
-    def fire_timer(self, timer: Timer) -> None:
-        self.feed(events.TimerFired(at=self.tick(), timer=timer, token=self.tokens[timer]))
-
-    def handle(self, name: str = "h") -> None:
-        """A completed turn and a resumable handle covering it."""
-        gen = self.gen
-        self.feed(events.TurnComplete(at=self.tick(), generation=gen))
-        self.feed(
-            events.ResumptionUpdate(
-                at=self.tick(), generation=gen, handle=f"{name}-{gen}", resumable=True
-            )
-        )
+class Driver(CoreDriver):
+    """The public `CoreDriver`, plus `take`: feed what makes a given row of the table fire."""
 
     def take(self, source: State, row: Transition) -> None:
         """Feed what makes `row` fire from `source` (which must be the current state)."""
@@ -80,12 +40,12 @@ def _lost(d: Driver, row: Transition) -> None:
         code, reason = 1011, "The service is currently unavailable."
     elif source is State.CONNECTING:  # the fallback: the retry budget runs out
         code, reason = 1011, "The service is currently unavailable."
-        while d.engine.state is State.CONNECTING and d.engine._check(Guard.RETRY_BUDGET_LEFT):
+        while d.engine.state is State.CONNECTING and guards.retry_budget_left(d.engine):
             d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=code,
                                          reason=reason, during_setup=True))
             d.fire_timer(Timer.BACKOFF)
     else:  # the fallback: the handle is no longer valid
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.feed(
         events.ConnectionLost(
             at=d.tick(), generation=d.gen, code=code, reason=reason, during_setup=not live
@@ -152,12 +112,12 @@ def _retry(d: Driver, row: Transition) -> None:
     d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                  reason="The service is currently unavailable.",
                                  during_setup=not live))
-    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.engine._timers:
+    if d.engine.state is State.RESUMING and Timer.BACKOFF not in d.timers:
         # the first retry after a drop is immediate: fail it too, so a backoff is armed
         d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1011,
                                      reason="unavailable", during_setup=True))
     if row.dest is State.EXPIRED:
-        d.tick(d.engine._validity() + 1)
+        d.tick(d.engine.handle_validity + 1)
     d.fire_timer(Timer.BACKOFF)
 
 

@@ -125,10 +125,11 @@ async def test_adapter_members_work_on_a_live_connection() -> None:
 
 
 def test_readme_names_are_public() -> None:
-    """Every `statemachine.X` the README mentions, and every notice, is importable from the
-    package itself."""
-    readme = (ROOT / "README.md").read_text()
-    used = set(re.findall(r"(?<!named `)statemachine\.([A-Za-z_]\w*)", readme))
+    """Every `statemachine.X` the README and the user docs mention, and every notice, is
+    importable from the package itself."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
+    used = set(re.findall(r"(?<!named `)statemachine\.([A-Za-z_]\w*)", text))
     modules = {"core", "aio", "audit", "stores", "emulator", "testing", "bench"}
     for name in sorted(used - modules):
         assert hasattr(statemachine, name), f"statemachine.{name} (README) is not public"

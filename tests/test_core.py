@@ -856,7 +856,7 @@ def test_a_failing_token_provider_is_retried_with_backoff_then_ends_the_session(
     for _ in range(3):
         d.feed(ConnectionLost(at=d.tick(), generation=d.gen, failure=Failure.TOKEN_PROVIDER,
                               reason="provider down", during_setup=True))
-        if engine.state is State.RESUMING and Timer.BACKOFF in engine._timers:
+        if engine.state is State.RESUMING and Timer.BACKOFF in d.timers:
             d.fire_timer(Timer.BACKOFF)
     assert engine.state is State.TERMINATED
     assert engine.end is not None and "token provider" in engine.end.reason

@@ -90,7 +90,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if action.handle is not None:
                 issued = self.handles.get(action.handle)
                 assert issued is not None, "resumed with a handle that was never resumable"
-                limit = self.engine._validity()
+                limit = self.engine.handle_validity
                 assert self.now - issued < limit, "resumed with an expired handle"
             self.open.add(action.generation)
         elif isinstance(action, CloseConnection):

@@ -101,7 +101,7 @@ def test_diagram_from_log_highlights_the_path(demo_log: Path, tmp_path: Path) ->
     for line in mmd.splitlines():
         assert MERMAID_LINE.match(line), line
     assert "class terminated final" in mmd
-    assert re.search(r"draining --> resuming : safe_point \(x1\)", mmd)
+    assert re.search(r"draining --> resuming : safe_point \[at_safe_point\] \(x1\)", mmd)
     assert re.search(r"idle --> connecting : connect \(x1\)", mmd)
     dot_text = prefix.with_suffix(".dot").read_text()
     assert 'terminated [peripheries=2, fillcolor="#ffd7d5"' in dot_text

@@ -123,7 +123,8 @@ def test_diagram_path_only_command(logs: dict[str, Path], tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     mmd = prefix.with_suffix(".mmd").read_text()
-    assert "safe_point (x200)" in mmd and "session_cap" not in mmd and "expired" not in mmd
+    assert "safe_point [at_safe_point] (x200)" in mmd
+    assert "session_cap" not in mmd and "expired" not in mmd
     assert "expired" not in prefix.with_suffix(".dot").read_text()
     svg = prefix.with_suffix(".svg").read_text()
     assert svg.startswith("<?xml") and "safe_point \u00d7200" in svg and "expired" not in svg

@@ -31,6 +31,7 @@ from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
 from ..stores import HandleStore
 from .session import LiveSession
+from .translate import interaction_idle
 
 Message = types.LiveServerMessage
 Connect = Callable[..., contextlib.AbstractAsyncContextManager[Any]]
@@ -202,10 +203,8 @@ def _interaction_complete(content: types.LiveServerContent | None) -> bool:
     """The SDK's end of `receive()`: `interactionStatus` IDLE where sent, else `turnComplete`."""
     if content is None:
         return False
-    status = getattr(content, "interaction_status", None)
-    if status is not None and getattr(status, "name", "") != "INTERACTION_STATUS_UNSPECIFIED":
-        return bool(getattr(status, "name", "") == "IDLE")
-    return bool(content.turn_complete)
+    idle = interaction_idle(content)
+    return idle if idle is not None else bool(content.turn_complete)
 
 
 def absorb(message: Message) -> Message | None:

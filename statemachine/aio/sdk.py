@@ -2,7 +2,7 @@
 
 The SDK offers no way to read one message without the per-turn `receive()` generator, to ping,
 or to abort a socket whose server does not answer the close: those go through the private
-members named in `PRIVATE_MEMBERS`. `tests/test_sdk_adapter.py` checks each of them against the
+members named in `PRIVATE_MEMBERS`. `tests/test_architecture.py` checks each of them against the
 installed release and fails naming the member when a release changes it; CI runs it against the
 oldest and the newest google-genai that `pyproject.toml` allows.
 

@@ -18,9 +18,8 @@ import contextlib
 import time
 import warnings
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from types import coroutine as types_coroutine
 from typing import Any
 
 import attrs
@@ -51,43 +50,32 @@ from ..core.events import (
     Connect,
     ConnectionLost,
     Event,
-    Failure,
-    GenerationComplete,
-    GoAway,
     InputKind,
-    InteractionStatus,
-    Interrupted,
     Latency,
     ModelOutput,
-    ResumptionUpdate,
     SendRefused,
     SetupComplete,
     Timer,
     TimerFired,
     TokenIssued,
-    ToolCall,
-    ToolCallCancellation,
-    TurnComplete,
-    Usage,
 )
-from ..core.journal import Entry
 from ..core.persistence import Persistence
-from ..core.policy import Backend, Policy
-from ..core.records import AuditRecord, AuditSink, default_sink
+from ..core.policy import Backend, Policy, session_policy
+from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
-from ..core.wire import parse_time_left
+from ..core.wording import terminated_error
 from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
 from ..stores import HandleStore, MemoryStore
-from . import frames, lag, tokens
+from . import frames, lag, tokens, translate
 from . import sdk as adapter
+from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
+from .reader import Reader
 from .tokens import TokenProvider
+from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
-_END = object()
-#: how long the application may be away from receive() before a background reader takes over
-_BACKGROUND_AFTER = 0.05
 #: notices `notices_seen` keeps: 256 were 20-25 KB a busy session (mostly stale audio dropped)
 NOTICES_KEPT = 64
 
@@ -104,101 +92,6 @@ def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
     }
 
 
-class _Fanout:
-    """An unbounded async iterator per subscriber, fed by one producer; `_END` ends them all,
-    including those who subscribe later."""
-
-    def __init__(self) -> None:
-        self._queues: list[asyncio.Queue[Any]] = []
-        self._ended = False
-
-    def put(self, item: Any) -> None:
-        if item is _END:
-            self._ended = True
-        for queue in self._queues:
-            queue.put_nowait(item)
-
-    async def subscribe(self) -> AsyncIterator[Any]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        if self._ended:
-            return
-        self._queues.append(queue)
-        try:
-            while (item := await queue.get()) is not _END:
-                yield item
-        finally:
-            self._queues.remove(queue)
-
-
-class _Outbox:
-    """A connection's sends in order, for its one writer task: what `asyncio.Queue` does here,
-    with less work per message (one future per wait, none per message while the writer keeps
-    up) and less memory per connection (a list: it mostly holds zero or one send, and an empty
-    deque takes 0.6 KB). `idle` says nothing is queued or being written: a send may then be
-    written at once by whoever made it (`LiveSession._write_now`)."""
-
-    __slots__ = ("_busy", "_items", "_waiter")
-
-    def __init__(self) -> None:
-        self._items: list[Send | _Suspended] = []
-        self._waiter: asyncio.Future[None] | None = None
-        self._busy = False
-
-    def empty(self) -> bool:
-        return not self._items
-
-    @property
-    def idle(self) -> bool:
-        return not self._items and not self._busy
-
-    def put_nowait(self, item: Send | _Suspended) -> None:
-        self._items.append(item)
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def get(self) -> Send | _Suspended:
-        """The next item, oldest first; the outbox is busy until `done()`."""
-        while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        self._busy = True
-        return self._items.pop(0)
-
-    def done(self) -> None:
-        self._busy = False
-
-
-@attrs.define(slots=True)
-class _Suspended:
-    """A send begun at once (`LiveSession._write_now`) that the socket's flow control suspended
-    on `waiting_on`: the writer finishes it before anything queued after it."""
-
-    action: Send
-    coro: Coroutine[Any, Any, None]
-    waiting_on: Any
-
-
-@types_coroutine
-def _resume(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
-    """Await a coroutine that was stepped by hand (`coro.send(None)`) and is suspended on
-    `waiting_on`: hand that future to the awaiting task, and pass what the task sends or throws
-    back in, as a task would have done had it run the coroutine from the start."""
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as exc:  # a cancellation, thrown in by the task
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting_on = coro.send(sent)
-            except StopIteration:
-                return
-
-
 @attrs.define
 class _Conn:
     generation: int
@@ -206,7 +99,7 @@ class _Conn:
     sdk: AsyncSession | None = None
     closing: bool = False
     #: the sends for this connection, in order, written by `writer`
-    outbox: _Outbox = attrs.field(factory=_Outbox)
+    outbox: Outbox = attrs.field(factory=Outbox)
     writer: asyncio.Task[None] | None = None
     #: the background's pending read, cancelled when the application takes over reading
     bg_read: asyncio.Task[Message] | None = None
@@ -230,13 +123,8 @@ class LiveSession:
     __slots__ = (
         "__dict__",
         "__weakref__",
-        "_app_left_at",
-        "_app_reading",
         "_app_wake",
         "_base_config",
-        "_bg_allowed",
-        "_bg_idle",
-        "_bg_timer",
         "_client",
         "_closing",
         "_conns",
@@ -254,8 +142,7 @@ class LiveSession:
         "_notices",
         "_on_event",
         "_on_notice",
-        "_receiver",
-        "_receiver_waiting",
+        "_reader",
         "_seen",
         "_sink",
         "_started",
@@ -304,20 +191,18 @@ class LiveSession:
             self._store = StoreWorker(store or DEFAULT_STORE, persistence, lease_wait,
                                       self._feed_one, self._now)
         self._client = client
-        #: audio chunks are journaled as the text the SDK would write for them (`frames`)
+        #: audio chunks are journaled as bytes and MIME text, written as the SDK would (`frames`)
         self._frames = frames.available(client)
         self._model = model
         base = types.LiveConnectConfig.model_validate(config or {})
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
         cwc = base.context_window_compression
         given = cwc is not None and bool(cwc.trigger_tokens)
-        if policy is None:  # the default, on the service's clock (an emulator's may be fast)
-            scale = adapter.time_scale(client)
-            policy = Policy().scaled(scale) if scale != 1.0 else Policy()
-        policy = policy.adopt_compression(
-            cwc.trigger_tokens if cwc is not None and given else None,
-            (cwc.sliding_window.target_tokens
-             if cwc is not None and given and cwc.sliding_window else None))
+        policy = session_policy(
+            policy, time_scale=adapter.time_scale(client),
+            trigger_tokens=cwc.trigger_tokens if cwc is not None and given else None,
+            target_tokens=(cwc.sliding_window.target_tokens
+                           if cwc is not None and given and cwc.sliding_window else None))
         if not given and policy.compression:
             cwc = types.ContextWindowCompressionConfig(
                 trigger_tokens=policy.compression_trigger_tokens,
@@ -326,7 +211,7 @@ class LiveSession:
         self._base_config = base.model_copy(update={"context_window_compression": cwc})
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
-        self._on_notice = on_notice
+        self._on_notice = _with_captures(on_notice)
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
@@ -345,22 +230,13 @@ class LiveSession:
         self._last_error: BaseException | None = None
         self._store_settled = Flag()
         self._store_settled.set()
-        self._app_reading = False
-        #: the task iterating receive() and whether it is waiting inside it right now
-        self._receiver: asyncio.Task[Any] | None = None
-        self._receiver_waiting = False
         self._app_wake = Flag()
-        self._bg_allowed = Flag()
-        self._bg_allowed.set()
-        self._bg_idle = Flag()
-        self._bg_idle.set()
-        self._bg_timer: asyncio.TimerHandle | None = None
-        self._app_left_at = 0.0
-        self._events = _Fanout()
-        self._notices = _Fanout()
+        self._events = Fanout()
+        self._notices = Fanout()
         self._started = Flag()
         self._ended = Flag()
         self._loop = asyncio.get_running_loop()
+        self._reader = Reader(self._loop, self._on_message, self._read_lost)
         self._lag = lag.monitor(self._loop)
         self._lag_held = False
         #: the most recent notices (bounded: a session may run for hours)
@@ -482,87 +358,33 @@ class LiveSession:
 
         Ends normally after `close()`; raises `SessionTerminated` (with the reason and close
         code) when the session ended any other way. While the application waits here, its own
-        task reads from the connection (no hand-off between tasks per message); when it stays
-        away longer than `_BACKGROUND_AFTER`, a background reader keeps processing the server's
-        messages (handles, goAway) and queues them. One task at a time: a second task waiting
-        here while another does gets `LocalMisuse`, and the first goes on undisturbed."""
+        task reads from the connection; while it is away, a background reader processes the
+        server's messages (handles, goAway) and queues them (`reader.py`). One task at a time: a
+        second task waiting here while another does gets `LocalMisuse`."""
         while True:
             if self._messages:
                 item = self._messages.popleft()
-                if item is _END:
-                    self._messages.append(_END)
+                if item is END:
+                    self._messages.append(END)
                     end = self._core.end
                     if end is not None and not end.by_application:
                         raise self._terminated()
                     return
                 yield item
                 continue
-            self._claim_receive()
+            self._reader.claim()
             try:
                 conn = self._live
                 if conn is None or conn.sdk is None or conn.closing or conn.failed.is_set():
                     self._app_wake.clear()
                     await self._app_wake.wait()
                     continue
-                message = await self._read_as_application(conn)
+                message = await self._reader.read_as_application(
+                    conn, lambda: bool(self._messages))
             finally:
-                self._receiver_waiting = False
+                self._reader.release()
             if message is not None:
                 yield message
-
-    def _claim_receive(self) -> None:
-        me = asyncio.current_task()
-        other = self._receiver
-        if self._receiver_waiting and other is not None and other is not me \
-                and not other.done():
-            raise LocalMisuse(
-                "receive() is already being iterated by another task: only one task may read "
-                "a session (the SDK's rule too); share its messages, e.g. through a queue")
-        self._receiver = me
-        self._receiver_waiting = True
-
-    async def _read_as_application(self, conn: _Conn) -> Message | None:
-        """One message read in the application's task (None: look again, something changed)."""
-        self._app_reading = True
-        self._bg_allowed.clear()
-        try:
-            pending = conn.bg_read
-            if pending is not None and not pending.done():
-                conn.takeover = True
-                pending.cancel()
-            if not self._bg_idle.is_set():
-                await self._bg_idle.wait()  # the background finished with what it was reading
-            if self._messages or conn.sdk is None or conn.closing:
-                return None
-            try:
-                message = await adapter.receive_one(conn.sdk)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if not conn.failed.is_set():
-                    conn.failed.set()
-                    self._read_failed(conn, exc, live=True)
-                return None
-            self._on_message(conn.generation, message, deliver=False,
-                             arrived=conn.arrived() if conn.arrived else None)
-            return message
-        finally:
-            self._app_reading = False
-            self._app_left_at = self._loop.time()
-            if self._bg_timer is None:  # one watchdog, not a timer per message
-                self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER, self._allow_background)
-
-    def _allow_background(self) -> None:
-        """Let the background read once the application has been away long enough."""
-        self._bg_timer = None
-        if self._app_reading:
-            return  # it is reading now; leaving will arm the watchdog again
-        away = self._loop.time() - self._app_left_at
-        if away >= _BACKGROUND_AFTER:
-            self._bg_allowed.set()
-        else:
-            self._bg_timer = self._loop.call_later(_BACKGROUND_AFTER - away,
-                                                   self._allow_background)
 
     def _deliver(self, item: Any) -> None:
         self._messages.append(item)
@@ -642,10 +464,7 @@ class LiveSession:
     def _terminated(self) -> SessionTerminated:
         """The exception for a session that ended other than by `close()`, chained to the last
         connection failure that led there."""
-        end = self._core.end
-        kind = RemoteProtocolError if end and end.failure == Failure.MALFORMED else \
-            SessionTerminated
-        error = kind(end.reason if end else "session ended", code=end.code if end else None)
+        error = terminated_error(self._core.end)
         cause = self._last_error
         if cause is not None and self._core.redact(str(cause)) != str(cause):
             # the server echoed a secret into its error: chain a copy without it
@@ -660,7 +479,8 @@ class LiveSession:
                 if conn is None or conn.closing:
                     continue  # still journaled: replayed later
                 if conn.sdk is not None and conn.outbox.idle:
-                    self._write_now(conn, conn.sdk, action)
+                    write_now(conn.outbox, conn.sdk, action, conn.generation,
+                              self._core.written, self._now, self._refused)
                 else:
                     conn.outbox.put_nowait(action)
             elif isinstance(action, OpenConnection):
@@ -715,9 +535,9 @@ class LiveSession:
             self._on_notice(notice)
         if isinstance(notice, Ended):
             self._ended.set()
-            self._deliver(_END)
-            self._events.put(_END)
-            self._notices.put(_END)
+            self._deliver(END)
+            self._events.put(END)
+            self._notices.put(END)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -743,14 +563,15 @@ class LiveSession:
                 if not self._core.transparent:  # Vertex's consumed index needs no timing
                     conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
                 live = True
-                conn.writer = self._spawn(self._write(conn, sdk))
+                conn.writer = self._spawn(write_queued(
+                    conn.outbox, sdk, gen, self._core.written, self._now, self._refused))
                 self._feed(SetupComplete(at=self._now(), generation=gen,
                                          session_id=adapter.session_id(sdk)))
                 self._started.set()
                 self._live = conn
                 self._app_wake.set()
                 self._spawn(self._measure_rtt(conn, sdk))
-                await self._read_in_background(conn, sdk)
+                await self._reader.read_in_background(conn, sdk)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -786,34 +607,9 @@ class LiveSession:
         self._token_client = (token.value, client)
         return client
 
-    async def _read_in_background(self, conn: _Conn, sdk: AsyncSession) -> None:
-        """Read while the application is not reading itself; stop when its read failed."""
-        while not conn.failed.is_set():
-            if not self._bg_allowed.is_set():
-                allowed = self._loop.create_task(self._bg_allowed.wait())
-                failed = self._loop.create_task(conn.failed.wait())
-                try:
-                    await asyncio.wait([allowed, failed], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    allowed.cancel()
-                    failed.cancel()
-                continue
-            self._bg_idle.clear()
-            read = self._loop.create_task(adapter.receive_one(sdk))
-            conn.bg_read = read
-            try:
-                message = await read
-            except asyncio.CancelledError:
-                if conn.takeover and not conn.closing:
-                    conn.takeover = False
-                    continue  # the application reads now
-                read.cancel()
-                raise
-            finally:
-                conn.bg_read = None
-                self._bg_idle.set()
-            self._on_message(conn.generation, message,
-                             arrived=conn.arrived() if conn.arrived else None)
+    def _read_lost(self, conn: _Conn, exc: BaseException) -> None:
+        """The application's own read of a live connection failed."""
+        self._read_failed(conn, exc, live=True)
 
     def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
         """Tell the core what ended a connection (the adapter says what it was; the core decides
@@ -838,75 +634,25 @@ class LiveSession:
 
     def _on_message(self, gen: int, message: Message, *, deliver: bool = True,
                     arrived: float | None = None) -> None:
-        """Turn a server message into the core's events. Model chunks are the bulk of the
-        traffic: their text goes to the core's turn (`model_chunk`), and only the first of a
-        turn is fed as an event (the driver contract in actions.py)."""
+        """Feed the core what a server message says (`translate.py`). Model chunks are the bulk
+        of the traffic: their text goes to the core's turn, and only the first of a turn is fed
+        as an event."""
         if deliver:
             self._deliver(message)
-        sc = message.server_content
         now = self._now()
         events: list[Event] = []
-        if sc is not None and sc.model_turn is not None:
-            text = "".join(p.text or "" for p in sc.model_turn.parts or [] if not p.thought)
-            if not text and sc.output_transcription is not None:
-                text = sc.output_transcription.text or ""
+        text = translate.chunk_text(message)
+        if text is not None:
             if self._core.model_chunk(gen, text):
                 events.append(ModelOutput(at=now, generation=gen))
-            elif _only_model_turn(message):
+            elif translate.only_model_turn(message):
                 return
-        if sc is not None:
-            if sc.generation_complete:
-                events.append(GenerationComplete(at=now, generation=gen))
-            if sc.interrupted:
-                events.append(Interrupted(at=now, generation=gen))
-        if message.usage_metadata is not None and message.usage_metadata.prompt_token_count:
-            events.append(Usage(at=now, generation=gen,
-                                prompt_tokens=message.usage_metadata.prompt_token_count,
-                                total_tokens=message.usage_metadata.total_token_count))
-        status = sc.interaction_status if sc is not None else None
-        idle = None if status is None or status.name == "INTERACTION_STATUS_UNSPECIFIED" \
-            else status.name == "IDLE"
-        if sc is not None and sc.turn_complete:
-            events.append(TurnComplete(at=now, generation=gen, interaction_idle=idle))
-        elif idle is not None:
-            events.append(InteractionStatus(at=now, generation=gen, idle=idle))
-        if message.tool_call is not None:
-            ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
-            events.append(ToolCall(at=now, generation=gen, ids=ids))
-        if message.tool_call_cancellation is not None:
-            events.append(ToolCallCancellation(
-                at=now, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
-        if message.go_away is not None:
-            events.append(GoAway(at=now, generation=gen,
-                                 time_left=parse_time_left(message.go_away.time_left)))
-        update = message.session_resumption_update
-        if update is not None:
-            index = update.last_consumed_client_message_index
-            events.append(ResumptionUpdate(
-                at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
-                last_consumed_index=int(index) if index is not None else None,
-                # arrived at `arrived` at the earliest (stamped as websockets queued it, less
-                # how late the loop ran then)
-                lag=max(0.0, now - arrived) if arrived is not None else self._lag.lag()))
+        # a resumption update arrived at `arrived` at the earliest (stamped as websockets
+        # queued it), or the loop's lateness bounds how long it waited
+        waited = max(0.0, now - arrived) if arrived is not None else self._lag.lag()
+        events += translate.translate(message, generation=gen, now=now, lag=waited)
         if events:
             self._feed(*events)
-
-    def _write_now(self, conn: _Conn, sdk: AsyncSession, action: Send) -> None:
-        """Write a send at once, in the task that made it, when nothing is queued before it: the
-        SDK's send returns without suspending unless the socket is backed up, and a hand-off to
-        the writer task costs about as much as the rest of our send path. When it does suspend,
-        the writer finishes it (`_Suspended`), so a stalled server still blocks no one else."""
-        try:
-            coro = _sdk_send(sdk, action)
-            waiting_on = coro.send(None)
-        except StopIteration:
-            self._core.written(action.entry, conn.generation, self._now())
-        except adapter.SEND_AFTER_CLOSE:
-            pass  # the reader reports the close; the entry stays journaled
-        except Exception as exc:
-            self._refused(action, exc)
-        else:
-            conn.outbox.put_nowait(_Suspended(action, coro, waiting_on))
 
     def _refused(self, action: Send, exc: Exception) -> None:
         """Tell the core (once the actions in hand are performed) that the SDK would not send
@@ -914,28 +660,6 @@ class LiveSession:
         reason = f"{type(exc).__name__}: {exc}"[:300]
         self._loop.call_soon(self._feed, SendRefused(at=self._now(), seq=action.entry.seq,
                                                      reason=reason))
-
-    async def _write(self, conn: _Conn, sdk: AsyncSession) -> None:
-        """Send this connection's messages in order, when `_write_now` could not. A server that
-        stops reading blocks this task alone; what it holds stays journaled and is replayed on
-        the next connection."""
-        core = self._core
-        outbox = conn.outbox
-        while True:
-            item = await outbox.get()
-            action = item.action if isinstance(item, _Suspended) else item
-            try:
-                if isinstance(item, _Suspended):
-                    await _resume(item.coro, item.waiting_on)
-                else:
-                    await _sdk_send(sdk, item)
-            except adapter.SEND_AFTER_CLOSE:
-                return  # the reader reports the close; what is left stays journaled
-            except Exception as exc:
-                self._refused(action, exc)
-            else:
-                core.written(action.entry, conn.generation, self._now())
-            outbox.done()
 
     def _close_connection(self, generation: int) -> None:
         """Close a connection in a task of its own (bounded by the close timeout); the next
@@ -974,9 +698,7 @@ class LiveSession:
             await self._store.stop(self._core.policy.keepalive.close_timeout)
         for timer in list(self._timers):
             self._cancel_timer(timer)
-        if self._bg_timer is not None:
-            self._bg_timer.cancel()
-            self._bg_timer = None
+        self._reader.stop()
         for generation in list(self._conns):
             self._close_connection(generation)
         if self._closing:
@@ -993,18 +715,19 @@ class LiveSession:
 DEFAULT_STORE: HandleStore = MemoryStore()
 
 
-def _only_model_turn(message: Message) -> bool:
-    """A plain model chunk: nothing in it but `serverContent.modelTurn` (and transcriptions)."""
-    sc = message.server_content
-    return (
-        sc is not None
-        and not (sc.turn_complete or sc.generation_complete or sc.interrupted)
-        and message.usage_metadata is None
-        and message.tool_call is None
-        and message.tool_call_cancellation is None
-        and message.go_away is None
-        and message.session_resumption_update is None
-    )
+def _with_captures(on_notice: Callable[[Notice], None] | None
+                   ) -> Callable[[Notice], None] | None:
+    """`on_notice`, also feeding the active `statemachine.testing.capture()` blocks."""
+    hooks = capture_notice_hooks()
+    if not hooks:
+        return on_notice
+    every = (*hooks, on_notice) if on_notice is not None else hooks
+
+    def tee(notice: Notice) -> None:
+        for hook in every:
+            hook(notice)
+
+    return tee
 
 
 def _check_token_provider(client: genai.Client, provider: object) -> None:
@@ -1018,41 +741,6 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
     # would otherwise be printed at the first connection (a library is quiet)
     warnings.filterwarnings("ignore", message="The SDK's ephemeral token support",
                             category=genai_errors.ExperimentalWarning)
-
-
-def _sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
-    """The SDK call that writes a `Send` (not yet awaited)."""
-    entry = action.entry
-    if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
-        if type(entry.payload) is tuple:  # checked when it was sent (`frames.chunk`)
-            return adapter.write_text(sdk, frames.text(entry.payload))
-        return sdk.send_realtime_input(**entry.payload)
-    if action.continuation:
-        return sdk.send_client_content(turn_complete=True)
-    if entry.kind is InputKind.CONTENT:
-        if action.as_history:
-            return sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
-        return sdk.send_client_content(**entry.payload)
-    if entry.kind is InputKind.TOOL_RESPONSE:
-        return sdk.send_tool_response(**entry.payload)
-    if entry.kind is InputKind.TEXT and action.as_history:
-        return sdk.send_client_content(turns=_as_history(entry), turn_complete=False)
-    return sdk.send_realtime_input(**entry.payload)
-
-
-def _as_history(entry: Entry) -> list[types.Content | types.ContentDict]:
-    """The user's input and the reply it already got, as history the model will not answer.
-    For a turn the resumed session holds, only the part of the reply it does not hold."""
-    if entry.held:
-        rest = entry.reply_text[entry.held_chars:]
-        return [types.Content(role="model", parts=[types.Part(text=rest)])]
-    user: list[Any]
-    if entry.kind is InputKind.TEXT:
-        user = [types.Content(role="user", parts=[types.Part(text=entry.payload["text"])])]
-    else:
-        turns = entry.payload["turns"]
-        user = list(turns) if isinstance(turns, list) else [turns]
-    return [*user, types.Content(role="model", parts=[types.Part(text=entry.reply_text)])]
 
 
 def connect(

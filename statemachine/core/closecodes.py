@@ -97,6 +97,7 @@ CLOSE_RULES: tuple[Rule, ...] = (
     Rule(code=1009, phase=None, reason_contains=None, disposition=Disposition.FATAL,
          why="message too big"),
 )
+"""The close rules, tried in order: the first whose code, phase and reason match decides."""
 
 #: HTTP statuses of a refused WebSocket handshake.
 HTTP_RULES: dict[int, Disposition] = {

@@ -1,12 +1,18 @@
-"""The sans-I/O lifecycle engine: events in, actions out. No sockets, no asyncio, no clock reads.
+"""The sans-I/O lifecycle engine: timestamped events in, actions out. No sockets, no asyncio,
+no monotonic clock of its own: its time is the latest event's stamp. Records carry wall time too,
+read from the `wall_clock` it is given (the shell's `time.time`, a test's fake).
 
-One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session (each session
-is a model added to it, see `machine.py`). Guards are evaluated from the engine's bookkeeping;
-the machine's `after_state_change` writes the transition's audit record and runs the
-destination's entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its
-`finalize_event` records triggers no guard let through. `feed()` writes one audit record per
-event. The engine asks the table whether a trigger applies (`_can`); it keeps no list of states of
-its own.
+One `transitions.Machine`, built from `table.TRANSITIONS`, is shared by every session; sessions
+are not added to it as models (see `machine.py`): the engine fires a trigger on itself, and the
+machine reads and writes its state attribute. Guards are the pure functions of `guards.py`; the
+machine's `after_state_change` writes the transition's audit record and runs the destination's
+entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its `finalize_event`
+records triggers no guard let through. `feed()` writes one audit record per event. The engine asks
+the table whether a trigger applies (`_can`, `_offer`); it keeps no list of states of its own.
+
+Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
+(conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
+(input until a handle covers it). The engine keeps dispatch, entry actions, timers and records.
 
 The bookkeeping is a few records, each replaced whole when what it describes starts anew: the
 current `Connection` on every open, the `Turn` when a connection ends, the `Resumption` handle and
@@ -24,7 +30,7 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import table
+from . import table, wording
 from .actions import (
     Action,
     ArmTimer,
@@ -50,13 +56,13 @@ from .actions import (
     TokenExpiring,
     ToolCallsCancelled,
 )
+from .budget import RetryBudget
 from .closecodes import (
     TOKEN_REFUSED_HINT,
     Disposition,
     Phase,
     classify_failure,
     close_rule,
-    hint,
 )
 from .events import (
     ClientInput,
@@ -90,13 +96,15 @@ from .events import (
     Usage,
     is_turn_trigger,
 )
+from .guards import GUARDS
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .persistence import Persistence, StoredHandle
-from .policy import Backend, OnExpired, Policy
+from .policy import Backend, Policy
 from .records import (
     AuditRecord,
     AuditSink,
+    captured,
     default_sink,
     describe,
     describe_input,
@@ -104,7 +112,9 @@ from .records import (
     notice_fields,
     notice_name,
 )
+from .secrets import Secrets
 from .table import Guard, State, Trigger
+from .tokens import Tokens
 
 
 @attrs.frozen(kw_only=True)
@@ -201,17 +211,6 @@ class Calls:
 
 
 @attrs.define(kw_only=True, slots=True)
-class Budget:
-    """Connection attempts since the last connection that stayed up (`RetryPolicy.stable_after`)
-    or rotated; and when each retry (or fresh restart) began, for the per-session budget over a
-    sliding window."""
-
-    drop_attempts: int = 0
-    #: a list: it holds a few times at most, and an empty deque is 0.6 KB a session
-    started: list[float] = attrs.Factory(list)
-
-
-@attrs.define(kw_only=True, slots=True)
 class Durability:
     """The store side: what was handed to the store, what waits, and whether it answers."""
 
@@ -221,17 +220,6 @@ class Durability:
     renewing: bool = False
     degraded: bool = False
     failures: int = 0  # consecutive, for the retry backoff
-
-
-@attrs.define(kw_only=True, slots=True)
-class Tokens:
-    """Ephemeral tokens, when a provider gives each connection a fresh one (`fresh`): when the
-    current connection's token expires and when the one before it did."""
-
-    fresh: bool = False
-    expires_at: float | None = None
-    #: the expiry of the token the session last moved away from (None: it never moved)
-    moved_from: float | None = None
 
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
@@ -250,12 +238,10 @@ class Lifecycle:
         "_followups",
         "_fp",
         "_fp_of",
-        "_handles_seen",
         "_machine_state",
         "_next_seq",
         "_now",
         "_rng",
-        "_secrets",
         "_timers",
         "_token",
         "_wall",
@@ -271,6 +257,7 @@ class Lifecycle:
         "persistence",
         "policy",
         "resumption",
+        "secrets",
         "session_id",
         "span",
         "tokens",
@@ -307,7 +294,7 @@ class Lifecycle:
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
         self.persistence = persistence
-        self._audit = audit if audit is not None else default_sink()
+        self._audit = captured(audit if audit is not None else default_sink())
         self._wall = wall_clock
         self._rng = rng or _RNG
         self.journal = Journal()
@@ -317,7 +304,7 @@ class Lifecycle:
         self.span = Span()
         self.turn = Turn()
         self.calls = Calls()
-        self.budget = Budget()
+        self.budget = RetryBudget(policy=self.policy.retry)
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
         self.loss: Loss | None = None
@@ -332,11 +319,8 @@ class Lifecycle:
         self._cause: dict[str, Any] = {}
         self._fp_of: str | None = None
         self._fp: str | None = None
-        #: values never to show, with what to show instead: keys and tokens (the shell's) and
-        #: the latest handles
-        self._secrets: dict[str, str] = {}
-        #: in the order seen (a list: an empty deque alone is 0.6 KB a session)
-        self._handles_seen: list[str] = []
+        #: values never to show: keys and tokens (the shell's) and the latest handles
+        self.secrets = Secrets()
         #: the state's name, read and written by the shared machine (`machine.MODEL_ATTRIBUTE`)
         self._machine_state: str = table.INITIAL.value
 
@@ -359,14 +343,19 @@ class Lifecycle:
     @property
     def session_attempts(self) -> int:
         """Failure retries and fresh restarts within the retry policy's session window."""
-        started = self.budget.started
-        horizon = self._now - self.policy.retry.session_window
-        old = 0
-        while old < len(started) and started[old] <= horizon:
-            old += 1
-        if old:
-            del started[:old]
-        return len(started)
+        return self.budget.session_attempts(self._now)
+
+    @property
+    def now(self) -> float:
+        """The engine's time: the latest event's stamp (it never runs backwards)."""
+        return self._now
+
+    @property
+    def handle_validity(self) -> float:
+        """How long a handle stays valid on this backend (`Policy.for_backend` filled it in)."""
+        validity = self.policy.limits.handle_validity
+        assert validity is not None
+        return validity
 
     @property
     def live(self) -> bool:
@@ -394,7 +383,7 @@ class Lifecycle:
             if self.persistence is not None:
                 self._persist()
             return self._actions
-        if self._secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
+        if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
@@ -429,29 +418,15 @@ class Lifecycle:
     def add_secret(self, value: str, shown_as: str) -> None:
         """A value (an API key, a token) to replace by `shown_as` wherever text from outside
         (a close reason, an error) would carry it into a record, a notice or an error."""
-        if value:
-            self._secrets[value] = shown_as
+        self.secrets.add(value, shown_as)
 
     def forget_secret(self, value: str) -> None:
         """Stop looking for a value added with `add_secret` (an ephemeral token long replaced)."""
-        self._secrets.pop(value, None)
-
-    def _remember_handle(self, handle: str) -> None:
-        """Handles are secrets too; the latest 64 are kept (a session may see thousands), and
-        never at the expense of a key or token the shell added."""
-        if handle in self._secrets:
-            return
-        self._secrets[handle] = fingerprint(handle) or "h-?"
-        self._handles_seen.append(handle)
-        if len(self._handles_seen) > 64:
-            self._secrets.pop(self._handles_seen.pop(0), None)
+        self.secrets.forget(value)
 
     def redact(self, text: str) -> str:
         """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
-        for value, shown in self._secrets.items():
-            if value in text:
-                text = text.replace(value, shown)
-        return text
+        return self.secrets.redact(text)
 
     def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
         if isinstance(event, StoreFailed):
@@ -480,7 +455,7 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
         self.resumption = Resumption(handle=handle, at=at - age)
-        self._remember_handle(handle)
+        self.secrets.add_handle(handle)
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
@@ -637,7 +612,7 @@ class Lifecycle:
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
-        self._remember_handle(event.handle)
+        self.secrets.add_handle(event.handle)
         self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
@@ -674,23 +649,19 @@ class Lifecycle:
             self._arm_token_timer()
 
     def _arm_token_timer(self) -> None:
-        expires_at = self.tokens.expires_at
-        if expires_at is not None:
-            lead = self.policy.limits.token_lead
-            self._arm(Timer.TOKEN, max(0.0, expires_at - lead - self._now))
+        delay = self.tokens.timer_delay(self._now, self.policy.limits.token_lead)
+        if delay is not None:
+            self._arm(Timer.TOKEN, delay)
 
     def _token_expiring(self, cause: dict[str, Any]) -> None:
-        """The connection's token expires within `token_lead`. Move to a connection with a
-        fresh one when that buys time: a provider gives fresh tokens and the last such move
-        got a token at least `token_lead` younger (one that hands out the same token, or
-        tokens too short-lived, would make the session churn; reconnections in between do not
-        count). Either way the application is told."""
+        """The connection's token expires within `token_lead`: move to a connection with a
+        fresh one when that buys time (`Tokens.renewing`). Either way the application is
+        told."""
         tokens, lead = self.tokens, self.policy.limits.token_lead
         expires_at = tokens.expires_at
         if expires_at is None:
             return
-        renewing = (tokens.fresh and self._can(Trigger.TOKEN_EXPIRING)
-                    and (tokens.moved_from is None or expires_at >= tokens.moved_from + lead))
+        renewing = self._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
         self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
                                    renewing=renewing))
         if renewing:
@@ -742,7 +713,7 @@ class Lifecycle:
         """The current connection is gone: record why, then let the table decide what follows.
         A connection that stayed up ends the drop; one that did not counts against it."""
         if self._stayed_up():
-            self.budget.drop_attempts = 0
+            self.budget.streak_over()
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -885,10 +856,7 @@ class Lifecycle:
     # -- the machine -----------------------------------------------------------------------------
 
     def _validity(self) -> float:
-        """How long a handle stays valid (`for_backend` filled it in)."""
-        validity = self.policy.limits.handle_validity
-        assert validity is not None
-        return validity
+        return self.handle_validity
 
     def _can(self, trigger: Trigger) -> bool:
         """Whether the table has a row for `trigger` from the current state."""
@@ -907,29 +875,18 @@ class Lifecycle:
             self._fire(trigger, cause)
 
     def _check(self, guard: Guard) -> bool:
-        retry = self.policy.retry
-        if guard is Guard.CLOSE_IS_FATAL:
-            return self.loss is not None and self.loss.disposition is Disposition.FATAL
-        if guard is Guard.RETRY_BUDGET_LEFT:
-            return (
-                self.budget.drop_attempts < retry.per_drop_attempts
-                and self.session_attempts < retry.per_session_attempts
-            )
-        if guard is Guard.HANDLE_VALID:
-            at = self.resumption.at
-            return (
-                self.resumption.handle is not None
-                and at is not None
-                and self._now - at < self._validity()
-            )
-        if guard is Guard.WAS_COMPRESSED:
-            return self.span.compressed
-        if guard is Guard.FRESH_ALLOWED:
-            return (
-                self.policy.on_expired is OnExpired.FRESH
-                and self.session_attempts < retry.per_session_attempts
-            )
-        raise AssertionError(f"guard {guard!r} has no implementation")
+        """A guard of the table, evaluated now (`guards.py`)."""
+        return GUARDS[guard](self)
+
+    def _offer(self, trigger: Trigger, cause: dict[str, Any]) -> None:
+        """Queue `trigger` when the table has a row for it from here whose guards hold now
+        (once: a queued one stands)."""
+        if any(t is trigger for t, _ in self._followups):
+            return
+        for row in table.rows_for(trigger, self.state):
+            if all(GUARDS[g](self) for g in row.guards):
+                self._followups.append((trigger, cause))
+                return
 
     def _entered(self, source: State, trigger: Trigger) -> None:
         """Entry actions of the destination state (`table.ENTRY_ACTIONS`): the one place
@@ -955,10 +912,8 @@ class Lifecycle:
             self.turn = Turn()
             self.calls = Calls()
             if self.loss is None or self._stayed_up():
-                self.budget.drop_attempts = 0  # not a failure streak (a cap, a good connection)
-            if self.budget.drop_attempts == 0:
-                self.budget.drop_attempts += 1
-                self.budget.started.append(self._now)
+                self.budget.streak_over()  # not a failure streak (a cap, a good connection)
+            if self.budget.fresh_at_once(self._now):
                 self._open()
             else:  # the connections before kept failing: no fresh one at once either
                 self._retry_later()
@@ -1035,15 +990,13 @@ class Lifecycle:
         self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
-            self.budget.drop_attempts = 0
+            self.budget.streak_over()
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
-        elif (self.budget.drop_attempts == 0 and self.loss is not None
-              and self.loss.disposition is Disposition.RESUME):
-            if self.loss.spends_budget:
-                self.budget.drop_attempts += 1
-                self.budget.started.append(self._now)
+        elif self.loss is not None and self.budget.at_once_after_close(
+                self._now, resumable=self.loss.disposition is Disposition.RESUME,
+                spends=self.loss.spends_budget):
             self._open()  # the first attempt after a resumable close of a good connection
         else:
             self._retry_later()
@@ -1087,61 +1040,16 @@ class Lifecycle:
         self._actions.append(ReleaseLease(key=p.key))
 
     def _end_reason(self, trigger: Trigger) -> str:
-        loss = self.loss
-        if trigger is Trigger.CLOSE:
-            return str(self._cause.get("reason", "closed by the application"))
-        if trigger is Trigger.RESTART_OR_GIVE_UP:
-            if self.policy.on_expired is OnExpired.FRESH:
-                retry = self.policy.retry
-                return (f"{self._cause['reason']}; no fresh session either: the retry budget "
-                        f"({retry.per_session_attempts} attempts within "
-                        f"{retry.session_window:g}s) is spent: try again later, or raise "
-                        "RetryPolicy.per_session_attempts")
-            return (f"{self._cause['reason']}; policy does not start a fresh session: open a new "
-                    "one and re-seed the conversation (OnExpired.FRESH does this itself)")
-        if loss is not None and trigger in (Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED):
-            seen = (f"close {loss.code}" + (f": {loss.reason}" if loss.reason else "")
-                    if loss.code is not None else loss.reason)
-            what = f"{loss.why} ({seen})" if seen else loss.why
-            if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
-                todo = loss.hint or hint(loss.code, loss.http_status, loss.failure)
-                return f"fatal: {what}" + (f"; {todo}" if todo else "")
-            return (f"retry budget exhausted after: {what}; the service kept failing: "
-                    "try again later, or raise the RetryPolicy budgets")
-        return str(self._cause.get("reason") or trigger.value)
+        return wording.end_reason(self, trigger, self._cause)
 
     def _expiry_reason(self, trigger: Trigger) -> str:
-        limits = self.policy.limits
-        loss = self.loss
-        if trigger is Trigger.SESSION_CAP:
-            cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
-            return f"session duration cap ({cap:g}s) reached without context compression"
-        if trigger is Trigger.SETUP_REFUSED and loss is not None:
-            return f"the server refused the resumption handle (close {loss.code}: {loss.reason})"
-        if trigger is Trigger.RETRY:
-            return f"the resumption handle outlived its validity ({self._validity():g}s)"
-        if trigger is Trigger.ROTATION_DEADLINE:
-            return "goAway deadline reached without a valid resumable handle"
-        if loss is not None:
-            what = f"close {loss.code}" if loss.code is not None else loss.why
-            if not self._check(Guard.HANDLE_VALID):
-                return f"connection lost ({what}) with no valid resumable handle"
-            return f"connection lost ({what}) and the retry budget is exhausted"
-        return trigger.value
+        return wording.expiry_reason(self, trigger)
 
     # -- helpers ---------------------------------------------------------------------------------
 
     def _check_safe_point(self) -> None:
-        if (
-            self._can(Trigger.SAFE_POINT)
-            and not self.turn.in_flight
-            and not self.turn.busy
-            and not self.calls.pending
-            and not self.journal.has_turn_input()
-            and self._check(Guard.HANDLE_VALID)
-            and not any(t is Trigger.SAFE_POINT for t, _ in self._followups)
-        ):
-            self._followups.append((Trigger.SAFE_POINT, {"journal": len(self.journal)}))
+        """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row)."""
+        self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
 
     def _cancel_unknown_calls(self) -> None:
         """Calls issued after the handle the resume uses are unknown to the resumed session:
@@ -1177,10 +1085,7 @@ class Lifecycle:
 
     def _retry_later(self) -> None:
         """Count a failure retry and arm the backoff; `retry` fires when it elapses."""
-        self.budget.drop_attempts += 1
-        self.budget.started.append(self._now)
-        delay = self.policy.retry.delay(self.budget.drop_attempts, self._rng.random())
-        self._arm(Timer.BACKOFF, delay)
+        self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
         self.conn = Connection(generation=self.conn.generation + 1, open=True)

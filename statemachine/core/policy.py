@@ -239,3 +239,14 @@ class Policy:
             return self
         return attrs.evolve(self, compression=True, compression_trigger_tokens=trigger_tokens,
                             compression_target_tokens=target_tokens or trigger_tokens // 2)
+
+
+def session_policy(given: Policy | None, *, time_scale: float, trigger_tokens: int | None,
+                   target_tokens: int | None) -> Policy:
+    """The policy a session runs with. Without one given, the default on the service's clock
+    (`time_scale` < 1: an emulator whose time runs fast; the default in real seconds would force
+    every rotation at the deadline). The compression the application's config asks for wins
+    over the policy's own (`adopt_compression`)."""
+    if given is None:
+        given = Policy().scaled(time_scale) if time_scale != 1.0 else Policy()
+    return given.adopt_compression(trigger_tokens, target_tokens)

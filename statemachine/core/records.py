@@ -81,6 +81,39 @@ def _discard(_record: AuditRecord) -> None:
     return None
 
 
+#: Active `statemachine.testing.capture()` blocks: (audit sink, notice hook) pairs. Read only when
+#: a session is created, so a capture costs nothing per record when none is active.
+_CAPTURES: list[tuple[AuditSink, Callable[[Any], None]]] = []
+
+
+def start_capture(sink: AuditSink, on_notice: Callable[[Any], None]) -> None:
+    """Give every session created from now on a copy of its records and notices."""
+    _CAPTURES.append((sink, on_notice))
+
+
+def stop_capture(sink: AuditSink, on_notice: Callable[[Any], None]) -> None:
+    """End a `start_capture` (sessions already created keep feeding it)."""
+    _CAPTURES.remove((sink, on_notice))
+
+
+def captured(sink: AuditSink) -> AuditSink:
+    """`sink`, also copying each record to the active captures (itself when none is active)."""
+    if not _CAPTURES:
+        return sink
+    sinks = (sink, *(s for s, _ in _CAPTURES))
+
+    def tee(record: AuditRecord) -> None:
+        for each in sinks:
+            each(record)
+
+    return tee
+
+
+def capture_notice_hooks() -> tuple[Callable[[Any], None], ...]:
+    """The notice hooks of the active captures, for a session being created."""
+    return tuple(hook for _, hook in _CAPTURES)
+
+
 class QuietLogger:
     """A structlog logger that stays silent while structlog is unconfigured (its default printer
     would write to stdout on behalf of an application that asked for nothing). Checked at each

@@ -1,8 +1,9 @@
 """The lifecycle of one Live API session: the one and only transition table.
 
-Everything that describes the lifecycle lives here. The engine (`core.py`) builds its
-`transitions.Machine` from `TRANSITIONS`, the diagrams render it, the audit validator checks logs
-against it. Nothing else may restate which state a trigger leads to.
+Everything that describes the lifecycle lives here. `machine.py` builds the one shared
+`transitions.Machine` from `TRANSITIONS` (the engine, `engine.py`, fires its triggers), the
+diagrams render it, the audit validator checks logs against it. Nothing else may restate which
+state a trigger leads to. The guards are implemented in `guards.py`, one pure function each.
 
 Theory of operation
 -------------------
@@ -99,7 +100,8 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     Trigger.TOKEN_EXPIRING: "the connection's ephemeral token expires within token_lead and the "
     "token provider can give a fresh one: move like after a goAway",
     Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
-    Trigger.SAFE_POINT: "turn complete and a resumable handle newer than the last turn input",
+    Trigger.SAFE_POINT: "something changed that may make this a safe point (a turn completed, "
+    "a handle arrived, a tool call ended): taken when `at_safe_point` holds",
     Trigger.ROTATION_DEADLINE: "goAway deadline minus margin reached before a safe point",
     Trigger.CONNECTION_LOST: "the connection closed or setup failed/timed out",
     Trigger.SETUP_REFUSED: "the server refused the setup (1007/1008): on a resume, the handle",
@@ -143,6 +145,7 @@ class Guard(enum.StrEnum):
     HANDLE_VALID = "handle_valid"
     WAS_COMPRESSED = "was_compressed"
     FRESH_ALLOWED = "fresh_allowed"
+    AT_SAFE_POINT = "at_safe_point"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -151,6 +154,8 @@ GUARD_DOCS: Mapping[Guard, str] = {
     Guard.HANDLE_VALID: "a resumable handle exists and is within its validity",
     Guard.WAS_COMPRESSED: "the context was compressed before this connection",
     Guard.FRESH_ALLOWED: "policy restarts expired sessions and the session budget allows it",
+    Guard.AT_SAFE_POINT: "no reply in flight, the interaction idle, no tool call or turn input "
+    "waiting for an answer, and a valid resumable handle covering it all",
 }
 
 
@@ -210,7 +215,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
     _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
     _t(Trigger.TOKEN_EXPIRING, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
-    _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING),
+    _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING, Guard.AT_SAFE_POINT),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED, Guard.CLOSE_IS_FATAL),

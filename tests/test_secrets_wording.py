@@ -1,0 +1,58 @@
+"""The core's owners of secrets (core/secrets.py) and of the words a session ends with
+(core/wording.py), each on its own."""
+
+from __future__ import annotations
+
+from statemachine import Ended, Policy, RetryPolicy, fingerprint
+from statemachine.core import wording
+from statemachine.core.secrets import HANDLES_KEPT, Secrets
+from statemachine.core.table import Trigger
+from statemachine.testing import CoreDriver
+
+
+def test_secrets_show_keys_as_told_and_handles_as_fingerprints() -> None:
+    """A key becomes its stand-in and a handle its fingerprint, wherever they appear."""
+    secrets = Secrets()
+    assert not secrets
+    secrets.add("AIzaKEY", "[api key]")
+    secrets.add_handle("handle-123")
+    text = secrets.redact("bad key AIzaKEY for handle-123 (handle-123)")
+    fp = fingerprint("handle-123")
+    assert text == f"bad key [api key] for {fp} ({fp})"
+    secrets.forget("AIzaKEY")
+    assert secrets.redact("AIzaKEY") == "AIzaKEY"
+
+
+def test_many_handles_never_push_a_key_out() -> None:
+    """Only the latest handles are kept; the key stays however many handles come."""
+    secrets = Secrets()
+    secrets.add("AIzaKEY", "[api key]")
+    for n in range(HANDLES_KEPT * 3):
+        secrets.add_handle(f"handle-{n}")
+    assert secrets.redact("AIzaKEY") == "[api key]"
+    assert secrets.redact(f"handle-{HANDLES_KEPT * 3 - 1}") != f"handle-{HANDLES_KEPT * 3 - 1}"
+    assert secrets.redact("handle-0") == "handle-0"
+
+
+def test_a_fatal_close_ends_with_what_happened_and_what_to_do() -> None:
+    """The end reason names the close as the server gave it and the way out."""
+    d = CoreDriver()
+    d.connect()
+    d.lose(1008, "models/x is not found", during_setup=True)
+    (end,) = d.notices(Ended)
+    assert end.reason.startswith("fatal: ")
+    assert "close 1008: models/x is not found" in end.reason
+    assert "check the model name" in end.reason
+    assert wording.end_reason(d.engine, Trigger.CONNECTION_LOST, {}) == end.reason
+
+
+def test_an_exhausted_budget_names_the_policy_to_raise() -> None:
+    """A session whose connections keep failing ends saying which budget ran out."""
+    d = CoreDriver(policy=Policy(retry=RetryPolicy(per_drop_attempts=2, per_session_attempts=2,
+                                                   base_delay=0.1, max_delay=0.1)))
+    d.connect()
+    while not d.notices(Ended):
+        d.lose(1011, "The service is currently unavailable.", during_setup=True)
+        d.advance(1.0)
+    (end,) = d.notices(Ended)
+    assert "RetryPolicy" in end.reason and "1011" in end.reason
