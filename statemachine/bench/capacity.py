@@ -210,10 +210,13 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
         events = session.events()
         reader = probe.loop.create_task(drain())
         await _speak(i, probe, stop, audio, text, pace)
-        # the last turn answered and covered by a handle before closing (a close with a turn in
-        # flight would count it as lost); bounded, since the machine may be saturated
+        # A last turn, answered and covered by a handle before closing: the server has then
+        # taken in everything sent before it. A close while a saturated server still had audio
+        # unread in the socket counted that audio as lost, though no rotation was involved.
+        # Bounded, since the machine may be saturated.
+        await text(f"s{i} end")
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(10 * pace):
                 while session.core.journal.has_turn_input():
                     await anext(events)
         unconfirmed.append(len(session.core.journal))
