@@ -254,13 +254,20 @@ async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: flo
                                 raise _Reconnect
             except (_Reconnect, errors.APIError):
                 pass
+            except Exception:  # a handshake that timed out or was refused (a saturated
+                await asyncio.sleep(0.5 * pace)  # machine): try again, as the peers do
             finally:
                 current[0] = None
                 left = probe.loop.time()
 
     runner = probe.loop.create_task(connection_loop())
-    await connected.wait()
-    await _speak(i, probe, stop, audio, text, pace)
+    # connected, or stopped first: a fleet whose handshakes keep failing must still end
+    waits = [probe.loop.create_task(connected.wait()), probe.loop.create_task(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    if connected.is_set():
+        await _speak(i, probe, stop, audio, text, pace)
     await asyncio.sleep(1.0)  # the last turn's reply
     runner.cancel()
     with contextlib.suppress(asyncio.CancelledError):
