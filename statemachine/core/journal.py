@@ -125,6 +125,9 @@ class Journal:
     The pool holds what the session needs now, no more: at each handle, as many entries as
     it made since the handle before (a session that stops sending keeps none)."""
 
+    #: one per session: an attribute dict would be most of an idle session's journal
+    __slots__ = ("_entries", "_folded", "_made", "_release_due", "_released_seq", "_spare")
+
     def __init__(self) -> None:
         self._entries: list[Entry] = []
         self._released_seq = 0  # entries up to this seq have no payload to release
