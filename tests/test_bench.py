@@ -116,7 +116,7 @@ def test_report_shows_units_whole_headings_and_a_verdict_per_target(quick: Any) 
     for target in TARGETS:
         assert re.search(rf"^  (met   |MISSED)  {re.escape(str(target))} +got ", text, re.M), \
             target.figure
-    assert re.search(rf"^Verdict: \d of {len(TARGETS)} targets met", text, re.M)
+    assert re.search(rf"^Verdict: \d+ of {len(TARGETS)} targets met", text, re.M)
     for heading in ("outage p50 (ms)", "outage p99 (ms)", "worst input delay (ms)",
                     "floor: bare connect()+setup p50 (ms)", "outage p99 / floor p50 (x)",
                     "msg/s (median)", "events/s", "KB/session above SDK", "SDK KB/connection"):
