@@ -19,9 +19,12 @@ from .core.actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     StoreDegraded,
     StoreRecovered,
     TokenExpiring,
+    ToolCallEnded,
+    ToolCallRepeated,
     ToolCallsCancelled,
 )
 from .core.closecodes import Disposition, classify_close, classify_http
@@ -39,6 +42,7 @@ from .core.policy import (
 from .core.records import SCHEMA_VERSION, fingerprint
 from .core.table import State, Trigger
 from .errors import (
+    CallbackError,
     InvalidTransition,
     LeaseHeld,
     LifecycleError,
@@ -51,6 +55,7 @@ from .errors import (
     TableError,
     TokenProviderError,
 )
+from .telemetry import Telemetry
 
 if TYPE_CHECKING:
     from .aio.instrument import instrument, uninstrument, wrap_client
@@ -78,6 +83,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AnsweredTurnReplay",
     "Backend",
+    "CallbackError",
     "ContextLost",
     "Disposition",
     "Ended",
@@ -97,6 +103,7 @@ __all__ = [
     "RepeatedReply",
     "ReplayPolicy",
     "ReplyInterrupted",
+    "ResumeWaiting",
     "Resumed",
     "RetryPolicy",
     "SessionClosed",
@@ -107,10 +114,13 @@ __all__ = [
     "StoreError",
     "StoreRecovered",
     "TableError",
+    "Telemetry",
     "Token",
     "TokenExpiring",
     "TokenProvider",
     "TokenProviderError",
+    "ToolCallEnded",
+    "ToolCallRepeated",
     "ToolCallsCancelled",
     "Trigger",
     "classify_close",

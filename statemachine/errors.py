@@ -21,6 +21,12 @@ class LogError(LifecycleError, ValueError):
     """An audit log does not hold what was asked of it (no such session, no records)."""
 
 
+class OutputError(LifecycleError, OSError):
+    """A command could not write its output where it was asked to (an existing file without
+    --force, a folder, a read-only place, a full disk); the message names the path and what
+    to do, and the file system's own error is the cause."""
+
+
 class InvalidTransition(LifecycleError, RuntimeError):
     """A trigger was fired in a state that has no row for it."""
 
@@ -51,6 +57,18 @@ class SessionTerminated(LifecycleError, ConnectionError):
 class RemoteProtocolError(SessionTerminated):
     """The session ended because the server kept sending what the Live API protocol does not
     allow (frames that are not JSON objects, or too large): the cause is chained."""
+
+
+class CallbackError(LifecycleError, RuntimeError):
+    """An application callback (`on_notice`, `on_event`, the `audit` sink) raised: the
+    session was ended at once, without resuming or retrying (it is the application's error,
+    not the network's). The callback's own exception is the cause (`__cause__`); `callback`
+    names which one raised. Not a `SessionTerminated`: nothing about the service is wrong."""
+
+    def __init__(self, reason: str, *, callback: str) -> None:
+        self.reason = reason
+        self.callback = callback
+        super().__init__(reason)
 
 
 class TokenProviderError(LifecycleError, ConnectionError):

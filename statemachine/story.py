@@ -21,6 +21,8 @@ from .core.actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ToolCallEnded,
+    ToolCallRepeated,
 )
 from .core.records import AuditRecord
 
@@ -32,8 +34,10 @@ def _cut(text: str, width: int = WIDTH) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def why(record: AuditRecord, outage_ms: float | None = None) -> str:
-    """A few words on why a transition happened, from its name and cause."""
+def why(record: AuditRecord, outage_ms: float | None = None,
+        waited: tuple[str, float] | None = None) -> str:
+    """A few words on why a transition happened, from its name and cause. `waited` is, for a
+    retry, the failure the backoff followed and how long the backoff lasted (seconds)."""
     name = record["name"]
     raw = record.get("cause")
     cause: dict[str, Any] = raw if isinstance(raw, dict) else {}
@@ -52,6 +56,9 @@ def why(record: AuditRecord, outage_ms: float | None = None) -> str:
     if name == "retry":
         if record.get("dest") == "expired":
             return "the resumption handle expired during the backoff"
+        if waited is not None:
+            failure, seconds = waited
+            return _cut(f"trying again: {seconds * 1000:.0f} ms backoff after {failure}", 64)
         return "trying again after the backoff"
     if name == "connection_lost":
         code = cause.get("http_status") or cause.get("code")
@@ -68,6 +75,16 @@ def why(record: AuditRecord, outage_ms: float | None = None) -> str:
         "close": "closed by the application",
     }
     return words.get(name, str(name).replace("_", " "))
+
+
+def _failure_words(record: AuditRecord) -> str:
+    raw = record.get("cause")
+    cause: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if cause.get("http_status"):
+        return f"HTTP {cause['http_status']}"
+    code = cause.get("code")
+    what = f"close {code}" if code is not None else "a failed connection"
+    return what + (" at setup" if record["name"] == "setup_refused" else "")
 
 
 def notice_line(notice: Notice) -> str:
@@ -87,6 +104,10 @@ def notice_line(notice: Notice) -> str:
         return f"{name}: input #{notice.seq} ({notice.kind}) dropped: {notice.reason}"
     if isinstance(notice, RepeatedReply):
         return f"{name}: the model will answer input #{notice.seq} again"
+    if isinstance(notice, ToolCallEnded):
+        return f"{name}: tool call {notice.id} {notice.outcome}"
+    if isinstance(notice, ToolCallRepeated):
+        return f"{name}: {notice.id} repeats {notice.first} ({notice.name}): answer from cache"
     if isinstance(notice, Ended):
         return _cut(f"{name}: {notice.reason}")
     return name
@@ -97,9 +118,16 @@ class Story:
     out: TextIO = attrs.field(factory=lambda: sys.stdout)
     step: int = 0
     _left_live_at: float | None = None
+    _failure: tuple[str, float] | None = None  # the last failure shown, and when
+    _silent: bool = False
+
+    def silence(self) -> None:
+        """Print nothing more (Ctrl-C: what the session does as it unwinds is not the story)."""
+        self._silent = True
 
     def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        if not self._silent:
+            print(text, file=self.out, flush=True)
 
     def line(self, text: str) -> None:
         self._print(f"   {text}" if self.step else text)
@@ -131,8 +159,16 @@ class Story:
         elif source == "resuming" and self._left_live_at is not None:
             outage = (float(record["mono"]) - self._left_live_at) * 1000
             self._left_live_at = None
+        name, at = record["name"], float(record["mono"])
+        waited = None
+        if name == "retry" and self._failure is not None:
+            waited = (self._failure[0], at - self._failure[1])
         move = f"{source} → {dest}"
-        self._print(f"   {move:<26} {why(record, outage)}")
+        self._print(f"   {move:<26} {why(record, outage, waited)}")
+        if name in ("connection_lost", "setup_refused"):
+            self._failure = (_failure_words(record), at)
+        elif name not in ("restart_or_give_up",):
+            self._failure = None
 
     def ending(self, summary: dict[str, Any], log: Path) -> None:
         c = summary["counters"]

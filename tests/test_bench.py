@@ -63,6 +63,7 @@ def test_throughput_core_and_scale_benchmarks_report(quick: Any) -> None:
     _, parts, _ = quick
     assert parts["overhead"]["raw_sdk_msgs_per_s"] > 0 and parts["overhead"]["ours_msgs_per_s"] > 0
     assert parts["core"]["events_per_s_audit"] > 0 and parts["core"]["audit_bytes_per_event"] > 100
+    assert parts["core"]["events_per_s_telemetry"] > 0 and parts["core"]["telemetry_ratio"] > 0
     assert parts["scale"]["sessions"] == 3 and parts["scale"]["lost"] == 0
 
 
@@ -172,8 +173,8 @@ def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
     cap = quick[1]["capacity"]
     assert {"sessions_per_core", "raw_sessions_per_core", "ratio"} <= set(cap)
     kinds = {s["kind"]: s for s in cap["steps"]}
-    assert set(kinds) == {"ours", "ours-sdk", "raw"}
-    for ours in (kinds["ours"], kinds["ours-sdk"]):
+    assert set(kinds) == {"ours", "ours-sdk", "ours-otel", "raw"}
+    for ours in (kinds["ours"], kinds["ours-sdk"], kinds["ours-otel"]):
         assert ours["inputs"] > 0 and ours["input_delay_p99_ms"] is not None
         assert ours["lost"] == 0 and ours["failed_sessions"] == 0
     ours = kinds["ours"]
@@ -182,6 +183,12 @@ def test_capacity_benchmark_reports_every_figure(quick: Any) -> None:
     assert cap["us_per_message_ratio_smallest"] is not None
     assert cap["us_per_message_at"] == {"smallest": 3, "largest": 3}
     assert cap["sdk_audio_us_per_message_ratio_smallest"] is not None
+    # ours-otel reported to the OpenTelemetry SDK: the cost is measured with telemetry on
+    otel = kinds["ours-otel"]["telemetry_reported"]
+    assert otel["spans"] >= 6 and otel["metrics"] >= 5, otel
+    assert not kinds["ours"]["telemetry_reported"]
+    assert cap["telemetry_sessions_per_core"] is not None and "telemetry_ratio" in cap
+    assert any("telemetry on" in line for line in capacity.table(cap))
 
 
 def test_capacity_cost_growth_pairs_the_best_tries_at_the_same_size() -> None:

@@ -111,7 +111,7 @@ def test_demo_refuses_to_overwrite_its_log(tmp_path: Path) -> None:
 
 def test_demo_force_overwrites_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     """`--force` lets the demo start over an existing log; Ctrl-C then stops it with one line
-    and exit 130, no traceback."""
+    and exit 130, no traceback, and no story line about the unwinding (no `close None`)."""
     log = tmp_path / "old.jsonl"
     log.write_text("keep me\n")
     env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
@@ -120,6 +120,8 @@ def test_demo_force_overwrites_and_ctrl_c_stops_it(tmp_path: Path) -> None:
     assert "Traceback" not in out and "Exception" not in out
     assert out.rstrip().splitlines()[-1].endswith("interrupted")
     assert "keep me" not in log.read_text()
+    # the session unwinding after Ctrl-C is not narrated as if it were part of the demo
+    assert "close None" not in out and "→ terminated" not in out, out
 
 
 # -- emulator
@@ -267,3 +269,21 @@ def test_help_names_the_console_script() -> None:
         assert done.stdout.startswith(f"usage: gemini-live-statemachine {args[0]}"
                                       if args[0] != "--help" else
                                       "usage: gemini-live-statemachine "), done.stdout
+
+
+def test_bench_help_and_the_docs_agree_on_how_long_quick_takes() -> None:
+    """Every line of the README and docs/ that says how long `bench --quick` takes says what
+    `bench --help` says."""
+    import re
+
+    helptext = " ".join(command("bench", "--help").stdout.split())
+    said = re.search(r"--quick a smaller run: (a few minutes|about [\w.]+ minutes?)", helptext)
+    assert said, helptext
+    claims = 0
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for line in doc.read_text().splitlines():
+            if "bench --quick" in line and re.search(r"minute|\d+ ?s\b|second", line) \
+                    and "windows" not in line:
+                claims += 1
+                assert said.group(1) in line, (doc.name, line)
+    assert claims, "no document says how long bench --quick takes"

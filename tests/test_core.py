@@ -194,7 +194,7 @@ def test_rotation_deadline_forces_rotation_with_last_handle() -> None:
     out = d.feed(GoAway(at=d.tick(), generation=1,
                                                                  time_left=30))
     arm = next(a for a in out if isinstance(a, ArmTimer) and a.timer is Timer.ROTATE)
-    assert arm.delay == pytest.approx(30 - engine.policy.limits.go_away_margin)
+    assert arm.delay == pytest.approx(30 - engine.go_away_margin)
     d.fire_timer(Timer.ROTATE)
     assert engine.state is State.RESUMING
     d.feed(SetupComplete(at=d.tick(), generation=2))

@@ -25,6 +25,8 @@ from statemachine.core.actions import (
     Notify,
     OpenConnection,
     Send,
+    ToolCallEnded,
+    ToolCallRepeated,
 )
 from statemachine.core.events import (
     ClientInput,
@@ -40,6 +42,7 @@ from statemachine.core.events import (
     Timer,
     TimerFired,
     ToolCall,
+    ToolCallCancellation,
     TurnComplete,
     Usage,
 )
@@ -77,6 +80,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.sends: dict[tuple[int, int], int] = {}  # (seq, generation) -> count
         self.inputs = 0
         self.was_terminated = False
+        self.calls: list[str] = []  # every tool call id the model issued
+        self.ended: dict[str, str] = {}  # id -> its one outcome
+        self.repeats: list[str] = []
         self.feed(Connect(at=self.now))
 
     def feed(self, event: Event) -> None:
@@ -108,6 +114,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         elif isinstance(action, Notify) and isinstance(action.notice, InputDropped):
             assert action.notice.seq not in self.dropped, "dropped twice"
             self.dropped.add(action.notice.seq)
+        elif isinstance(action, Notify) and isinstance(action.notice, ToolCallEnded):
+            call = action.notice.id
+            assert call in self.calls, "an outcome for a call never issued"
+            assert call not in self.ended, f"{call} ended twice"
+            self.ended[call] = action.notice.outcome
+        elif isinstance(action, Notify) and isinstance(action.notice, ToolCallRepeated):
+            self.repeats.append(action.notice.id)
 
     @property
     def gen(self) -> int:
@@ -153,9 +166,28 @@ class LifecycleMachine(RuleBasedStateMachine):
     def model_output(self, text: str) -> None:
         self.feed(ModelOutput(at=self.now, generation=self.gen, text=text))
 
-    @rule()
-    def tool_call(self) -> None:
-        self.feed(ToolCall(at=self.now, generation=self.gen, ids=(f"c{self.fed}",)))
+    @rule(key=st.sampled_from(["", "f({})", 'g({"a": 1})']))
+    def tool_call(self, key: str) -> None:
+        call = f"c{self.fed}"
+        if self.engine.state not in FINAL:
+            self.calls.append(call)
+        self.feed(ToolCall(at=self.now, generation=self.gen, ids=(call,),
+                           keys=(key,) if key else ()))
+
+    @rule(pick=st.integers(0, 50), scheduled=st.booleans())
+    def tool_response(self, pick: int, scheduled: bool) -> None:
+        if self.engine.state is State.TERMINATED or not self.calls:
+            return
+        self.inputs += 1
+        call = self.calls[pick % len(self.calls)]
+        self.feed(ClientInput(at=self.now, kind=InputKind.TOOL_RESPONSE, tool_ids=(call,),
+                              scheduled=scheduled))
+
+    @rule(pick=st.integers(0, 50))
+    def tool_call_cancellation(self, pick: int) -> None:
+        if self.calls:
+            call = self.calls[pick % len(self.calls)]
+            self.feed(ToolCallCancellation(at=self.now, generation=self.gen, ids=(call,)))
 
     @rule()
     def turn_complete(self) -> None:
@@ -226,6 +258,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert len(journal) == len(seqs) and len(inputs) == len(set(inputs))
         assert sum(e.run for e in journal.entries()) == len(journal)
         assert all(e.run == 1 for e in journal)
+
+    @invariant()
+    def every_tool_call_ends_once(self) -> None:
+        """At most one outcome per call at any time; exactly one once the session ended."""
+        if self.engine.state is State.TERMINATED:
+            assert set(self.ended) == set(self.calls), set(self.calls) - set(self.ended)
+        assert len(self.repeats) == len(set(self.repeats))
 
     @invariant()
     def one_audit_record_per_event_and_contiguous(self) -> None:

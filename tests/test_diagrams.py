@@ -74,8 +74,43 @@ def test_dot_parses_with_graphviz_and_is_complete() -> None:
     for state in State:
         assert re.search(rf"^\s+{state.value}\b", done.stdout, re.M)
     for src, dest, row in table.edges():
-        assert re.search(rf"{src.value} -> {dest.value}\s+\[label=\"{row.trigger.value}", text)
-    assert "terminated [peripheries=2]" in text
+        assert row.trigger.value in dot_label(text, src.value, dest.value), (src, dest, row)
+    assert '<table border="2"' in text.split("terminated [", 1)[1].split("\n", 1)[0]
+
+
+def dot_label(text: str, src: str, dest: str) -> str:
+    """Where the DOT shows a table edge: in `src`'s box for a transition to itself, on the
+    `src -> dest` arrow, or on the dashed arrow from "any other state" that names `src`."""
+    if src == dest:
+        node = re.search(rf"^  {src} \[label=<(.*)>\];$", text, re.M)
+        assert node, src
+        return " ".join(re.findall(r"&#8635; ([^<]*)", node.group(1)))
+    arrow = re.search(rf'^  {src} -> {dest} \[label="([^"]*)"', text, re.M)
+    shared = re.search(r'^  __any -> terminated \[style=dashed, label="([^"]*)"', text, re.M)
+    found = arrow.group(1) if arrow else ""
+    if dest == "terminated" and shared:
+        for trigger, where in re.findall(r"(\w+)(?:\\n\[[^]]*\])?\\n\(from ([^)]*)\)",
+                                         shared.group(1)):
+            every = where.startswith("every other state")
+            but = where.split(" but ", 1)[1].split(", ") if " but " in where else []
+            if (every and src not in but) or (not every and src in where.split(", ")):
+                found += " " + trigger
+    return found
+
+
+@needs_dot
+def test_the_whole_table_diagram_is_readable() -> None:
+    """The Graphviz picture of the whole table is one a person can follow: at most 1,600 px
+    wide (it was 3,150), no transition of a state to itself drawn as a loop whose line strikes
+    its label (they are listed in the state's box), one arrow per pair of states, and it
+    scales down to a narrow window."""
+    text = diagram.dot()
+    svg = diagram.svg(text)
+    width_pt = float(re.search(r'width="([\d.]+)pt"', svg).group(1))
+    assert width_pt * 4 / 3 <= 1600, width_pt
+    arrows = re.findall(r"^  (\w+) -> (\w+) \[", text, re.M)
+    assert all(a != b for a, b in arrows) and len(arrows) == len(set(arrows))
+    assert 'style="max-width:100%;height:auto"' in svg
 
 
 def _demo_log(tmp_path: Path) -> Path:
@@ -104,7 +139,9 @@ def test_diagram_from_log_highlights_the_path(demo_log: Path, tmp_path: Path) ->
     assert re.search(r"draining --> resuming : safe_point \[at_safe_point\] \(x1\)", mmd)
     assert re.search(r"idle --> connecting : connect \(x1\)", mmd)
     dot_text = prefix.with_suffix(".dot").read_text()
-    assert 'terminated [peripheries=2, fillcolor="#ffd7d5"' in dot_text
+    assert 'terminated [label=<<table border="3" color="#cf222e" bgcolor="#ffd7d5"' in dot_text
+    assert re.search(r'draining -> resuming \[label="safe_point\\n\[at_safe_point\] \(x1\)'
+                     r'[^"]*", color="#1f6feb"', dot_text)
     if shutil.which("dot"):
         assert prefix.with_suffix(".svg").read_text().startswith("<?xml")
 

@@ -189,3 +189,163 @@ def test_the_browser_check_sees_an_overlap(tmp_path: Path) -> None:
     assert loaded.value["overlaps"] == [["goAway", "rotated"]]
     assert loaded.errors
 
+
+
+# -- the timeline at a glance: geometry of the SVG itself, spread, replays and drops, widths
+
+
+def svg_geometry(svg: str) -> tuple[list[tuple[str, Box, str]], list[Box]]:
+    """Every text the SVG draws, as (content, box, anchor), and every mark line, read from the
+    SVG text itself (not from the layout's bookkeeping)."""
+    import xml.etree.ElementTree as ET
+
+    from statemachine.audit import svgkit
+
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring(svg[svg.index("<svg"):])
+    texts = []
+    for node in root.iter(f"{ns}text"):
+        anchor = node.get("text-anchor", "start")
+        box = svgkit.text_box(float(node.get("x", 0)), float(node.get("y", 0)), node.text or "",
+                              float(node.get("font-size", 11)), anchor)
+        texts.append((node.text or "", box, anchor))
+    lines = []
+    for node in root.iter(f"{ns}line"):
+        if node.get("class") == "mark":
+            x, y1, y2 = float(node.get("x1", 0)), float(node.get("y1", 0)), float(node.get("y2", 0))
+            assert float(node.get("x2", 0)) == x, "mark lines are vertical"
+            lines.append(Box(x, min(y1, y2), 0.0, abs(y2 - y1)))
+    return texts, lines
+
+
+def _crosses(line: Box, box: Box) -> bool:
+    return box.x < line.x < box.x + box.w and line.y < box.y + box.h and box.y < line.y + line.h
+
+
+def dropping_log(path: Path) -> Path:
+    """A session through the core whose resume replays a turn and a video frame and drops the
+    audio that went stale meanwhile, written by the real JSON Lines writer."""
+    from statemachine.core.journal import InputKind
+    from statemachine.core.policy import ReplayPolicy
+
+    writer = JsonLinesWriter(path)
+    engine = Lifecycle(policy=Policy(replay=ReplayPolicy(audio_staleness=1.0)),
+                       audit=writer.write, rng=random.Random(7))
+    d = Driver(engine)
+    d.feed(events.Connect(at=d.tick()))
+    d.feed(events.SetupComplete(at=d.tick(), generation=d.gen))
+    d.handle()
+    for kind, done in ((InputKind.AUDIO, False), (InputKind.VIDEO, False),
+                       (InputKind.CONTENT, True)):
+        d.feed(events.ClientInput(at=d.tick(), kind=kind, payload=kind.value, turn_complete=done))
+    d.tick(2.0)
+    d.feed(events.ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    d.feed(events.SetupComplete(at=d.tick(), generation=d.gen))
+    d.feed(events.Close(at=d.tick(1.0)))
+    writer.close()
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo", "rotations", "dropping"])
+def test_timeline_no_label_crosses_a_line_or_another_text(logs: dict[str, Path], name: str,
+                                                           tmp_path: Path) -> None:
+    """In the SVG as written: no text meets another text (labels, state names, ticks, title,
+    caption), no mark line runs through any text, and every label starts just right of its
+    own line (one anchoring for all, so a label cannot be read as another mark's)."""
+    log = logs[name] if name in logs else dropping_log(tmp_path / "dropping.jsonl")
+    svg = timeline.svg_file(timeline.read(log))
+    texts, lines = svg_geometry(svg)
+    assert len(texts) > 10 and lines
+    meeting = [(a, b) for i, (a, p, _) in enumerate(texts) for b, q, _ in texts[i + 1:]
+               if p.intersects(q)]
+    assert meeting == []
+    crossed = [(t, round(line.x)) for t, box, _ in texts for line in lines
+               if _crosses(line, box)]
+    assert crossed == []
+    marks = {m.label for m in timeline.read(log).marks}
+    labels = [(t, box) for t, box, anchor in texts if t in marks]
+    assert labels
+    for text, box in labels:
+        assert any(abs(line.x + 3 - box.x) < 0.1 and line.y <= box.y + box.h
+                   for line in lines), text
+
+
+def test_timeline_spreads_the_demo_over_the_width(logs: dict[str, Path]) -> None:
+    """The demo's events are spread out, not crowded into its last quarter behind one long
+    streaming bar, each with its label (both drops too); the order of what happened is kept,
+    and the axis ticks rise left to right."""
+    data = timeline.read(logs["demo"])
+    drawn = timeline.layout(data)
+    assert drawn.rows == 1
+    assert sorted(t for t, _ in drawn.labels) == sorted(m.label for m in data.marks)  # all
+    xs = sorted(box.x for _, box in drawn.labels)
+    assert xs[-1] - xs[0] >= 0.5 * timeline.ROW_W, xs
+    longest = max(box.w for _, box in drawn.bands)
+    assert longest <= 0.5 * timeline.ROW_W, longest
+    texts, _ = svg_geometry(drawn.svg)
+    ticks = [(box.x, text) for text, box, anchor in texts if anchor == "middle"]
+    seconds = [float(t.split()[0]) / (1000 if t.endswith("ms") else 1) if t != "0" else 0.0
+               for _, t in sorted(ticks)]
+    assert len(seconds) >= 5 and seconds == sorted(seconds)
+    assert "each step of the log gets" in drawn.svg  # the scale says what it is
+
+
+def test_timeline_draws_replays_and_drops(logs: dict[str, Path], tmp_path: Path) -> None:
+    """A resume that replayed input, and input dropped at a resume, are marks on the picture,
+    not only rows of a table."""
+    demo = timeline.read(logs["demo"])
+    assert "1 replayed" in [m.label for m in demo.marks if m.kind == "replay"]
+    dropping = timeline.read(dropping_log(tmp_path / "dropping.jsonl"))
+    labels = {m.kind: m.label for m in dropping.marks}
+    assert labels["replay"] == "2 replayed, 1 dropped"  # the audio went stale: dropped
+    assert [m.label for m in dropping.marks if m.kind == "dropped"] == ["input #1 dropped"]
+    svg = timeline.svg_file(dropping)
+    assert "input #1 dropped" in svg and "2 replayed, 1 dropped" in svg
+
+
+#: in a page: the width of the page's content, of the window, the widest SVG as drawn, and the
+#: texts of each SVG that meet another text or a mark line, as the browser lays them out
+GLANCE = """
+(() => {
+  const found = [];
+  let widest = 0;
+  for (const svg of document.querySelectorAll('svg')) {
+    widest = Math.max(widest, svg.getBoundingClientRect().width);
+    const texts = [...svg.querySelectorAll('text')].map(t => [t.textContent, t.getBBox()]);
+    const lines = [...svg.querySelectorAll('line.mark')].map(l => l.getBBox());
+    for (let i = 0; i < texts.length; i++) {
+      const [a, p] = texts[i];
+      for (let j = i + 1; j < texts.length; j++) {
+        const [b, q] = texts[j];
+        if (p.x < q.x + q.width && q.x < p.x + p.width && p.y < q.y + q.height
+            && q.y < p.y + p.height) found.push([a, b]);
+      }
+      for (const l of lines)
+        if (p.x < l.x && l.x < p.x + p.width && l.y < p.y + p.height && p.y < l.y + l.height)
+          found.push([a, 'line at ' + Math.round(l.x)]);
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, window: window.innerWidth, widest,
+          found: found.slice(0, 20)};
+})()
+"""
+
+
+@needs_chromium
+@pytest.mark.parametrize("width", [800, 1400])
+@pytest.mark.parametrize("page", ["timeline.svg", "report.html"])
+def test_pictures_fit_the_window_in_chromium(logs: dict[str, Path], tmp_path: Path,
+                                             width: int, page: str) -> None:
+    """At an 800 px and a 1400 px window, headless Chromium shows the timeline (alone, and on
+    the report page) without a horizontal scroll bar, the pictures within the window, and no
+    text meeting another text or a mark line as it draws them."""
+    out = tmp_path / page
+    if page == "timeline.svg":
+        out.write_text(timeline.svg_file(timeline.read(logs["demo"])))
+    else:
+        report.write(logs["demo"], out)
+    loaded = asyncio.run(chromium.load(out, GLANCE, width=width))
+    assert loaded.errors == []
+    seen = loaded.value
+    assert seen["scroll"] <= width and seen["widest"] <= width, seen
+    assert seen["found"] == []

@@ -8,16 +8,23 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from google import genai
 
 from statemachine import (
     Keepalive,
     Limits,
+    LiveSession,
     Policy,
     ReplayPolicy,
     RetryPolicy,
     SettingsError,
+    connect,
+    instrument,
+    uninstrument,
+    wrap_client,
 )
-from statemachine.emulator import EmulatorSettings
+from statemachine.emulator import DEFAULT_MODEL as MODEL
+from statemachine.emulator import EmulatorSettings, LiveEmulator
 
 NAN, INF = math.nan, math.inf
 
@@ -103,7 +110,12 @@ def test_bad_setting_raises_settings_error_naming_field_and_value(
 GOOD: list[Callable[[], Any]] = [
     Policy,
     lambda: Policy(keepalive=Keepalive(ping_interval=None, ping_timeout=None)),
-    lambda: Policy(retry=RetryPolicy(per_drop_attempts=0, jitter=0, max_delay=100)),
+    lambda: Policy(retry=RetryPolicy(per_session_attempts=0, jitter=0, max_delay=100)),
+    lambda: Limits(handle_validity=10.0, token_lead=599.0),
+    lambda: Policy().scaled(0.01),
+    lambda: Limits(handle_validity=7200.0 * 0.01, time_scale=0.01, connection_lifetime=6.0,
+                   go_away_lead=0.3, go_away_margin=0.02, token_lead=0.6),
+    lambda: EmulatorSettings(reject_resume_code=4000, vad_threshold=32768),
     lambda: Policy(on_expired="terminate", replay=ReplayPolicy(answered_turns="repeat")),
     lambda: Policy().scaled(0.001),
     lambda: EmulatorSettings(handle_validity=0.0, go_away_lead=0.0, chunk_interval=0.0),
@@ -112,6 +124,70 @@ GOOD: list[Callable[[], Any]] = [
 
 @pytest.mark.parametrize("build", GOOD)
 def test_sound_settings_are_accepted(build: Callable[[], Any]) -> None:
-    """The checks refuse only what is wrong: None keepalive, zero retries, enum names, zero
-    emulator delays and a tiny time scale all build."""
+    """The checks refuse only what is wrong: None keepalive, no reconnect at all, enum names,
+    zero emulator delays, the shortest handle validity, an application close code and a tiny
+    time scale all build."""
     build()
+
+
+# -- what a first hour with the library tried (issue 25): each named, with what is allowed
+
+CLIENT = genai.Client(api_key="not-a-key")
+
+FIRST_HOUR: list[tuple[str, Callable[[], Any], str, str, str]] = [
+    # (id, how it is built, the field, the value shown, words that say what is allowed)
+    ("policy-limits", lambda: connect(CLIENT, model=MODEL, policy=Limits()), "policy",
+     "Limits(", "Policy(limits=Limits"),
+    ("policy-str", lambda: connect(CLIENT, model=MODEL, policy="x"), "policy", "'x'",
+     "must be a Policy"),
+    ("on-notice-int", lambda: connect(CLIENT, model=MODEL, on_notice=5), "on_notice", "5",
+     "must be callable"),
+    ("on-event-str", lambda: connect(CLIENT, model=MODEL, on_event="print"), "on_event",
+     "'print'", "must be callable"),
+    ("lease-wait-negative", lambda: connect(CLIENT, model=MODEL, lease_wait=-1), "lease_wait",
+     "-1", ">= 0"),
+    ("lease-ttl-zero", lambda: connect(CLIENT, model=MODEL, lease_ttl=0), "lease_ttl", "0",
+     "> 0"),
+    ("store-dict", lambda: connect(CLIENT, model=MODEL, store={}, session_key="k"), "store",
+     "{}", "handle store"),
+    ("session-live-notice", lambda: LiveSession(CLIENT, model=MODEL, on_notice=5), "on_notice",
+     "5", "must be callable"),
+    ("emulator-policy", lambda: LiveEmulator().connect(policy="x"), "policy", "'x'",
+     "must be a Policy"),
+    ("instrument-policy", lambda: instrument(policy=Limits()), "policy", "Limits(",
+     "must be a Policy"),
+    ("instrument-lease", lambda: instrument(lease_wait=-1), "lease_wait", "-1", ">= 0"),
+    ("wrap-on-notice", lambda: wrap_client(CLIENT, on_notice=5), "on_notice", "5",
+     "must be callable"),
+    ("wrap-unknown", lambda: wrap_client(CLIENT, polcy=Policy()), "polcy", "polcy", "policy"),
+    ("token-lead-beyond-connection", lambda: Limits(token_lead=10000), "token_lead", "10000",
+     "shorter than connection_lifetime"),
+    ("handle-validity-short", lambda: Limits(handle_validity=1), "handle_validity", "1",
+     "at least 10 s"),
+    ("handle-validity-short-scaled", lambda: Limits(handle_validity=0.005, time_scale=0.001),
+     "handle_validity", "0.005", "at least 10 s (x time_scale 0.001 = 0.01 s)"),
+    ("per-drop-zero", lambda: RetryPolicy(per_drop_attempts=0), "per_drop_attempts", "0",
+     ">= 1"),
+    ("emu-vad-nan", lambda: EmulatorSettings(vad_threshold=NAN), "vad_threshold", "nan",
+     "(0, 32768]"),
+    ("emu-reject-code", lambda: EmulatorSettings(reject_resume_code=12345),
+     "reject_resume_code", "12345", "3000-4999"),
+    ("emu-reject-code-reserved", lambda: EmulatorSettings(reject_resume_code=1006),
+     "reject_resume_code", "1006", "1007-1014"),
+]
+
+
+@pytest.mark.parametrize(("build", "field", "value", "allowed"), [b[1:] for b in FIRST_HOUR],
+                         ids=[b[0] for b in FIRST_HOUR])
+def test_wrong_arguments_fail_when_given(build: Callable[[], Any], field: str, value: str,
+                                         allowed: str) -> None:
+    """connect(), LiveSession, instrument(), wrap_client() and the settings records refuse a
+    wrong argument as they are called, naming it, its value and what is allowed; nothing is
+    left instrumented by a refused instrument()."""
+    try:
+        with pytest.raises(SettingsError) as caught:
+            build()
+    finally:
+        uninstrument()
+    message = str(caught.value)
+    assert field in message and value in message and allowed in message, message

@@ -5,6 +5,7 @@ file descriptors and memory do not grow from the 50th rotation to the 200th."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import tracemalloc
 from collections import Counter
@@ -52,11 +53,14 @@ async def _resting(session: statemachine.LiveSession) -> tuple[int, int]:
     return min(t for t, _ in looks), min(f for _, f in looks)
 
 
-async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing() -> None:
+async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
+        record_property: Callable[[str, object], None]) -> None:
     """Continuous audio and turns through 200 rotations: every audio chunk and every turn is
     taken in by the model exactly once, no reply is repeated, nothing is dropped; tasks and
     descriptors are the same at rotation 200 as at 50, and the memory the library's own code
-    holds grows by less than 0.5 MB (the input journal is pruned, records are not kept)."""
+    holds grows by less than 0.5 MB (the input journal is pruned, records are not kept).
+    Audio chunks the model took in twice (replayed from the crossing window although the
+    server had them) are counted: at most one per rotation, whatever the load."""
     settings = EmulatorSettings(time_scale=SCALE, connection_lifetime=60.0, go_away_lead=20.0,
                                 chunk_interval=1.0, track_inputs=True)
     policy = Policy(limits=Limits(go_away_lead=20.0, go_away_margin=2.0, setup_timeout=400.0,
@@ -72,6 +76,9 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing() -> None:
             changed.clear()
             await changed.wait()
 
+    # what earlier tests in this process left for the collector is collected now, not in a
+    # full collection that stops the loop in the middle of the soak (as the capacity bench does)
+    gc.collect()
     async with LiveEmulator(settings) as emu:
         session = await statemachine.connect(
             emu.client(**statemachine.websocket_args()), model=MODEL,
@@ -127,18 +134,27 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing() -> None:
             turn_complete=True)
         async with asyncio.timeout(30):
             await until(lambda: not session.core.journal)
+        rotations = session.core.counters.rotations
         await session.close()
         await reader
         consumed = Counter(c for s in emu.sessions for c in s.context.consumed)
         consumed_turns = Counter(t for s in emu.sessions for t in s.context.user_texts())
 
     chunks = [f"a:{n.to_bytes(4, 'big').hex()}00000000" for n in range(sent[0])]
-    audio = Counter(c for c in consumed if c.startswith("a:"))
+    # (iterating a Counter yields each key once: the counts come from its items)
+    audio = Counter({c: n for c, n in consumed.items() if c.startswith("a:")})
     missing = [c for c in chunks if audio[c] == 0]
+    twice = [c for c in chunks if audio[c] > 1]
+    duplicated = sum(audio[c] - 1 for c in twice)
+    record_property("rotations", rotations)
+    record_property("lost_audio_chunks", len(missing))
+    record_property("duplicated_audio_chunks", duplicated)
+    record_property("duplicated_per_rotation", round(duplicated / rotations, 3))
     assert not trace.notices_of(InputDropped), trace.notices_of(InputDropped)[:3]
     assert not missing, missing[:5]
-    twice = [c for c in chunks if audio[c] > 1]
-    assert len(twice) <= ROTATIONS // 20, twice[:5]  # the crossing window: rare, never a loss
+    # the crossing window: a possible duplicate, never a loss; rare (0-0.05 a rotation on an
+    # idle machine), and at most one a rotation on a loaded one
+    assert duplicated <= rotations, (duplicated, rotations, twice[:5])
     assert all(v == 1 for v in consumed_turns.values()), consumed_turns.most_common(3)
     assert not trace.notices_of(RepeatedReply)
     assert all(v == 1 for v in replies.values()), replies.most_common(3)

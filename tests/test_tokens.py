@@ -214,3 +214,25 @@ def test_the_token_client_stays_a_gemini_api_client_whatever_the_environment(
     mp.setenv("GOOGLE_CLOUD_LOCATION", "us-central1")
     base = genai.Client(api_key="AIza-x", vertexai=False)
     assert not sdk.with_token(base, "auth_tokens/abc").vertexai
+
+
+async def test_a_provider_that_always_raises_is_named_not_the_service() -> None:
+    """A provider with a bug (here a positional `Token(...)`, a TypeError) ends the session
+    once the budget is spent with a reason that blames the provider, not the service, and the
+    provider's own exception at the end of the cause chain."""
+    policy = statemachine.Policy(retry=statemachine.RetryPolicy(
+        per_drop_attempts=2, per_session_attempts=2, base_delay=0.01, max_delay=0.02))
+
+    def buggy() -> Token:
+        return Token("auth_tokens/x")  # type: ignore[misc]  # keyword-only: a TypeError
+
+    async with LiveEmulator(LONG_CONNECTIONS) as emu:
+        with pytest.raises(statemachine.SessionTerminated) as caught:
+            async with emu.connect(config=text_config(), policy=policy, token_provider=buggy):
+                pass
+    message = str(caught.value)
+    assert "token provider kept failing" in message and "service kept failing" not in message
+    cause: BaseException | None = caught.value
+    while cause is not None and not isinstance(cause, TypeError):
+        cause = cause.__cause__
+    assert isinstance(cause, TypeError), caught.value

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import copy
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import attrs
@@ -30,6 +30,9 @@ from ..core.policy import Policy
 from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
 from ..stores import HandleStore
+from ..telemetry import Telemetry, resolve
+from . import dropin
+from .arguments import check_session_args, unknown_options
 from .session import LiveSession
 from .translate import interaction_idle
 
@@ -55,6 +58,7 @@ class Options:
     on_notice: Callable[[Notice], None] | None = None
     lease_ttl: float = 30.0
     lease_wait: float = 0.0
+    telemetry: Telemetry | bool | None = None
 
 
 @attrs.define
@@ -76,13 +80,19 @@ def instrument(
     on_notice: Callable[[Notice], None] | None = None,
     lease_ttl: float = 30.0,
     lease_wait: float = 0.0,
+    telemetry: Telemetry | bool | None = None,
 ) -> None:
     """Make every `client.aio.live.connect(...)` in this process return a lifecycle-managed
-    session, with the same options as `statemachine.connect`. Calling it again replaces the
-    options; `uninstrument()` restores google-genai's own connect."""
+    session, with the same options as `statemachine.connect` (`telemetry=True`: each session
+    reports OpenTelemetry traces and metrics). Calling it again replaces the options;
+    `uninstrument()` restores google-genai's own connect."""
+    check_session_args("instrument", policy=policy, store=store, session_key=session_key,
+                       audit=audit, on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
+                       lease_wait=lease_wait, key_may_be_callable=True)
+    resolve(telemetry)  # a missing OpenTelemetry is said now, not at the first connect
     options = Options(policy=policy, store=store, session_key=session_key, audit=audit,
                       on_event=on_event, on_notice=on_notice, lease_ttl=lease_ttl,
-                      lease_wait=lease_wait)
+                      lease_wait=lease_wait, telemetry=telemetry)
     with _lock:
         if _state.replaced is None:
             _state.replaced = AsyncLive.connect
@@ -106,6 +116,11 @@ def is_instrumented() -> bool:
 def wrap_client(client: genai.Client, **options: Any) -> genai.Client:
     """A copy of `client` whose `aio.live.connect` opens managed sessions (the rest is shared
     with `client`), for frameworks that accept a client object. Options as `instrument()`."""
+    known = tuple(f.name for f in attrs.fields(Options))
+    unknown_options("wrap_client", options, known)
+    check_session_args("wrap_client", key_may_be_callable=True,
+                       **{k: v for k, v in options.items() if k != "telemetry"})
+    resolve(options.get("telemetry"))
     wrapped = copy.copy(client)
     aio = copy.copy(client.aio)
     aio._live = _ManagedLive(client.aio.live, Options(**options))
@@ -179,7 +194,7 @@ async def _open(
         cast(genai.Client, _Direct(live)), model=model, config=base, policy=options.policy,
         audit=options.audit, on_event=options.on_event, on_notice=options.on_notice,
         store=options.store, session_key=key, lease_ttl=options.lease_ttl,
-        lease_wait=options.lease_wait,
+        lease_wait=options.lease_wait, telemetry=options.telemetry,
     )
     if handle:
         # The framework's own handle (from an earlier run): resumed like a stored one; the
@@ -251,58 +266,41 @@ class InstrumentedSession:
         activity_end: types.ActivityEndOrDict | None = None,
     ) -> None:
         """Like the SDK's: several kinds in one call go out as one message each, in order."""
-        if media is not None:
-            if _is_audio(media):
-                blob: Any = media  # a Blob either way (its type differs with Pillow installed)
-                audio = audio if audio is not None else blob
-            else:
-                video = video if video is not None else media
-        send = self.lifecycle.send_realtime_input
-        if activity_start is not None:
-            await send(activity_start=activity_start)
-        if audio is not None:
-            await send(audio=audio)
-        if video is not None:
-            await send(video=video)
-        if text is not None:
-            await send(text=text)
-        if audio_stream_end:
-            await send(audio_stream_end=True)
-        if activity_end is not None:
-            await send(activity_end=activity_end)
+        await self.lifecycle.send_realtime_input(
+            media=media, audio=audio, audio_stream_end=audio_stream_end, video=video, text=text,
+            activity_start=activity_start, activity_end=activity_end)
 
     async def send_tool_response(
         self, *, function_responses: types.FunctionResponseOrListOfFunctionResponseDict
     ) -> None:
         await self.lifecycle.send_tool_response(function_responses=function_responses)
 
+    async def send_context_update(
+        self,
+        *,
+        system_instruction: types.ContentUnion | None = None,
+        tools: types.ToolListUnion | None = None,
+    ) -> None:
+        """A new system instruction and/or tool list, journaled like any input; a fresh session
+        starts with the latest ones (see `LiveSession.send_context_update`)."""
+        await self.lifecycle.send_context_update(system_instruction=system_instruction,
+                                                 tools=tools)
+
     async def send(self, *, input: Any = None, end_of_turn: bool | None = False) -> None:
-        """The SDK's deprecated `send` (still used by some frameworks), mapped to the three
-        journaled kinds of input."""
-        if isinstance(input, dict):
-            input = _parse_dict(input)
-        if isinstance(input, types.LiveClientContent):
-            await self.send_client_content(
-                turns=cast(types.ContentListUnion, input.turns or []),
-                turn_complete=bool(input.turn_complete or end_of_turn))
-        elif isinstance(input, types.LiveClientRealtimeInput):
-            for chunk in input.media_chunks or []:
-                await self.send_realtime_input(media=chunk)
-            await self.send_realtime_input(
-                audio=input.audio, video=input.video, text=input.text,
-                audio_stream_end=input.audio_stream_end, activity_start=input.activity_start,
-                activity_end=input.activity_end)
-        elif isinstance(input, types.LiveClientToolResponse):
-            await self.send_tool_response(function_responses=input.function_responses or [])
-        elif isinstance(input, types.FunctionResponse) or (
-            isinstance(input, Sequence) and input
-            and all(isinstance(i, types.FunctionResponse) for i in input)
-        ):
-            await self.send_tool_response(function_responses=cast(Any, input))
-        elif isinstance(input, types.Blob):
-            await self.send_realtime_input(media=input)
-        else:
-            await self.send_client_content(turns=input, turn_complete=bool(end_of_turn))
+        """The SDK's deprecated `send` (still used by some frameworks), with its warning,
+        mapped to the journaled kinds of input."""
+        dropin.warn_send()
+        await self.lifecycle._send_deprecated(input, end_of_turn)
+
+    async def start_stream(
+        self, *, stream: AsyncIterator[bytes], mime_type: str
+    ) -> AsyncIterator[Message]:
+        """The SDK's deprecated `start_stream`, with its warning (see `LiveSession`)."""
+        dropin.warn_start_stream()
+        async for message in self.lifecycle._start_stream(stream, mime_type):
+            kept = absorb(message)
+            if kept is not None:
+                yield kept
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -339,23 +337,3 @@ class InstrumentedSession:
     async def close(self) -> None:
         """End the session: nothing reconnects after it."""
         await self.lifecycle.close()
-
-
-def _is_audio(blob: Any) -> bool:
-    mime = blob.get("mime_type") if isinstance(blob, dict) else getattr(blob, "mime_type", None)
-    return str(mime or "").startswith("audio/")
-
-
-def _parse_dict(value: dict[str, Any]) -> Any:
-    """A dict given to the deprecated `send`, as the type the SDK would read it as."""
-    for kind in (types.LiveClientContent, types.LiveClientRealtimeInput,
-                 types.LiveClientToolResponse, types.FunctionResponse):
-        if set(value) <= set(kind.model_fields) | {_camel(f) for f in kind.model_fields}:
-            with contextlib.suppress(ValueError):
-                return kind.model_validate(value)
-    return value
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)

@@ -96,6 +96,12 @@ class StoreWorker:
                 return None
         except StoreError as exc:
             return StoreFailed(at=self._now(), op=action.op, error=str(exc))
+        except Exception as exc:  # a store that broke its contract (an application's own
+            # store, say): still a failed store operation, reported, never a dead worker
+            return StoreFailed(at=self._now(), op=action.op,
+                               error=f"{type(exc).__name__}: {exc} (raised by "
+                                     f"{type(self.store).__name__}.{action.op.value}, "
+                                     "not a StoreError)")
         return StoreDone(at=self._now(), op=action.op)
 
     async def stop(self, within: float) -> None:

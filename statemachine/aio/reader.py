@@ -109,6 +109,8 @@ class Reader:
                     conn.failed.set()
                     self._on_failed(conn, exc)
                 return None
+            if conn.closing:  # left while this read waited: the core marked the cut already
+                return None
             self._on_message(conn.generation, message, deliver=False,
                              arrived=conn.arrived() if conn.arrived else None)
             return message
@@ -157,6 +159,8 @@ class Reader:
             finally:
                 conn.bg_read = None
                 self._bg_idle.set()
+            if conn.closing:  # what a connection left behind sends comes after its cut mark
+                return
             self._on_message(conn.generation, message,
                              arrived=conn.arrived() if conn.arrived else None)
 

@@ -20,7 +20,7 @@ import warnings
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from google import genai
@@ -45,6 +45,7 @@ from ..core.actions import (
 )
 from ..core.engine import Lifecycle
 from ..core.events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -64,10 +65,20 @@ from ..core.policy import Backend, Policy, session_policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
 from ..core.wording import terminated_error
-from ..errors import LocalMisuse, RemoteProtocolError, SessionTerminated, SettingsError
+from ..errors import (
+    CallbackError,
+    LocalMisuse,
+    RemoteProtocolError,
+    SessionTerminated,
+    SettingsError,
+)
 from ..stores import HandleStore, MemoryStore
-from . import frames, lag, tokens, translate
+from ..telemetry import Telemetry, session_observer
+from ..telemetry import resolve as telemetry_settings
+from . import dropin, frames, lag, tokens, translate
 from . import sdk as adapter
+from .arguments import check_session_args
+from .callbacks import Callbacks
 from .fanout import END, Fanout
 from .flag import Flag
 from .persistence import StoreWorker
@@ -113,9 +124,10 @@ class _Conn:
 class LiveSession:
     """A Live API session that survives connection rotations, drops and session limits.
 
-    A drop-in for google-genai's `AsyncSession`: the same `send_*` methods, plus `receive()`
-    that keeps yielding across connections and turns until the session ends (the SDK's stops at
-    every `turnComplete`). Use through `statemachine.connect(...)`.
+    A drop-in for google-genai's `AsyncSession`: every public method of the installed SDK's
+    (`send_*`, `send_context_update`, the deprecated `send` and `start_stream`), with
+    `receive()` that keeps yielding across connections and turns until the session ends (the
+    SDK's stops at every `turnComplete`). Use through `statemachine.connect(...)`.
     """
 
     #: slots: a session's attribute dict alone was 1.7 KB (`__dict__` stays for subclasses'
@@ -125,6 +137,7 @@ class LiveSession:
         "__weakref__",
         "_app_wake",
         "_base_config",
+        "_callbacks",
         "_client",
         "_closing",
         "_conns",
@@ -172,7 +185,13 @@ class LiveSession:
         lease_ttl: float = 30.0,
         lease_wait: float = 0.0,
         token_provider: TokenProvider | None = None,
+        telemetry: Telemetry | bool | None = None,
     ) -> None:
+        check_session_args(
+            "LiveSession", policy=policy, on_event=on_event, on_notice=on_notice, audit=audit,
+            store=store, session_key=session_key, session_id=session_id, lease_ttl=lease_ttl,
+            lease_wait=lease_wait, token_provider=token_provider)
+        reporting = telemetry_settings(telemetry)
         if store is not None and session_key is None:
             raise SettingsError("a store needs a session_key: the name the session is stored "
                                 f"under (store={type(store).__name__}, session_key=None)")
@@ -212,10 +231,16 @@ class LiveSession:
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = _with_captures(on_notice)
+        #: the application's callables are called through it: an exception is its own
+        self._callbacks = Callbacks()
         self._core = Lifecycle(
             policy=policy, backend=self.backend, session_id=session_id, audit=self._audit,
             persistence=persistence, fresh_tokens=token_provider is not None,
         )
+        if reporting is not None:  # off: nothing imported, nothing on the record path
+            self._on_event = _both(session_observer(
+                reporting, core=self._core, model=model, vertex=self.backend is Backend.VERTEX),
+                on_event)
         key = adapter.api_key(client)
         if key:
             self._core.add_secret(key, "[api key]")
@@ -286,6 +311,7 @@ class LiveSession:
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
+                self._report_callback_error()
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -308,50 +334,140 @@ class LiveSession:
     async def send_realtime_input(
         self,
         *,
+        media: types.BlobImageUnionDict | None = None,
         audio: types.BlobOrDict | None = None,
+        audio_stream_end: bool | None = None,
         video: types.BlobImageUnionDict | None = None,
         text: str | None = None,
-        audio_stream_end: bool | None = None,
         activity_start: types.ActivityStartOrDict | None = None,
         activity_end: types.ActivityEndOrDict | None = None,
     ) -> None:
-        """Like `AsyncSession.send_realtime_input`: exactly one kind of input per call."""
-        if audio is not None and video is None and text is None and audio_stream_end is None \
-                and activity_start is None and activity_end is None:
+        """Like `AsyncSession.send_realtime_input`, `media=` included; several kinds in one
+        call go out as one message each, each journaled, in the order `dropin.realtime_parts`
+        gives."""
+        if audio is not None and media is None and video is None and text is None \
+                and audio_stream_end is None and activity_start is None and activity_end is None:
             # the hot path, 50 a second: `_input` inlined
             frame = frames.chunk(audio) if self._frames else None
             self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
                                    payload={"audio": audio} if frame is None else frame))
             return
-        given = {
-            InputKind.AUDIO: ("audio", audio),
-            InputKind.VIDEO: ("video", video),
-            InputKind.TEXT: ("text", text),
-            InputKind.AUDIO_STREAM_END: ("audio_stream_end", audio_stream_end),
-            InputKind.ACTIVITY_START: ("activity_start", activity_start),
-            InputKind.ACTIVITY_END: ("activity_end", activity_end),
-        }
-        chosen = [(kind, kw) for kind, kw in given.items() if kw[1] is not None]
-        if len(chosen) != 1:
+        parts = dropin.realtime_parts(
+            media=media, audio=audio, audio_stream_end=audio_stream_end, video=video,
+            text=text, activity_start=activity_start, activity_end=activity_end)
+        if not parts and audio_stream_end is False:
+            return  # `audioStreamEnd: false` tells the model nothing
+        if not parts:
             raise LocalMisuse(
-                "send_realtime_input takes exactly one of audio, video, text, audio_stream_end, "
-                f"activity_start, activity_end; got {len(chosen)}"
-            )
-        kind, (name, value) = chosen[0]
-        await self._input(kind, {name: value})
+                "send_realtime_input needs at least one of media, audio, video, text, "
+                "audio_stream_end=True, activity_start, activity_end")
+        for kind, payload in parts:
+            await self._input(kind, payload)
 
     async def send_tool_response(
         self, *, function_responses: types.FunctionResponseOrListOfFunctionResponseDict
     ) -> None:
-        """Like `AsyncSession.send_tool_response`; never lost across a rotation."""
-        responses = (
-            function_responses if isinstance(function_responses, list) else [function_responses]
-        )
-        ids = tuple(
-            str(r.get("id") if isinstance(r, dict) else r.id) for r in responses
-        )
-        await self._input(InputKind.TOOL_RESPONSE, {"function_responses": function_responses},
-                          tool_ids=ids)
+        """Like `AsyncSession.send_tool_response`; never lost across a rotation, never sent
+        for a call the server cancelled (`ToolCallEnded` says what became of each call)."""
+        ids, scheduled = dropin.tool_response_ids(function_responses)
+        self._feed(ClientInput(at=self._now(), kind=InputKind.TOOL_RESPONSE,
+                               payload={"function_responses": function_responses},
+                               tool_ids=ids, scheduled=scheduled))
+
+    async def send_context_update(
+        self,
+        *,
+        system_instruction: types.ContentUnion | None = None,
+        tools: types.ToolListUnion | None = None,
+    ) -> None:
+        """Like `AsyncSession.send_context_update` (3.x): a new system instruction and/or tool
+        list, journaled and sent in order with the other input, replayed after a resume until a
+        handle covers it. A fresh session's setup carries the latest of them (see
+        docs/models-and-tools.md)."""
+        if system_instruction is None and tools is None:
+            raise LocalMisuse("send_context_update needs system_instruction or tools (tools=[] "
+                              "clears the tool list)")
+        payload: dict[str, Any] = {}
+        if system_instruction is not None:
+            payload["system_instruction"] = system_instruction
+        if tools is not None:
+            payload["tools"] = tools
+        await self._input(InputKind.CONTEXT_UPDATE, payload)
+
+    async def send(self, *, input: Any = None, end_of_turn: bool | None = False) -> None:
+        """The SDK's deprecated `send`, with its warning: each kind of input it takes goes
+        through the journaled calls above."""
+        dropin.warn_send()
+        await self._send_deprecated(input, end_of_turn)
+
+    async def _send_deprecated(self, input: Any, end_of_turn: bool | None) -> None:
+        if not input:  # the SDK's: no input is the end of the turn
+            await self.send_client_content(turns=None, turn_complete=True)
+            return
+        input = dropin.parse_send(input)
+        if isinstance(input, types.LiveClientContent):
+            await self.send_client_content(
+                turns=cast(types.ContentListUnion, input.turns or []),
+                turn_complete=bool(input.turn_complete or end_of_turn))
+        elif isinstance(input, types.LiveClientRealtimeInput):
+            for chunk in input.media_chunks or []:
+                await self.send_realtime_input(media=chunk)
+            if any(v is not None for v in (input.audio, input.video, input.text,
+                                           input.activity_start, input.activity_end)) \
+                    or input.audio_stream_end:
+                await self.send_realtime_input(
+                    audio=input.audio, video=input.video, text=input.text,
+                    audio_stream_end=input.audio_stream_end,
+                    activity_start=input.activity_start, activity_end=input.activity_end)
+        elif isinstance(input, types.LiveClientToolResponse):
+            await self.send_tool_response(function_responses=input.function_responses or [])
+        elif dropin.is_function_responses(input):
+            await self.send_tool_response(function_responses=cast(Any, input))
+        elif isinstance(input, types.Blob):
+            await self.send_realtime_input(media=input)
+        else:
+            await self.send_client_content(turns=dropin.as_turns(input),
+                                           turn_complete=bool(end_of_turn))
+
+    async def start_stream(
+        self, *, stream: AsyncIterator[bytes], mime_type: str
+    ) -> AsyncIterator[Message]:
+        """The SDK's deprecated `start_stream`, with its warning: each chunk of `stream` is sent
+        as realtime media (journaled) while the server's messages are yielded; it ends when the
+        stream does. An exception from `stream` is raised here."""
+        dropin.warn_start_stream()
+        async for message in self._start_stream(stream, mime_type):
+            yield message
+
+    async def _start_stream(
+        self, stream: AsyncIterator[bytes], mime_type: str
+    ) -> AsyncIterator[Message]:
+        pump = self._loop.create_task(self._pump(stream, mime_type))
+        messages = self.receive()
+        try:
+            while not pump.done():
+                read: asyncio.Task[Message] = self._loop.create_task(
+                    _next(messages))
+                await asyncio.wait([read, pump], return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await read
+                    break
+                try:
+                    yield read.result()
+                except StopAsyncIteration:
+                    break
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                raise cast(BaseException, pump.exception())
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await pump
+
+    async def _pump(self, stream: AsyncIterator[bytes], mime_type: str) -> None:
+        async for data in stream:
+            await self.send_realtime_input(media=types.Blob(data=data, mime_type=mime_type))
 
     async def receive(self) -> AsyncIterator[Message]:
         """Server messages from every connection, across turns, until the session ends.
@@ -367,7 +483,8 @@ class LiveSession:
                 if item is END:
                     self._messages.append(END)
                     end = self._core.end
-                    if end is not None and not end.by_application:
+                    if (end is not None and not end.by_application) \
+                            or self._callbacks.error is not None:
                         raise self._terminated()
                     return
                 yield item
@@ -412,7 +529,7 @@ class LiveSession:
 
     def notices(self) -> AsyncIterator[Notice]:
         """What the application is told: Resumed, InputDropped, ContextLost, RepeatedReply,
-        Ended."""
+        ToolCallEnded, ToolCallRepeated, Ended, ..."""
         return self._notices.subscribe()
 
     async def close(self) -> None:
@@ -451,6 +568,8 @@ class LiveSession:
             actions = core.feed(event)
             if actions:
                 self._perform(actions)
+        if self._callbacks.error is not None and not self._callbacks.reported:
+            self._report_callback_error()
         if self._store is None:
             return  # nothing to settle: flush_handle() answers True without a store
         if core.store_settled:
@@ -461,10 +580,26 @@ class LiveSession:
     async def _feed_one(self, event: Event) -> None:
         self._feed(event)
 
-    def _terminated(self) -> SessionTerminated:
+    def _report_callback_error(self) -> None:
+        """An application callback raised: tell the core (once), which ends the session; the
+        exception itself reaches the application from `receive()` (`CallbackError`)."""
+        callbacks = self._callbacks
+        if callbacks.error is None or callbacks.reported:
+            return
+        callbacks.reported = True
+        self._feed(CallbackFailed(at=self._now(), callback=callbacks.name,
+                                  error=callbacks.describe()))
+
+    def _terminated(self) -> SessionTerminated | CallbackError:
         """The exception for a session that ended other than by `close()`, chained to the last
-        connection failure that led there."""
-        error = terminated_error(self._core.end)
+        connection failure that led there; `CallbackError` (the callback's exception chained)
+        when an application callback raised."""
+        callbacks = self._callbacks
+        error = terminated_error(self._core.end,
+                                 callbacks.name if callbacks.error is not None else None)
+        if isinstance(error, CallbackError):  # the application's own exception, chained
+            error.__cause__ = callbacks.error
+            return error
         cause = self._last_error
         if cause is not None and self._core.redact(str(cause)) != str(cause):
             # the server echoed a secret into its error: chain a copy without it
@@ -511,14 +646,20 @@ class LiveSession:
             handle.cancel()
 
     def _audit(self, record: AuditRecord) -> None:
-        self._sink(record)
+        self._callbacks.call("audit", self._sink, record)
         self._events.put(record)
         if self._on_event is not None:
-            self._on_event(record)
+            self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
+        if self._seen is None:
+            self._seen = deque(maxlen=NOTICES_KEPT)
+        self._seen.append(notice)
+        self._notices.put(notice)  # the notice first, then its mark in the stream
+        if self._on_notice is not None:
+            self._callbacks.call("on_notice", self._on_notice, notice)
         if isinstance(notice, ReplyInterrupted) or (
-                isinstance(notice, InputDropped) and notice.turn):
+                isinstance(notice, InputDropped) and notice.in_band):
             # In-band, at the exact point of the stream: the SDK's own "discard what you were
             # playing" signal, which applications already handle. For a dropped turn it also
             # ends the wait for a reply that will never come.
@@ -527,12 +668,6 @@ class LiveSession:
         elif isinstance(notice, ToolCallsCancelled):
             self._deliver(Message(tool_call_cancellation=types.LiveServerToolCallCancellation(
                 ids=list(notice.ids))))
-        if self._seen is None:
-            self._seen = deque(maxlen=NOTICES_KEPT)
-        self._seen.append(notice)
-        self._notices.put(notice)
-        if self._on_notice is not None:
-            self._on_notice(notice)
         if isinstance(notice, Ended):
             self._ended.set()
             self._deliver(END)
@@ -545,7 +680,11 @@ class LiveSession:
         resumption = types.SessionResumptionConfig(
             handle=action.handle, transparent=True if action.transparent else None
         )
-        return self._base_config.model_copy(update={"session_resumption": resumption})
+        update: dict[str, Any] = {"session_resumption": resumption}
+        if action.context:  # the context updates the setup carries (core/context.py)
+            given = types.LiveConnectConfig(**action.context)
+            update.update({name: getattr(given, name) for name in action.context})
+        return self._base_config.model_copy(update=update)
 
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
         gen = conn.generation
@@ -715,6 +854,10 @@ class LiveSession:
 DEFAULT_STORE: HandleStore = MemoryStore()
 
 
+async def _next(messages: AsyncIterator[Message]) -> Message:
+    return await anext(messages)
+
+
 def _with_captures(on_notice: Callable[[Notice], None] | None
                    ) -> Callable[[Notice], None] | None:
     """`on_notice`, also feeding the active `statemachine.testing.capture()` blocks."""
@@ -730,6 +873,19 @@ def _with_captures(on_notice: Callable[[Notice], None] | None
     return tee
 
 
+def _both(first: Callable[[AuditRecord], None],
+          then: Callable[[AuditRecord], None] | None) -> Callable[[AuditRecord], None]:
+    """`first`, then `then` (when given), for each record."""
+    if then is None:
+        return first
+
+    def both(record: AuditRecord) -> None:
+        first(record)
+        then(record)
+
+    return both
+
+
 def _check_token_provider(client: genai.Client, provider: object) -> None:
     if not callable(provider):
         raise SettingsError(f"token_provider must be callable (it is asked before every "
@@ -741,6 +897,11 @@ def _check_token_provider(client: genai.Client, provider: object) -> None:
     # would otherwise be printed at the first connection (a library is quiet)
     warnings.filterwarnings("ignore", message="The SDK's ephemeral token support",
                             category=genai_errors.ExperimentalWarning)
+
+
+#: the keyword arguments `connect` checks before passing them to `LiveSession`
+SESSION_ARGS = ("on_event", "on_notice", "audit", "store", "session_key", "session_id",
+                "lease_ttl", "lease_wait", "token_provider")
 
 
 def connect(
@@ -756,5 +917,10 @@ def connect(
     Entering opens the session and returns once its first connection is live; it raises
     `SessionTerminated` if the session could not start (the reason says why). Leaving closes it.
     Keyword arguments go to `LiveSession` (audit, on_event, on_notice, session_id, store,
-    session_key, lease_ttl, lease_wait, token_provider)."""
+    session_key, lease_ttl, lease_wait, token_provider, telemetry); each is checked here (a
+    wrong one is a `SettingsError` naming it). `telemetry=True` reports traces and metrics to
+    OpenTelemetry's global providers, `telemetry=statemachine.Telemetry(tracer_provider=...,
+    meter_provider=...)` to the ones given (docs/telemetry.md)."""
+    check_session_args("connect", policy=policy, **{
+        k: v for k, v in kwargs.items() if k in SESSION_ARGS})
     return LiveSession(client, model=model, config=config, policy=policy, **kwargs)

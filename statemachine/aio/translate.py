@@ -7,6 +7,7 @@ contract in `core/actions.py`). The shell asks `chunk_text` first, then `transla
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from google.genai import types
@@ -23,6 +24,7 @@ from ..core.events import (
     TurnComplete,
     Usage,
 )
+from ..core.toolcalls import call_key
 from ..core.wire import parse_time_left
 
 Message = types.LiveServerMessage
@@ -35,6 +37,14 @@ def interaction_idle(content: Any) -> bool | None:
     if status is None or status.name == "INTERACTION_STATUS_UNSPECIFIED":
         return None
     return bool(status.name == "IDLE")
+
+
+def audio_tokens(details: list[types.ModalityTokenCount] | None) -> int | None:
+    """The audio part of a `usageMetadata` token count (None when not itemised)."""
+    if not details:
+        return None
+    return sum(d.token_count or 0 for d in details
+               if d.modality is not None and d.modality.name == "AUDIO")
 
 
 def chunk_text(message: Message) -> str | None:
@@ -77,8 +87,11 @@ def translate(message: Message, *, generation: int, now: float, lag: float) -> l
             events.append(Interrupted(at=now, generation=gen))
     usage = message.usage_metadata
     if usage is not None and usage.prompt_token_count:
-        events.append(Usage(at=now, generation=gen, prompt_tokens=usage.prompt_token_count,
-                            total_tokens=usage.total_token_count))
+        events.append(Usage(
+            at=now, generation=gen, prompt_tokens=usage.prompt_token_count,
+            total_tokens=usage.total_token_count, response_tokens=usage.response_token_count,
+            prompt_audio_tokens=audio_tokens(usage.prompt_tokens_details),
+            response_audio_tokens=audio_tokens(usage.response_tokens_details)))
     idle = interaction_idle(sc)
     if sc is not None and sc.turn_complete:
         events.append(TurnComplete(at=now, generation=gen, interaction_idle=idle))
@@ -86,7 +99,8 @@ def translate(message: Message, *, generation: int, now: float, lag: float) -> l
         events.append(InteractionStatus(at=now, generation=gen, idle=idle))
     if message.tool_call is not None:
         ids = tuple(c.id or "" for c in message.tool_call.function_calls or [])
-        events.append(ToolCall(at=now, generation=gen, ids=ids))
+        events.append(ToolCall(at=now, generation=gen, ids=ids,
+                               keys=call_keys(message.tool_call)))
     if message.tool_call_cancellation is not None:
         events.append(ToolCallCancellation(
             at=now, generation=gen, ids=tuple(message.tool_call_cancellation.ids or ())))
@@ -100,3 +114,12 @@ def translate(message: Message, *, generation: int, now: float, lag: float) -> l
             at=now, generation=gen, handle=update.new_handle, resumable=bool(update.resumable),
             last_consumed_index=int(index) if index is not None else None, lag=lag))
     return events
+
+
+def call_keys(tool_call: types.LiveServerToolCall) -> tuple[str, ...]:
+    """Each call's name and arguments as canonical text: an identical call repeated in a turn
+    has the same key (`core.toolcalls`)."""
+    return tuple(
+        call_key(c.name or "", json.dumps(c.args or {}, sort_keys=True, default=str))
+        for c in tool_call.function_calls or []
+    )

@@ -109,6 +109,8 @@ def sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
         return sdk.send_client_content(**entry.payload)
     if entry.kind is InputKind.TOOL_RESPONSE:
         return sdk.send_tool_response(**entry.payload)
+    if entry.kind is InputKind.CONTEXT_UPDATE:
+        return sdk.send_context_update(**entry.payload)
     if entry.kind is InputKind.TEXT and action.as_history:
         return sdk.send_client_content(turns=as_history(entry), turn_complete=False)
     return sdk.send_realtime_input(**entry.payload)

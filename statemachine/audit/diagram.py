@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from html import escape
 from pathlib import Path
 
 from ..core import table
@@ -62,35 +63,102 @@ def mermaid(path: SessionPath | None = None, *, path_only: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: a trigger that leads this many states or more to `terminated` is drawn once, from "any other
+#: state", with the states it leaves from written out (`close`, `fatal_error`, fatal closes)
+SHARED_FROM = 4
+BLUE = "#1f6feb"
+
+
+def _count(text: str, taken: int) -> str:
+    return f"{text} (x{taken})" if taken else text
+
+
+def _wrap(label: str) -> str:
+    """A guard on its own line: `connection_lost\\n[handle_valid & ...]` keeps edges narrow."""
+    return label.replace(" [", "\\n[")
+
+
+def _sources(sources: list[str]) -> str:
+    others = [s.value for s in State if s not in FINAL and s.value not in sources]
+    if not others:
+        return "from every other state"
+    if len(others) <= 2:
+        return f"from every other state but {', '.join(others)}"
+    return "from " + ", ".join(sources)
+
+
 def dot(path: SessionPath | None = None, *, path_only: bool = False) -> str:
+    """The whole table as Graphviz DOT, drawn to be read: edges between the same two states
+    share one arrow (one line per trigger), a state's transitions to itself are listed inside
+    its box (↻), and the triggers that end almost any state (`close`, `fatal_error`, a fatal
+    close) are one dashed arrow from "any other state" naming where they apply. With `path`,
+    what the session took is blue, with counts; `path_only` keeps only that."""
     title = "lifecycle" if path is None else f"session {path.session}"
+
+    def taken(src: str, dest: str, trigger: str) -> int:
+        return path.edges.get((src, dest, trigger), 0) if path else 0
+
+    loops: dict[str, list[tuple[str, int]]] = {}
+    arrows: dict[tuple[str, str], list[tuple[str, str, int]]] = {}
+    for src, dest, trigger, label in _edges():
+        n = taken(src, dest, trigger)
+        if path_only and not n:
+            continue
+        if src == dest:
+            loops.setdefault(src, []).append((label, n))
+        else:
+            arrows.setdefault((src, dest), []).append((trigger, label, n))
+    into_end: dict[str, list[str]] = {}
+    for (src, dest), rows in arrows.items():
+        if dest == State.TERMINATED.value:
+            for _, label, _ in rows:
+                into_end.setdefault(label, []).append(src)
+    shared = {label: srcs for label, srcs in into_end.items() if len(srcs) >= SHARED_FROM}
+
     lines = [
         "digraph lifecycle {",
-        f'  label="{title}"; labelloc=t; rankdir=TB;',
-        '  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica"];',
-        '  edge [fontname="Helvetica", fontsize=10];',
-        "  __initial [shape=point, width=0.15, label=\"\"];",
+        f'  label="{title}"; labelloc=t; rankdir=TB; nodesep=0.3; ranksep=0.4; '
+        'fontname="Helvetica";',
+        '  node [shape=plain, fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=9];',
+        '  __initial [shape=point, width=0.15, label=""];',
     ]
     for state in State:
-        if path_only and path is not None and state.value not in path.visited:
+        name = state.value
+        if path_only and path is not None and name not in path.visited:
             continue
-        attrs_ = []
-        if state in FINAL:
-            attrs_.append("peripheries=2")
-        if path is not None and state.value == path.final:
-            attrs_ += ["fillcolor=\"#ffd7d5\"", "color=\"#cf222e\"", "penwidth=3"]
-        elif path is not None and state.value in path.visited:
-            attrs_ += ["fillcolor=\"#cfe8ff\"", "color=\"#1f6feb\"", "penwidth=2"]
-        lines.append(f"  {state.value} [{', '.join(attrs_)}];" if attrs_ else
-                     f"  {state.value};")
+        border, color, fill = ("2" if state in FINAL else "1"), "black", "white"
+        if path is not None and name == path.final:
+            border, color, fill = "3", "#cf222e", "#ffd7d5"
+        elif path is not None and name in path.visited:
+            border, color, fill = "2", BLUE, "#cfe8ff"
+        inside = "".join(
+            f'<tr><td align="left"><font point-size="9" color="{BLUE if n else "black"}">'
+            f"&#8635; {escape(_count(label, n))}</font></td></tr>"
+            for label, n in loops.get(name, []))
+        lines.append(
+            f'  {name} [label=<<table border="{border}" color="{color}" bgcolor="{fill}" '
+            f'cellborder="0" style="rounded" cellpadding="3"><tr><td><b>{name}</b></td></tr>'
+            f"{inside}</table>>];")
     lines.append(f"  __initial -> {INITIAL.value};")
-    for src, dest, trigger, label in _edges():
-        taken = path.edges.get((src, dest, trigger), 0) if path else 0
-        if path_only and not taken:
+    for (src, dest), rows in arrows.items():
+        kept = [(label, n) for _, label, n in rows if label not in shared or dest != "terminated"]
+        if not kept:
             continue
-        text = f"{label} (x{taken})" if taken else label
-        style = ', color="#1f6feb", penwidth=2' if taken else ""
+        text = "\\n".join(_wrap(_count(label, n)) for label, n in kept)
+        style = f', color="{BLUE}", penwidth=2' if any(n for _, n in kept) else ""
         lines.append(f'  {src} -> {dest} [label="{text}"{style}];')
+    if shared:
+        lines.append('  __any [shape=plaintext, label="any other state", fontsize=10];')
+        parts, hit = [], 0
+        for label, srcs in shared.items():
+            n = sum(taken(src, State.TERMINATED.value, trig) for src, dest, trig, lab in _edges()
+                    if lab == label and dest == State.TERMINATED.value)
+            hit += n
+            parts.append(f"{_wrap(_count(label, n))}\\n({_sources(srcs)})")
+        style = f', color="{BLUE}", penwidth=2' if hit else ""
+        joined = "\\n".join(parts)
+        lines.append(f'  __any -> terminated [style=dashed, label="{joined}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -105,7 +173,8 @@ def svg(dot_text: str) -> str:
         )
     done = subprocess.run([exe, "-Tsvg"], input=dot_text, capture_output=True, text=True,
                           check=True)
-    return done.stdout
+    # drawn at its own size when there is room, scaled to a narrower window (no scrolling)
+    return done.stdout.replace("<svg width=", '<svg style="max-width:100%;height:auto" width=', 1)
 
 
 def from_log(log: Path, session: str | None) -> SessionPath:

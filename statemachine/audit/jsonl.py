@@ -217,17 +217,28 @@ def _console_filter(_logger: Any, _method: str, event: MutableMapping[str, Any])
     return event
 
 
+#: the writer the last `configure` call made (closed by the next call)
+_configured: JsonLinesWriter | None = None
+
+
 def configure(jsonl_path: str | os.PathLike[str] | None, *, console: bool = True,
               signing_key: SigningKey | str | os.PathLike[str] | None = None,
               checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY) -> JsonLinesWriter | None:
     """Send audit records to `jsonl_path` (if given) and readable lines to stderr (if `console`).
     With `signing_key` (a key file path or a `SigningKey`), the log carries signed checkpoints.
-    Returns the writer: close it after the last session (it is also closed at exit)."""
+    Returns the writer: close it after the last session (it is also closed at exit). Calling
+    it again replaces the configuration: the writer the previous call made is closed first, so
+    the same file can be named again."""
+    global _configured
     if signing_key is not None and jsonl_path is None:
         raise SettingsError("a signing key needs a log file: pass jsonl_path as well")
+    if _configured is not None:
+        _configured.close()
+        _configured = None
     writer = (JsonLinesWriter(jsonl_path, signing_key=signing_key,
                               checkpoint_every=checkpoint_every)
               if jsonl_path is not None else None)
+    _configured = writer
     processors: list[Any] = []
     if writer is not None:
         processors.append(writer)

@@ -140,7 +140,8 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px;border-bott
 .ok{background:#dafbe1;border:1px solid #1a7f37}.bad{background:#ffebe9;border:1px solid #cf222e}
 table{border-collapse:collapse;margin:4px 0}th,td{border:1px solid #d0d7de;padding:3px 8px;
 text-align:left;vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;
-font-variant-numeric:tabular-nums}.none{color:#57606a}figure{margin:0;overflow-x:auto}
+font-variant-numeric:tabular-nums}.none{color:#57606a}figure{margin:0}
+figure svg{display:block;max-width:100%;height:auto}
 figcaption{color:#57606a;font-size:12px}code{font-size:13px}
 .figures{display:flex;gap:12px;flex-wrap:wrap}.figures div{border:1px solid #d0d7de;
 border-radius:6px;padding:6px 12px;min-width:110px}.figures b{display:block;font-size:18px}

@@ -114,25 +114,36 @@ def verify(public: Ed25519PublicKey, body: str, signature_hex: str) -> bool:
     return True
 
 
-def keygen(directory: str | os.PathLike[str]) -> tuple[Path, Path, str]:
-    """Write a new key pair into `directory` (private file mode 0600); never overwrites.
-    Returns (private path, public path, key id)."""
+def keygen(directory: str | os.PathLike[str], *, force: bool = False,
+           ) -> tuple[Path, Path, str]:
+    """Write a new key pair into `directory` (created if missing; private file mode 0600).
+    An existing pair is replaced only with `force`. Returns (private path, public path, key
+    id). A place that cannot hold the keys is an `OutputError` (an `OSError`)."""
+    from .. import outputs
+
     folder = Path(directory)
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    outputs.new_folder(folder)
     private_path, public_path = folder / PRIVATE_NAME, folder / PUBLIC_NAME
     for existing in (private_path, public_path):
-        if existing.exists():
-            raise SigningKeyError(f"{existing} already exists: keygen never overwrites a key; "
-                                  "choose another directory (keep the old public key to verify "
-                                  "old logs)")
+        if existing.exists() and not force:
+            raise SigningKeyError(f"{existing} already exists: keygen never overwrites a key "
+                                  "unless given --force; choose another directory (keep the "
+                                  "old public key to verify old logs)")
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    # O_EXCL with mode 0600 from the start: the key is never readable by others, not even briefly.
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
     public = private.public_key()
-    public_path.write_bytes(public.public_bytes(serialization.Encoding.PEM,
-                                                serialization.PublicFormat.SubjectPublicKeyInfo))
+    try:
+        if force:
+            for existing in (private_path, public_path):
+                existing.unlink(missing_ok=True)
+        # O_EXCL with mode 0600 from the start: the key is never readable by others, not even
+        # briefly.
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+    except OSError as exc:
+        raise outputs.failed(private_path, exc) from exc
+    outputs.write(public_path, public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return private_path, public_path, key_id(public)

@@ -87,10 +87,13 @@ STYLE = (
 
 
 def document(width: float, height: float, body: list[str], title: str) -> str:
-    """A standalone SVG (also valid inline in HTML: the XML prolog is left out)."""
+    """A standalone SVG (also valid inline in HTML: the XML prolog is left out). It is drawn at
+    its own size when there is room and scales down to the width of a narrower window or page
+    (never a horizontal scroll bar)."""
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" role="img" aria-label="{escape(title)}">\n'
+        f'viewBox="0 0 {width:.0f} {height:.0f}" preserveAspectRatio="xMinYMin meet" '
+        f'style="max-width:100%;height:auto" role="img" aria-label="{escape(title)}">\n'
         f"<title>{escape(title)}</title>\n<style>{STYLE}</style>\n"
         + "\n".join(body) + "\n</svg>\n"
     )

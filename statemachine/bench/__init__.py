@@ -190,7 +190,12 @@ def table(results: dict[str, Any]) -> str:
     c = results["core"]
     lines.append("Core (sans-I/O engine alone):")
     lines += grid(["", "events/s"], [["JSONL audit log on", c.get("events_per_s_audit")],
-                                     ["audit off", c.get("events_per_s_audit_off")]])
+                                     ["audit off", c.get("events_per_s_audit_off")],
+                                     ["OpenTelemetry on (audit off)",
+                                      c.get("events_per_s_telemetry")]])
+    if c.get("telemetry_ratio") is not None:
+        lines.append(f"  OpenTelemetry on/off: {c['telemetry_ratio']} (metrics and traces to the "
+                     "SDK; nothing per client input, a few records per turn)")
     sc = results["scale"]
     procs = sc["runs"][-1].get("processes", 1) if sc.get("runs") else 1
     lines.append(f"Scale (concurrent rotating voice sessions at real rates: 20 ms audio, a turn "

@@ -42,7 +42,8 @@ from google.genai import errors, types
 from ..aio import frames
 from ..audit.stats import percentile
 from ..core.actions import InputDropped, Notice
-from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import ConnectionPlan, EmulatorSettings
 from .remote import RemoteEmulator, client_for
 from .rotation import raw_senders
 
@@ -165,8 +166,8 @@ async def _floor(client: Any, probe: Probe, stop: asyncio.Event) -> None:
 
 
 async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float, n: int,
-                unconfirmed: list[int], sessions: list[Any] | None = None,
-                pace: float = 1.0) -> None:
+                unconfirmed: list[int], telemetry: Any = None,
+                sessions: list[Any] | None = None, pace: float = 1.0) -> None:
     from .. import Policy, connect
 
     await asyncio.sleep(ramp * i / n)
@@ -189,7 +190,7 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
     policy = Policy().scaled(pace) if pace != 1.0 else None  # the default, on the fleet's clock
     async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
-                       on_notice=notice, policy=policy) as session:
+                       on_notice=notice, telemetry=telemetry, policy=policy) as session:
         if sessions is not None:  # the memory benchmark walks their journals
             sessions.append(session)
 
@@ -290,6 +291,50 @@ class _Reconnect(Exception):
     pass
 
 
+#: how often the "ours-otel" run collects its metrics, as a Prometheus server scraping it would
+SCRAPE_EVERY = 1.0
+
+
+def _telemetry(loop: asyncio.AbstractEventLoop, stop: asyncio.Event,
+               seen: dict[str, int]) -> tuple[Any, Callable[[], Any]]:
+    """`telemetry=` for "ours-otel": metrics and traces to the real OpenTelemetry SDK, spans
+    batched to an in-memory exporter, and the metrics collected every `SCRAPE_EVERY` s (in a
+    thread, as the Prometheus exporter's HTTP server does) until `stop`. The coroutine returned
+    with it waits for that, then shuts the providers down (the sessions are closed by then);
+    `seen` gets how many spans and metrics were reported."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ..telemetry import Telemetry
+
+    tracers = TracerProvider()
+    spans = InMemorySpanExporter()
+    tracers.add_span_processor(BatchSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meters = MeterProvider(metric_readers=[reader])
+
+    async def scrape() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SCRAPE_EVERY)
+            data = await asyncio.to_thread(reader.get_metrics_data)
+            seen["metrics"] = sum(len(sm.metrics) for rm in (data.resource_metrics if data
+                                                             else []) for sm in rm.scope_metrics)
+
+    scraping = loop.create_task(scrape())
+
+    async def finish() -> None:
+        await scraping
+        await asyncio.to_thread(tracers.shutdown)
+        meters.shutdown()
+        seen["spans"] = len(spans.get_finished_spans())
+
+    return Telemetry(tracer_provider=tracers, meter_provider=meters), finish
+
+
 async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: float,
                   window: float, gc_clock: GcClock | None = None) -> dict[str, Any]:
     from .. import websocket_args
@@ -302,9 +347,14 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
     unconfirmed: list[int] = []
     if kind == "ours-sdk":  # ours, with every audio chunk encoded by the SDK (this process only)
         frames.enabled = False
-    if kind in ("ours", "ours-sdk"):
-        tasks = [loop.create_task(_ours(i, client, probe, stop, ramp, n, unconfirmed))
-                 for i in range(n)]
+    telemetry: Any = None
+    reported: dict[str, int] = {}
+    scrape: Callable[[], Any] | None = None
+    if kind == "ours-otel":  # ours, reporting to OpenTelemetry
+        telemetry, scrape = _telemetry(loop, stop, reported)
+    if kind in ("ours", "ours-sdk", "ours-otel"):
+        tasks = [loop.create_task(_ours(i, client, probe, stop, ramp, n, unconfirmed,
+                                        telemetry)) for i in range(n)]
     else:
         tasks = [loop.create_task(_raw(i, client, probe, stop, ramp, n)) for i in range(n)]
     floor = loop.create_task(_floor(client, probe, stop))
@@ -326,6 +376,8 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     await floor
+    if scrape is not None:
+        await scrape()
     failures = [repr(r) for r in results if isinstance(r, BaseException)]
     sent_in_window = len(probe.delays)
     messages = sent_in_window + received
@@ -336,6 +388,7 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
         "failures": failures[:3], "unconfirmed_at_close": sum(unconfirmed),
         "cpu_s": cpu, "wall_s": wall, "gc_s": gc_s, "emulator_cpu_s": emu_cpu,
         "messages": messages, "us_per_message": cpu / messages * 1e6 if messages else None,
+        "telemetry": reported,
     }
 
 
@@ -380,7 +433,8 @@ def cores() -> tuple[int | None, int | None]:
 
 async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
                lifetime: float = LIFETIME) -> dict[str, Any]:
-    """One measurement: N sessions of `kind` ("ours", "ours-sdk" or "raw") against a fresh emulator
+    """One measurement: N sessions of `kind` ("ours", "ours-otel", "ours-sdk" or "raw") against
+    a fresh emulator
     (`lifetime` shorter than `LIFETIME` only for toy runs that must see a rotation)."""
     client_cpu, emu_cpu = cores()
     settings = emulator_settings(lifetime)
@@ -445,6 +499,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         "duplicated": duplicated,
         "duplicated_per_rotation": round(duplicated / max(1, len(outages)), 3),
         "unconfirmed_at_close": out["unconfirmed_at_close"],
+        "telemetry_reported": out["telemetry"],
     }
 
 
@@ -468,17 +523,19 @@ async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: floa
 
 async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
               refine: bool = True, lifetime: float = LIFETIME,
-              sdk_audio: bool = True) -> dict[str, Any]:
+              sdk_audio: bool = True, telemetry: bool = True) -> dict[str, Any]:
     """Ours and the raw SDK at each size in turn, each until it misses (a miss is tried twice:
-    `_decide`); which of the two goes first alternates from size to size, so drift on a shared
-    machine moves both. Then, when `refine`, once more halfway between the last size met and
-    the first missed."""
+    `_decide`); which goes first alternates from size to size, so drift on a shared machine
+    moves all alike. With `telemetry`, ours with OpenTelemetry metrics and traces on
+    ("ours-otel") is a third side. Then, when `refine`, once more halfway between the last
+    size met and the first missed."""
     timing = {"ramp": ramp, "warm": warm, "window": window, "lifetime": lifetime}
     steps: list[dict[str, Any]] = []
-    best: dict[str, int] = {"ours": 0, "raw": 0}
-    missed: dict[str, int | None] = {"ours": None, "raw": None}
+    kinds = ("raw", "ours", "ours-otel") if telemetry else ("raw", "ours")
+    best: dict[str, int] = dict.fromkeys(kinds, 0)
+    missed: dict[str, int | None] = dict.fromkeys(kinds)
     for index, n in enumerate(sizes):
-        for kind in ("raw", "ours") if index % 2 == 0 else ("ours", "raw"):
+        for kind in kinds if index % 2 == 0 else kinds[::-1]:
             if missed[kind] is not None:
                 continue
             if await _decide(kind, n, steps, **timing):
@@ -488,7 +545,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         if all(m is not None for m in missed.values()):
             break
     if refine:
-        for kind in ("raw", "ours"):
+        for kind in kinds:
             high = missed[kind]
             mid = (best[kind] + high) // 2 if high is not None else 0
             if high is not None and best[kind] < mid < high \
@@ -510,6 +567,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "sessions_per_core": best["ours"],
         "raw_sessions_per_core": best["raw"],
         "ratio": round(best["ours"] / best["raw"], 3) if best["raw"] else None,
+        **_telemetry_cost(steps, best),
         "target_p99_ms": TARGET_P99_MS,
         "outage_p99_over_floor_loaded": loaded["outage_p99_over_floor"] if loaded else None,
         "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
@@ -520,6 +578,26 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"], s["attempt"])),
         "window_s": window,
         "cores": dict(zip(("client", "emulator"), cores(), strict=True)),
+    }
+
+
+def _telemetry_cost(steps: list[dict[str, Any]], best: dict[str, int]) -> dict[str, Any]:
+    """Sessions per core with telemetry on over off, and the CPU per message on over off at the
+    largest N both ran (the best of each one's tries there)."""
+    if "ours-otel" not in best:
+        return {}
+    cost: dict[tuple[str, int], float] = {}
+    for s in steps:
+        if s["us_per_message"] is not None:
+            key = (s["kind"], s["sessions"])
+            cost[key] = min(s["us_per_message"], cost.get(key, s["us_per_message"]))
+    both = sorted(n for kind, n in cost if kind == "ours-otel" and ("ours", n) in cost)
+    return {
+        "telemetry_sessions_per_core": best["ours-otel"],
+        "telemetry_ratio": round(best["ours-otel"] / best["ours"], 3) if best["ours"] else None,
+        "telemetry_us_per_message_ratio": round(
+            cost["ours-otel", both[-1]] / cost["ours", both[-1]], 3) if both else None,
+        "telemetry_us_per_message_at": both[-1] if both else None,
     }
 
 
@@ -567,6 +645,13 @@ def table(cap: dict[str, Any]) -> list[str]:
                  f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')}); "
                  f"inputs duplicated per rotation there: "
                  f"{cap.get('duplicated_per_rotation_loaded')}")
+    if cap.get("telemetry_sessions_per_core") is not None:
+        lines.append(f"  telemetry on (ours-otel: OpenTelemetry metrics and traces to the SDK, "
+                     f"collected every {SCRAPE_EVERY:g} s): "
+                     f"{cap['telemetry_sessions_per_core']} sessions per core vs "
+                     f"{cap['sessions_per_core']} off, ratio {cap['telemetry_ratio']}; CPU per "
+                     f"message on/off {cap.get('telemetry_us_per_message_ratio')} at "
+                     f"{cap.get('telemetry_us_per_message_at')} sessions")
     at = cap.get("us_per_message_at")
     if at:
         lines.append(f"  CPU per message ours/raw: {cap['us_per_message_ratio_smallest']} at "

@@ -1,5 +1,6 @@
 """Core cost: events per second through the sans-I/O engine, audit log off and on (JSON Lines to
-a real file through structlog, hash chain included)."""
+a real file through structlog, hash chain included), and with OpenTelemetry reporting on
+(`telemetry=True`: the observer fed every record, metrics and traces to the real SDK)."""
 
 from __future__ import annotations
 
@@ -58,9 +59,52 @@ def _rate(events: list[Event], sink: Any) -> float:
     return len(events) / (time.perf_counter() - start)
 
 
+def _telemetry_rate(events: list[Event]) -> float | None:
+    """Events per second with the OpenTelemetry observer on (metrics and traces to the real
+    SDK, read in memory), audit log off: what `telemetry=True` adds to the core's path. None
+    without the OpenTelemetry SDK."""
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from ..telemetry import Telemetry, session_observer
+    except ImportError:
+        return None
+    tracers = TracerProvider()
+    tracers.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    meters = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    telemetry = Telemetry(tracer_provider=tracers, meter_provider=meters)
+    observers: list[Any] = []
+
+    def sink(record: Any) -> None:
+        observers[0](record)
+
+    def rate() -> float:
+        engine = Lifecycle(audit=sink)
+        observers[:] = [session_observer(telemetry, core=engine, model="bench", vertex=False)]
+        start = time.perf_counter()
+        for event in events:
+            for action in engine.feed(event):
+                if type(action) is Send:
+                    engine.written(action.entry, action.generation, event.at)
+        return len(events) / (time.perf_counter() - start)
+
+    return rate()
+
+
 def run(turns: int, rounds: int = 3) -> dict[str, Any]:
     events = _workload(turns)
-    off = max(_rate(events, lambda record: None) for _ in range(rounds))
+    offs: list[float] = []
+    telemetry: list[float] = []
+    for _ in range(rounds):  # off and on alternately, so drift on a shared machine moves both
+        offs.append(_rate(events, lambda record: None))
+        rate = _telemetry_rate(events)
+        if rate is not None:
+            telemetry.append(rate)
+    off = max(offs)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audit.jsonl"
         writer = auditlog.configure(path, console=False)
@@ -75,5 +119,7 @@ def run(turns: int, rounds: int = 3) -> dict[str, Any]:
         "events": len(events),
         "events_per_s_audit_off": round(off),
         "events_per_s_audit": round(on),
+        "events_per_s_telemetry": round(max(telemetry)) if telemetry else None,
+        "telemetry_ratio": round(max(telemetry) / off, 3) if telemetry else None,
         "audit_bytes_per_event": round(size / (len(events) * rounds)),
     }

@@ -24,7 +24,7 @@ from collections import Counter
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..emulator import DEFAULT_MODEL
+from ..emulator import BENCH_MODEL
 from . import capacity, owners
 from .remote import RemoteEmulator, client_for, sigint_ignored
 
@@ -58,7 +58,7 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     loop = asyncio.get_running_loop()
     client = client_for(info, **websocket_args())
     # first use of each path outside the measurement (imports, caches, TLS context)
-    async with client.aio.live.connect(model=DEFAULT_MODEL, config=capacity._config()):
+    async with client.aio.live.connect(model=BENCH_MODEL, config=capacity._config()):
         pass
     gc.collect()
     if trace:
@@ -72,7 +72,8 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     sessions: list[Any] = []
     if kind == "ours":
         tasks = [loop.create_task(capacity._ours(i, client, probe, stop, ramp, n, unconfirmed,
-                                                 sessions, pace)) for i in indices]
+                                                 sessions=sessions, pace=pace))
+                 for i in indices]
     else:
         tasks = [loop.create_task(capacity._raw(i, client, probe, stop, ramp, n, pace))
                  for i in indices]

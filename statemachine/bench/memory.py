@@ -25,7 +25,8 @@ from typing import Any
 
 from google.genai import types
 
-from ..emulator import DEFAULT_MODEL, EmulatorSettings
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import EmulatorSettings
 from . import fleet, owners
 from .remote import RemoteEmulator, client_for
 

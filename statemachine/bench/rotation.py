@@ -26,7 +26,8 @@ from .. import connect, websocket_args
 from ..audit.stats import percentile
 from ..core.actions import ReplyInterrupted
 from ..core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
-from ..emulator import DEFAULT_MODEL, ConnectionPlan, EmulatorSettings, LiveEmulator
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 from ..emulator.wire import parse_duration
 
 SCALE = 0.01

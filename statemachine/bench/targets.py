@@ -56,6 +56,9 @@ TARGETS: tuple[Target, ...] = (
     Target(figure="capacity.ratio", op=">=", bound=0.9, unit="x raw SDK",
            meaning="voice sessions one core carries (p99 input delay < 20 ms) against the raw "
                    "SDK's"),
+    Target(figure="capacity.telemetry_ratio", op=">=", bound=0.9, unit="x telemetry off",
+           meaning="voice sessions one core carries with OpenTelemetry metrics and traces on "
+                   "(telemetry=True, the real SDK) against off, in the same run"),
     Target(figure="capacity.outage_p99_over_floor_p99_loaded", op="<=", bound=1.5,
            unit="x floor",
            meaning="rotation outage p99 over the same run's bare connect()+setup p99, at the "

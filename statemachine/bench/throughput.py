@@ -10,7 +10,8 @@ from typing import Any
 from google.genai import types
 
 from .. import connect, websocket_args
-from ..emulator import DEFAULT_MODEL, EmulatorSettings
+from ..emulator import BENCH_MODEL as DEFAULT_MODEL
+from ..emulator import EmulatorSettings
 from .remote import RemoteEmulator
 
 CONFIG = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])

@@ -15,6 +15,8 @@ finds another holder, `LeaseLost`. Model text: pass every chunk's text to
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from .events import StoreOp, Timer
@@ -32,6 +34,11 @@ class OpenConnection(Action):
     generation: int
     handle: str | None = attrs.field(repr=False)
     transparent: bool = False
+    #: what the setup carries besides the application's config: the latest
+    #: `system_instruction` and `tools` of its context updates on a new session (the journal
+    #: no longer holds those updates), the ones a handle covers on a resume (those it does
+    #: not cover are replayed after it, in order). Empty: the config as given.
+    context: dict[str, Any] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
     def resume(self) -> bool:
@@ -142,13 +149,16 @@ class TokenExpiring(Notice):
 @attrs.frozen(kw_only=True)
 class InputDropped(Notice):
     """An input will never reach the model: `reason` says why. `turn`: it was a turn the
-    model would have answered; the receive stream marks it with `interrupted`+`turnComplete`,
-    so a reader waiting for its reply is not left waiting."""
+    model would have answered. `in_band`: the receive stream marks it right here with
+    `interrupted`+`turnComplete` (this notice comes first), so a reader waiting for its reply
+    is not left waiting; False for a turn whose end is marked already (the cut reply that was
+    answering it, or the `toolCallCancellation` of the call a dropped response answers)."""
 
     seq: int
     kind: str
     reason: str
     turn: bool = False
+    in_band: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -159,6 +169,31 @@ class ToolCallsCancelled(Notice):
     makes the model ask again."""
 
     ids: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallEnded(Notice):
+    """How the tool call `id` ended; exactly one per call id the model issued. `outcome`:
+    "answered" (the application's response went out), "cancelled" (the server cancelled it
+    with `toolCallCancellation`, as on barge-in or, on 3.8 with Vertex, new input during a
+    BLOCKING call: a response sent for it later is dropped, never sent), or "lost" (it will
+    never be answered: the connection that issued it ended before a handle covered it, the
+    context was lost, or the session ended; `reason` says which)."""
+
+    id: str
+    outcome: str
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallRepeated(Notice):
+    """The model called a tool again with the same name and arguments in the same turn (3.8
+    does, 2-5 times, when a tool returned nothing): `id` is the new call, `first` the earlier
+    one. The application can answer it from what it answered `first` with."""
+
+    id: str
+    first: str
+    name: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -179,6 +214,20 @@ class ReplyInterrupted(Notice):
 
     generation: int
     reason: str
+
+
+@attrs.frozen(kw_only=True)
+class ResumeWaiting(Notice):
+    """The server refused to resume the session because it still holds the session's old
+    socket (1011 at setup: it never saw that socket close). The session tries again in
+    `retry_in` seconds (attempt `attempt`); a refusal `gives_up_in` seconds from now or later
+    gives the handle up (`RetryPolicy.old_socket_wait`): a fresh session (`ContextLost`) or
+    the end, as `Policy.on_expired` says."""
+
+    reason: str
+    attempt: int
+    retry_in: float
+    gives_up_in: float
 
 
 @attrs.frozen(kw_only=True)

@@ -7,6 +7,7 @@ application can read it, and tests go over it row by row.
 from __future__ import annotations
 
 import enum
+import re
 
 import attrs
 
@@ -19,6 +20,9 @@ class Disposition(enum.StrEnum):
     RESUME = "resume"  # resume at once with the handle
     BACKOFF = "backoff"  # transient backend fault: back off, then resume
     REJECTED = "rejected"  # the server refused the resumption handle
+    #: the server refused the resume because it still holds the session's old socket: try
+    #: again shortly, within `RetryPolicy.old_socket_wait` (see oldsocket.py)
+    WAIT = "wait"
     FATAL = "fatal"  # no retry can fix it
 
 
@@ -45,6 +49,11 @@ class Rule:
     with_fresh_token: Disposition | None = None
 
 
+#: the service's close reason for a model the API version does not serve: "models/NAME is not
+#: found for API version v1, or is not supported for bidiGenerateContent."
+MODEL_NOT_FOUND = "is not found for api version"
+_DIALED = re.compile(r"for api version (v\w+)")
+
 CLOSE_RULES: tuple[Rule, ...] = (
     Rule(code=1000, phase=None, reason_contains=None, disposition=Disposition.RESUME,
          why="normal close; some clients see it at rotation"),
@@ -69,8 +78,14 @@ CLOSE_RULES: tuple[Rule, ...] = (
          why="the Live API quota is exhausted",
          hint="wait for the quota window to pass or raise the quota; retrying at once only "
               "spends it again"),
+    Rule(code=1011, phase=Phase.SETUP, reason_contains="old socket",
+         disposition=Disposition.WAIT, spends_budget=False,
+         why="the server still holds the session's old socket (it never saw it close)"),
+    Rule(code=1011, phase=Phase.SETUP, reason_contains="still connected",
+         disposition=Disposition.WAIT, spends_budget=False,
+         why="the server still holds the session's old socket (it never saw it close)"),
     Rule(code=1011, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
-         why="transient backend fault, or a resume while the old socket was still open"),
+         why="transient backend fault"),
     Rule(code=1012, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
          why="service restart"),
     Rule(code=1013, phase=None, reason_contains=None, disposition=Disposition.BACKOFF,
@@ -85,6 +100,10 @@ CLOSE_RULES: tuple[Rule, ...] = (
               "token_provider to connect() so each connection gets a fresh one, or mint a new "
               "token and start a new session",
          with_fresh_token=Disposition.RESUME),
+    Rule(code=1008, phase=Phase.SETUP, reason_contains=MODEL_NOT_FOUND,
+         disposition=Disposition.FATAL,
+         why="unknown model, or one the API version the client dialed does not serve",
+         hint="check the model name"),
     Rule(code=1008, phase=Phase.SETUP, reason_contains=None, disposition=Disposition.REJECTED,
          why="policy refusal at setup: on a resume, the handle was refused; on a new session, "
              "an unknown model or a policy violation"),
@@ -121,6 +140,7 @@ FAILURE_RULES: dict[Failure, tuple[Disposition, str]] = {
     Failure.LOCAL: (Disposition.FATAL, "the client library refused the request before sending "
                                        "it"),
     Failure.TOKEN_PROVIDER: (Disposition.BACKOFF, "the token provider failed to give a token"),
+    Failure.CALLBACK: (Disposition.FATAL, "an application callback raised"),
 }
 
 #: What to do about a fatal failure that has no close code or status.
@@ -154,6 +174,25 @@ def hint(code: int | None, http_status: int | None = None,
     if code is not None and 4000 <= code < 5000:
         return "an application-defined close: see its reason"
     return HINTS.get(code, "") if code is not None else ""
+
+
+def rule_hint(rule: Rule | None, reason: str) -> str:
+    """What to do about a close the rule matched; for a model the API version does not
+    serve, which version to dial."""
+    if rule is None:
+        return ""
+    if rule.reason_contains == MODEL_NOT_FOUND:
+        dialed = _DIALED.search(reason.lower())
+        if dialed is not None and dialed.group(1) == "v1":
+            return ("check the model name; the client dialed API version v1 (google-genai "
+                    "3.x's default), where the -latest aliases and some -preview models do "
+                    "not exist: for those use "
+                    "api_version=\"v1beta\" (genai.Client(http_options=types.HttpOptions("
+                    "api_version=\"v1beta\"))), or a model served on v1 such as "
+                    "gemini-3.8-live")
+        return ("check the model name (and that it is a Live model): gemini-3.8-live is today's "
+                "default")
+    return rule.hint
 
 
 def close_rule(code: int | None, reason: str, phase: Phase) -> Rule | None:

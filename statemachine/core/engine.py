@@ -48,6 +48,7 @@ from .actions import (
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
+    ResumeWaiting,
     SaveHandle,
     Send,
     StoreAction,
@@ -63,8 +64,11 @@ from .closecodes import (
     Phase,
     classify_failure,
     close_rule,
+    rule_hint,
 )
+from .context import SetupContext
 from .events import (
+    CallbackFailed,
     ClientInput,
     Close,
     Connect,
@@ -99,6 +103,8 @@ from .events import (
 from .guards import GUARDS
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
+from .margin import ReconnectTimes
+from .oldsocket import OldSocketWait
 from .persistence import Persistence, StoredHandle
 from .policy import Backend, Policy
 from .records import (
@@ -115,6 +121,7 @@ from .records import (
 from .secrets import Secrets
 from .table import Guard, State, Trigger
 from .tokens import Tokens
+from .toolcalls import ANSWERED, CANCELLED, LOST, CallOutcomes
 
 
 @attrs.frozen(kw_only=True)
@@ -160,6 +167,7 @@ class Connection:
     next_index: int = 1  # index of the next client message (transparent mode)
     go_away_deadline: float | None = None
     live_at: float | None = None  # when setup completed
+    opened_at: float | None = None  # when it was opened (the reconnect time ends at setup)
     answered: bool = False  # a turn completed on it: it stayed up long enough to work
 
 
@@ -202,12 +210,13 @@ class Turn:
 @attrs.define(kw_only=True, slots=True)
 class Calls:
     """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
-    application's response; `cancelled` were issued after the handle a resume used, so the
+    application's response; `cancelled` (id -> why) were cancelled by the server, or issued
+    after the handle a resume used, so the
     resumed session never knew them (their responses are dropped, not sent blindly)."""
 
     pending: dict[str, float] = attrs.Factory(dict)
     issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
-    cancelled: set[str] = attrs.Factory(set)
+    cancelled: dict[str, str] = attrs.Factory(dict)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -222,6 +231,8 @@ class Durability:
     failures: int = 0  # consecutive, for the retry backoff
 
 
+_SERVER_CANCELLED = "the server cancelled the tool call (toolCallCancellation)"
+
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
 
@@ -235,6 +246,7 @@ class Lifecycle:
         "_audit",
         "_audit_seq",
         "_cause",
+        "_cut_marks",
         "_followups",
         "_fp",
         "_fp_of",
@@ -254,11 +266,15 @@ class Lifecycle:
         "end",
         "journal",
         "loss",
+        "old_socket",
+        "outcomes",
         "persistence",
         "policy",
+        "reconnects",
         "resumption",
         "secrets",
         "session_id",
+        "setup_context",
         "span",
         "tokens",
         "transparent",
@@ -304,9 +320,15 @@ class Lifecycle:
         self.span = Span()
         self.turn = Turn()
         self.calls = Calls()
+        self.outcomes = CallOutcomes()
+        self.setup_context = SetupContext()
         self.budget = RetryBudget(policy=self.policy.retry)
         self.durable = Durability()
         self.tokens = Tokens(fresh=fresh_tokens)
+        #: how long connections took to come up: the goAway margin is learned from them
+        self.reconnects = ReconnectTimes()
+        #: resumes refused for an old socket the server still holds (bounded: oldsocket.py)
+        self.old_socket = OldSocketWait()
         self.loss: Loss | None = None
         self.end: Ended | None = None
         self._timers: dict[Timer, int] = {}
@@ -317,6 +339,9 @@ class Lifecycle:
         self._actions: list[Action] = []
         self._followups: list[tuple[Trigger, dict[str, Any]]] = []
         self._cause: dict[str, Any] = {}
+        #: turns whose cut reply the stream has just marked (`ReplyInterrupted`): dropping
+        #: such a turn needs no second marker; a new reply beginning clears it
+        self._cut_marks = 0
         self._fp_of: str | None = None
         self._fp: str | None = None
         #: values never to show: keys and tokens (the shell's) and the latest handles
@@ -358,6 +383,12 @@ class Lifecycle:
         return validity
 
     @property
+    def go_away_margin(self) -> float:
+        """What a rotation keeps in hand before a goAway deadline now: learned from the
+        measured reconnect times, within `Limits.go_away_margin_floor` and `go_away_margin`."""
+        return self.reconnects.margin(self.policy.limits)
+
+    @property
     def live(self) -> bool:
         """Whether a connection has completed setup and carries input now."""
         return self.state in table.LIVE and self.conn.open and self.conn.setup_done
@@ -384,7 +415,7 @@ class Lifecycle:
                 self._persist()
             return self._actions
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
-                                        | SendRefused):
+                                        | SendRefused | CallbackFailed):
             event = self._redacted(event)
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
@@ -409,6 +440,8 @@ class Lifecycle:
             self._on_store(event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
+        elif isinstance(event, CallbackFailed):
+            self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
@@ -428,8 +461,9 @@ class Lifecycle:
         """`text` with every secret the engine knows replaced (handles by their fingerprint)."""
         return self.secrets.redact(text)
 
-    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused) -> Event:
-        if isinstance(event, StoreFailed):
+    def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused
+                  | CallbackFailed) -> Event:
+        if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
         return attrs.evolve(event, reason=self.redact(event.reason))
 
@@ -523,11 +557,18 @@ class Lifecycle:
         if event.kind is InputKind.TOOL_RESPONSE:
             for call in event.tool_ids:
                 self.calls.pending.pop(call, None)
-            if event.tool_ids and set(event.tool_ids) <= self.calls.cancelled:
-                self.calls.cancelled.difference_update(event.tool_ids)
-                self._drop(entry, "the tool call was cancelled: the connection that issued it "
-                                  "ended before a handle covered it (the model asks again)")
+            cancelled = self.calls.cancelled
+            if event.tool_ids and all(c in cancelled for c in event.tool_ids):
+                why = cancelled[event.tool_ids[0]]
+                for call in event.tool_ids:
+                    del cancelled[call]
+                # its cut was marked where the call was cancelled (or no reply was owed)
+                self._drop(entry, why, marked=True, owed=not why.startswith(_SERVER_CANCELLED))
                 return
+        elif event.kind is InputKind.CONTEXT_UPDATE:
+            self.setup_context.sent(event.payload)
+        elif entry.trigger:  # a new user turn: a call is a repeat only within its turn
+            self.outcomes.new_turn()
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
@@ -543,6 +584,20 @@ class Lifecycle:
                 self._drop(entry, f"google-genai refused to send it ({event.reason}): check what "
                                   "was passed to the send call")
                 return
+
+    def _on_callback_failed(self, event: CallbackFailed) -> None:
+        """An application callback raised: the application's bug, not a connection failure.
+        The session ends at once (a fatal error: no resume, no retry budget spent) with a
+        reason that names the callback; the shell raises the application's own exception,
+        chained, from `receive()`. After the end there is nothing left to decide."""
+        if not self._can(Trigger.FATAL_ERROR):
+            return
+        why = (f"the application's {event.callback} callback raised {event.error}: the "
+               "session was ended (an error in application code, not a connection failure); "
+               "fix the callback, which must not raise")
+        self.loss = Loss(disposition=Disposition.FATAL, why=why, failure=Failure.CALLBACK,
+                         spends_budget=False)
+        self._fire(Trigger.FATAL_ERROR, {"reason": why, "callback": event.callback})
 
     def _held(self, entry: Entry) -> bool:
         """In a state that holds turns (draining), a new turn would start on a connection about
@@ -564,11 +619,12 @@ class Lifecycle:
             left = event.time_left
             if left is None:  # no usable timeLeft: the shortest notice the policy plans for
                 left = self.policy.limits.go_away_lead
-            deadline = event.at + left
+            deadline = event.at + max(0.0, left)  # zero or negative: the server ends it now
             current = self.conn.go_away_deadline
             self.conn.go_away_deadline = deadline if current is None else min(current, deadline)
             if self._can(Trigger.GO_AWAY):
-                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left})
+                self._fire(Trigger.GO_AWAY, {"time_left": event.time_left,
+                                             "margin": round(self.go_away_margin, 4)})
         elif isinstance(event, ResumptionUpdate):
             self._on_update(event)
         elif isinstance(event, ModelOutput):
@@ -580,9 +636,9 @@ class Lifecycle:
             for call in event.ids:
                 self.calls.pending[call] = event.at
                 self.calls.issued[call] = event.at
+            self._notify_all(self.outcomes.issued(event.ids, event.keys))
         elif isinstance(event, ToolCallCancellation):
-            for call in event.ids:
-                self.calls.pending.pop(call, None)
+            self._server_cancelled(event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
@@ -590,6 +646,8 @@ class Lifecycle:
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
+            if not self.calls.pending:
+                self.outcomes.new_turn()
             self._check_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
@@ -607,6 +665,7 @@ class Lifecycle:
         turn = self.turn
         if not turn.in_flight:
             turn.in_flight, turn.began_at = True, at
+            self._cut_marks = 0  # a new reply: an earlier cut's marker is behind it
 
     def _on_update(self, event: ResumptionUpdate) -> None:
         if not (event.resumable and event.handle):
@@ -630,6 +689,7 @@ class Lifecycle:
                 covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
                                                       reply_chars)
             covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
+        self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
@@ -702,7 +762,7 @@ class Lifecycle:
         if event.failure is Failure.CLOSED and event.http_status is None:
             rule = close_rule(event.code, event.reason,
                               Phase.SETUP if during_setup else Phase.LIVE)
-        todo = rule.hint if rule else ""
+        todo = rule_hint(rule, event.reason)
         if self.tokens.fresh and event.http_status == 401:
             todo = TOKEN_REFUSED_HINT
         self._lose(Loss(disposition=disposition, why=why, code=event.code, reason=event.reason,
@@ -714,6 +774,10 @@ class Lifecycle:
         A connection that stayed up ends the drop; one that did not counts against it."""
         if self._stayed_up():
             self.budget.streak_over()
+        if loss.disposition is Disposition.WAIT and self.state is State.RESUMING:
+            self.old_socket.refused(self._now)
+        else:
+            self.old_socket.reset()
         self.loss = loss
         self.conn.open = False
         self.conn.setup_done = False
@@ -899,8 +963,16 @@ class Lifecycle:
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
+            self._notify_all(self.outcomes.settle_all(
+                LOST, "context lost: a fresh session started, which never issued it"))
+            self.old_socket.reset()
             if self.span.confirmed:
-                unsent = [e for e in self.journal.take_all() if e.seq != OWED]
+                taken = self.journal.take_all()
+                unsent = [e for e in taken if e.seq != OWED
+                          and e.kind is not InputKind.CONTEXT_UPDATE]
+                for entry in taken:  # the new setup delivers them (`_open`)
+                    if entry.kind is InputKind.CONTEXT_UPDATE:
+                        self.journal.append(entry)
                 for entry in unsent:
                     self._drop(entry, "context lost: the session expired before it was "
                                       "confirmed")
@@ -934,6 +1006,9 @@ class Lifecycle:
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
+        self.old_socket.reset()
+        if self.conn.opened_at is not None:
+            self.reconnects.add(self._now - self.conn.opened_at)
         self.conn.go_away_deadline = None
         self.loss = None  # whatever ended the last connection is over
         if self.span.started_at is None:
@@ -977,16 +1052,14 @@ class Lifecycle:
         deadline = self.conn.go_away_deadline
         if deadline is None:
             deadline = self._now
-        rotate_at = deadline - self.policy.limits.go_away_margin
+        rotate_at = deadline - self.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
         self._check_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
-        if self.turn.in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
-        self.turn = Turn()
+        self._mark_cut(source, trigger)
         self._cancel_unknown_calls()
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
@@ -994,6 +1067,9 @@ class Lifecycle:
             self._open()
         elif trigger in (Trigger.CONNECT, Trigger.RETRY):
             self._open()
+        elif (self.loss is not None and self.loss.disposition is Disposition.WAIT
+              and self.old_socket.since is not None):
+            self._wait_for_old_socket()
         elif self.loss is not None and self.budget.at_once_after_close(
                 self._now, resumable=self.loss.disposition is Disposition.RESUME,
                 spends=self.loss.spends_budget):
@@ -1001,8 +1077,19 @@ class Lifecycle:
         else:
             self._retry_later()
 
+    def _wait_for_old_socket(self) -> None:
+        """The server refused the resume for an old socket it still holds: try again after
+        a backoff that spends no budget, within `RetryPolicy.old_socket_wait`, and say so."""
+        retry, wait = self.policy.retry, self.old_socket
+        delay = wait.delay(self._now, retry, self._rng)
+        self._notify(ResumeWaiting(
+            reason=self.loss.why if self.loss is not None else "", attempt=wait.tries,
+            retry_in=round(delay, 4), gives_up_in=round(wait.gives_up_in(self._now, retry), 4)))
+        self._arm(Timer.BACKOFF, delay)
+
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
+        self._mark_cut(source, trigger)  # before the fresh session's reply can begin
         for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
             self._cancel(timer)
         self._followups.append(
@@ -1012,13 +1099,21 @@ class Lifecycle:
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
+        by_app = trigger is Trigger.CLOSE
+        if not by_app:  # the application that closed reads no more; anyone else is told
+            self._mark_cut(source, trigger)
         for entry in self.journal.take_all():
             if entry.sends == 0:
                 self._drop(entry, "the session ended before it could be sent", remove=False)
+            elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
+                self._drop(entry, "the session ended before the model answered it",
+                           remove=False)
+        self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
+                                                        "answered"))
         self._final_store_actions()
-        by_app = trigger is Trigger.CLOSE
-        lost = self.loss is not None and not by_app and trigger in (
+        lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
+            or self.loss.failure is Failure.CALLBACK)
         self.end = Ended(
             reason=self._end_reason(trigger),
             code=self.loss.code if (self.loss and not by_app) else None,
@@ -1064,17 +1159,38 @@ class Lifecycle:
         pending = sorted(c for c in self.calls.pending if c in unknown)
         for call in pending:
             del self.calls.pending[call]
-        self.calls.cancelled |= unknown
+        why = ("the tool call was cancelled: the connection that issued it ended before a "
+               "handle covered it (the model asks again)")
+        self.calls.cancelled.update(dict.fromkeys(unknown, why))
         for call in unknown:
             del self.calls.issued[call]
         stale = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE
                  and e.tool_ids and set(e.tool_ids) <= unknown]
         for entry in stale:
-            self.calls.cancelled.difference_update(entry.tool_ids)
+            for call in entry.tool_ids:
+                self.calls.cancelled.pop(call, None)
             self._drop(entry, "tool response to a call the resumed session never issued: "
-                              "not replayed (the model asks again)")
+                              "not replayed (the model asks again)", marked=True)
         if pending:
             self._notify(ToolCallsCancelled(ids=tuple(pending)))
+            self._notify_all(self.outcomes.settle(pending, LOST, why))
+
+    def _server_cancelled(self, ids: tuple[str, ...]) -> None:
+        """The server cancelled calls (`toolCallCancellation`: barge-in, or new input during a
+        BLOCKING call on 3.8 with Vertex): they are never answered. A response the application
+        sends for one later is dropped; one journaled and not yet sent leaves the journal."""
+        why = _SERVER_CANCELLED + ": a response to it is never sent"
+        for call in ids:
+            self.calls.pending.pop(call, None)
+            if self.outcomes.is_open(call):
+                self.calls.cancelled[call] = why
+        unsent = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE and e.sends == 0
+                  and e.tool_ids and set(e.tool_ids) <= set(ids)]
+        self._notify_all(self.outcomes.settle(ids, CANCELLED, why))
+        for entry in unsent:
+            for call in entry.tool_ids:
+                self.calls.cancelled.pop(call, None)
+            self._drop(entry, why, owed=False)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1088,12 +1204,18 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
-        self.conn = Connection(generation=self.conn.generation + 1, open=True)
+        self.conn = Connection(generation=self.conn.generation + 1, open=True,
+                               opened_at=self._now)
         self._count(connections=1)
         handle = self.resumption.handle if self.state is State.RESUMING else None
+        if handle is not None:
+            context = self.setup_context.for_resume()
+        else:
+            context, delivered = self.setup_context.for_new_session(self.journal)
+            self._count(confirmed=delivered)  # the setup delivers them
         self._actions.append(
             OpenConnection(generation=self.conn.generation, handle=handle,
-                           transparent=self.transparent)
+                           transparent=self.transparent, context=context)
         )
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
@@ -1115,17 +1237,40 @@ class Lifecycle:
         counters.sent += 1
         if replay:
             counters.replayed += 1
+        if entry.kind is InputKind.TOOL_RESPONSE and entry.sends == 1:
+            self._notify_all(self.outcomes.settle(entry.tool_ids, ANSWERED))
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
                  continuation=continuation)
         )
 
-    def _drop(self, entry: Entry, reason: str, *, remove: bool = True) -> None:
+    def _mark_cut(self, source: State, trigger: Trigger) -> None:
+        """The connection is left: a reply in flight on it will not complete. The application
+        is told (`ReplyInterrupted`, which the stream marks in-band right here, before any
+        later reply); the turn it answered then needs no marker of its own if dropped."""
+        if self.turn.in_flight and source in table.LIVE:
+            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
+            self._cut_marks = 1
+        self.turn = Turn()
+
+    def _drop(self, entry: Entry, reason: str, *, remove: bool = True,
+              marked: bool = False, owed: bool = True) -> None:
+        """Report an input that will never reach the model. A turn is marked in-band
+        (`InputDropped.in_band`) unless its end is marked already: `marked` (a response to
+        a cancelled call, whose cut was marked where it happened), or the cut reply just
+        marked was its answer. `owed=False`: no reply was owed to it (a response to a call the
+        server cancelled): it is no turn."""
         if remove:
             self.journal.remove([entry])
         self._count(dropped=1)
+        turn = owed and entry.trigger and not entry.answered
+        if turn and not marked and entry.sends and self._cut_marks:
+            self._cut_marks -= 1
+            marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
-                                  turn=entry.trigger and not entry.answered))
+                                  turn=turn, in_band=turn and not marked))
+        if entry.kind is InputKind.TOOL_RESPONSE:
+            self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
 
     def _arm_session_cap(self) -> None:
         started = self.span.started_at
@@ -1143,6 +1288,10 @@ class Lifecycle:
     def _cancel(self, timer: Timer) -> None:
         if self._timers.pop(timer, None) is not None:
             self._actions.append(CancelTimer(timer=timer))
+
+    def _notify_all(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            self._notify(notice)
 
     def _notify(self, notice: Notice) -> None:
         self._actions.append(Notify(notice=notice))

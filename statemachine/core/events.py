@@ -24,6 +24,8 @@ class InputKind(enum.StrEnum):
     ACTIVITY_START = "activity_start"
     ACTIVITY_END = "activity_end"
     TOOL_RESPONSE = "tool_response"
+    #: send_context_update: a new system instruction and/or tool list (3.x `contextUpdate`)
+    CONTEXT_UPDATE = "context_update"
 
 
 #: Input kinds after which the model answers (a turn boundary on the client side).
@@ -106,7 +108,12 @@ class ModelOutput(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class ToolCall(ConnectionEvent):
+    """`ids` of the calls in one `toolCall` message; `keys`, when the shell gives them, one
+    per id: the call's name and arguments as canonical text (an identical call repeated in a
+    turn has the same key)."""
+
     ids: tuple[str, ...]
+    keys: tuple[str, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -143,8 +150,13 @@ class InteractionStatus(ConnectionEvent):
 
 @attrs.frozen(kw_only=True)
 class Usage(ConnectionEvent):
+    """`usageMetadata` as reported (the audio counts from its per-modality details)."""
+
     prompt_tokens: int
     total_tokens: int | None = None
+    response_tokens: int | None = None
+    prompt_audio_tokens: int | None = None
+    response_audio_tokens: int | None = None
 
 
 class Failure(enum.StrEnum):
@@ -159,6 +171,9 @@ class Failure(enum.StrEnum):
     LOCAL = "local"  # the client library refused the request before it was sent
     SETUP_TIMEOUT = "setup_timeout"  # no setupComplete in time (the core's own timer)
     TOKEN_PROVIDER = "token_provider"  # the application's token provider failed or timed out
+    #: an application callback (on_notice, on_event, the audit sink) raised: the application's
+    #: error, never a connection's (`CallbackFailed`; it ends the session, no retry)
+    CALLBACK = "callback"
 
 
 @attrs.frozen(kw_only=True)
@@ -170,6 +185,16 @@ class ConnectionLost(ConnectionEvent):
     http_status: int | None = None
     during_setup: bool = False
     failure: Failure = Failure.CLOSED
+
+
+@attrs.frozen(kw_only=True)
+class CallbackFailed(Event):
+    """An application-supplied callable (`callback` names it: on_notice, on_event, audit)
+    raised `error`. It is the application's bug, not the network's: the session ends at once
+    (no retry, no resume), and the shell hands the exception itself to the application."""
+
+    callback: str
+    error: str
 
 
 @attrs.frozen(kw_only=True)
@@ -186,6 +211,9 @@ class ClientInput(Event):
     payload: Any = attrs.field(default=None, eq=False, repr=False)
     turn_complete: bool = False
     tool_ids: tuple[str, ...] = ()
+    #: a tool response whose every part carries a `scheduling` (the answer to NON_BLOCKING
+    #: calls): the model does not answer it as a turn (SILENT never, WHEN_IDLE later)
+    scheduled: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -242,4 +270,6 @@ def is_turn_trigger(event: ClientInput) -> bool:
     """Whether the model will answer after this input."""
     if event.kind is InputKind.CONTENT:
         return event.turn_complete
+    if event.kind is InputKind.TOOL_RESPONSE and event.scheduled:
+        return False
     return event.kind in TURN_TRIGGERS

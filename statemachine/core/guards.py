@@ -58,6 +58,13 @@ def at_safe_point(s: Lifecycle) -> bool:
     )
 
 
+def old_socket_wait_spent(s: Lifecycle) -> bool:
+    """The server refused the resume because it still holds the session's old socket, and
+    `RetryPolicy.old_socket_wait` has run out since its first such refusal (oldsocket.py)."""
+    return (s.loss is not None and s.loss.disposition is Disposition.WAIT
+            and s.old_socket.spent(s.now, s.policy.retry))
+
+
 GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.CLOSE_IS_FATAL: close_is_fatal,
     Guard.RETRY_BUDGET_LEFT: retry_budget_left,
@@ -65,4 +72,5 @@ GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.WAS_COMPRESSED: was_compressed,
     Guard.FRESH_ALLOWED: fresh_allowed,
     Guard.AT_SAFE_POINT: at_safe_point,
+    Guard.OLD_SOCKET_WAIT_SPENT: old_socket_wait_spent,
 }

@@ -64,6 +64,10 @@ def _check_scale(value: float) -> None:
 
 
 HANDLE_VALIDITY = {Backend.GEMINI: 2 * 3600.0, Backend.VERTEX: 24 * 3600.0}
+#: the shortest `Limits.handle_validity` accepted, in seconds before scaling: the services keep a
+#: handle 2 h (Gemini API) or 24 h (Vertex), and a handle that lapses within seconds expires
+#: before a reconnect (TLS, setup, a backoff) could use it; a smaller value is a unit mistake
+MIN_HANDLE_VALIDITY = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -72,7 +76,11 @@ class Limits:
 
     connection_lifetime: float = attrs.field(default=600.0, validator=_positive)
     go_away_lead: float = attrs.field(default=30.0, validator=_positive)
+    #: the most a rotation keeps in hand before a goAway deadline (and what it keeps before
+    #: any reconnect was measured); the margin used is learned from the measured reconnect
+    #: time (`core/margin.py`), at least `go_away_margin_floor`
     go_away_margin: float = attrs.field(default=2.0, validator=_non_negative)
+    go_away_margin_floor: float = attrs.field(default=0.25, validator=_non_negative)
     session_cap_audio: float = attrs.field(default=900.0, validator=_positive)
     session_cap_video: float = attrs.field(default=120.0, validator=_positive)
     #: None: the backend's (2 h on the Gemini API, 24 h on Vertex)
@@ -99,6 +107,22 @@ class Limits:
                 f"({self.go_away_lead}s, the shortest goAway notice planned for): otherwise "
                 "every rotation would be forced at once and cut the reply in progress"
             )
+        if self.token_lead >= self.connection_lifetime:
+            raise SettingsError(
+                f"Limits.token_lead ({self.token_lead!r}s) must be shorter than "
+                f"connection_lifetime ({self.connection_lifetime!r}s): the session moves to a "
+                "fresh token this long before the old one expires, so a longer lead would "
+                "move every connection as soon as it opens")
+        if self.handle_validity is not None and \
+                self.handle_validity < MIN_HANDLE_VALIDITY * self.time_scale * (1 - 1e-9):
+            raise SettingsError(
+                f"Limits.handle_validity must be at least {MIN_HANDLE_VALIDITY:g} s"
+                + (f" (x time_scale {self.time_scale:g} = "
+                   f"{MIN_HANDLE_VALIDITY * self.time_scale:g} s)" if self.time_scale != 1
+                   else "")
+                + f", or None for the backend's (2 h Gemini API, 24 h Vertex); got "
+                f"{self.handle_validity!r}: a handle that lapses sooner expires before a "
+                "reconnect could use it")
         if self.session_cap_video > self.session_cap_audio:
             raise SettingsError(
                 f"Limits.session_cap_video ({self.session_cap_video!r}s) cannot exceed "
@@ -117,7 +141,9 @@ class Limits:
 class RetryPolicy:
     """Exponential backoff with jitter, bounded per drop and per session."""
 
-    per_drop_attempts: int = attrs.field(default=6, validator=count())
+    #: reconnects tried per drop (the first is a resume), at least 1; a session that must never
+    #: reconnect: per_session_attempts=0
+    per_drop_attempts: int = attrs.field(default=6, validator=count(minimum=1))
     #: failure retries (and fresh restarts) allowed within any `session_window` seconds: a
     #: budget over the session's whole life would end long sessions on a flaky network
     per_session_attempts: int = attrs.field(default=60, validator=count())
@@ -131,6 +157,10 @@ class RetryPolicy:
     #: next failure counts from one again and its first reconnect is immediate. One that does
     #: not (a server accepting setup and closing at once) keeps counting, so the backoff grows
     stable_after: float = attrs.field(default=10.0, validator=_non_negative)
+    #: how long resumes refused because the server still holds the session's old socket
+    #: (1011 at setup) are tried again, from the first refusal, without spending the budgets;
+    #: a refusal after it gives the handle up (a fresh session or the end: `on_expired`)
+    old_socket_wait: float = attrs.field(default=5.0, validator=_non_negative)
 
     def __attrs_post_init__(self) -> None:
         if self.max_delay < self.base_delay:
@@ -147,6 +177,7 @@ class RetryPolicy:
         return attrs.evolve(
             self, base_delay=self.base_delay * factor, max_delay=self.max_delay * factor,
             session_window=self.session_window * factor, stable_after=self.stable_after * factor,
+            old_socket_wait=self.old_socket_wait * factor,
         )
 
 
@@ -190,7 +221,7 @@ class Policy:
         factory=Limits, validator=instance_of(Limits, "build it with Limits(...)"))
     retry: RetryPolicy = attrs.field(
         factory=RetryPolicy, validator=instance_of(
-            RetryPolicy, "to never retry, use RetryPolicy(per_drop_attempts=0)"))
+            RetryPolicy, "to never reconnect, use RetryPolicy(per_session_attempts=0)"))
     replay: ReplayPolicy = attrs.field(
         factory=ReplayPolicy,
         validator=instance_of(ReplayPolicy, "build it with ReplayPolicy(...)"))

@@ -187,4 +187,4 @@ def describe_input(event: ClientInput) -> dict[str, Any]:
     chunks a second per session) skips the generic field walk. `tests/test_audit.py` checks
     that both agree, so a field added to `ClientInput` cannot be left out here."""
     return {"kind": event.kind.value, "turn_complete": event.turn_complete,
-            "tool_ids": event.tool_ids}
+            "tool_ids": event.tool_ids, "scheduled": event.scheduled}

@@ -146,6 +146,7 @@ class Guard(enum.StrEnum):
     WAS_COMPRESSED = "was_compressed"
     FRESH_ALLOWED = "fresh_allowed"
     AT_SAFE_POINT = "at_safe_point"
+    OLD_SOCKET_WAIT_SPENT = "old_socket_wait_spent"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -156,6 +157,8 @@ GUARD_DOCS: Mapping[Guard, str] = {
     Guard.FRESH_ALLOWED: "policy restarts expired sessions and the session budget allows it",
     Guard.AT_SAFE_POINT: "no reply in flight, the interaction idle, no tool call or turn input "
     "waiting for an answer, and a valid resumable handle covering it all",
+    Guard.OLD_SOCKET_WAIT_SPENT: "the server refused the resume for an old socket it still "
+    "holds, and RetryPolicy.old_socket_wait has run out since its first such refusal",
 }
 
 
@@ -174,7 +177,9 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     "safe point",
     State.RESUMING: "close the old socket (cutting a reply in flight is announced in-band), then "
     "open a connection with the latest resumable handle: at once for a rotation, a restored "
-    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise",
+    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise "
+    "(a refusal for an old socket the server still holds: a backoff that spends no budget, "
+    "announced with ResumeWaiting)",
     State.EXPIRED: "close the connection, cancel every timer, then restart_or_give_up",
     State.TERMINATED: "close the connection, cancel every timer, report unsent input dropped, "
     "save the latest handle and release the lease, tell the application why it ended (Ended)",
@@ -222,6 +227,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.CONNECTING, Guard.RETRY_BUDGET_LEFT),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED),
     _t(Trigger.CONNECTION_LOST, [*_LIVE_ORDER, S.RESUMING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
+    # a server that keeps the old socket: the handle is given up after a bounded wait
+    _t(Trigger.CONNECTION_LOST, [S.RESUMING], S.EXPIRED, Guard.OLD_SOCKET_WAIT_SPENT),
     _t(
         Trigger.CONNECTION_LOST,
         [*_LIVE_ORDER, S.RESUMING],

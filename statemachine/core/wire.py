@@ -22,11 +22,14 @@ def parse_duration(text: str) -> float:
 
 def parse_time_left(text: str | None) -> float | None:
     """A `goAway.timeLeft` in seconds; None when it is missing or not a Duration a client can
-    use (unparseable, negative, infinite): the engine then plans with its own notice."""
+    use (unparseable, NaN, infinite): the engine then plans with its own notice. Zero and
+    negative values ("-5s": the server has already given up) mean now: 0."""
     if text is None:
         return None
     try:
         seconds = parse_duration(text)
     except ValueError:
         return None
-    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

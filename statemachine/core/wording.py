@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RemoteProtocolError, SessionTerminated
+from ..errors import CallbackError, RemoteProtocolError, SessionTerminated
 from .actions import Ended
 from .closecodes import Disposition, hint
 from .events import Failure
@@ -43,6 +43,11 @@ def end_reason(s: Lifecycle, trigger: Trigger, cause: Mapping[str, Any]) -> str:
         if loss.disposition in (Disposition.FATAL, Disposition.REJECTED):
             todo = loss.hint or hint(loss.code, loss.http_status, loss.failure)
             return f"fatal: {what}" + (f"; {todo}" if todo else "")
+        if loss.failure is Failure.TOKEN_PROVIDER:
+            # the application's code failed, not the service: say so (its error is the cause)
+            return (f"retry budget exhausted after: {what}; the application's token provider "
+                    "kept failing: fix the provider (its last error is the cause), or raise "
+                    "the RetryPolicy budgets if its backend is down for a while")
         return (f"retry budget exhausted after: {what}; the service kept failing: "
                 "try again later, or raise the RetryPolicy budgets")
     return str(cause.get("reason") or trigger.value)
@@ -62,6 +67,10 @@ def expiry_reason(s: Lifecycle, trigger: Trigger) -> str:
         return f"the resumption handle outlived its validity ({s.handle_validity:g}s)"
     if trigger is Trigger.ROTATION_DEADLINE:
         return "goAway deadline reached without a valid resumable handle"
+    if loss is not None and loss.disposition is Disposition.WAIT:
+        return (f"the server kept refusing to resume (close {loss.code}: {loss.reason}) "
+                f"while it held the session's old socket, for "
+                f"{s.policy.retry.old_socket_wait:g}s (RetryPolicy.old_socket_wait)")
     if loss is not None:
         what = f"close {loss.code}" if loss.code is not None else loss.why
         if not handle_valid(s):
@@ -70,10 +79,18 @@ def expiry_reason(s: Lifecycle, trigger: Trigger) -> str:
     return trigger.value
 
 
-def terminated_error(end: Ended | None) -> SessionTerminated:
+def terminated_error(end: Ended | None,
+                     callback: str | None = None) -> SessionTerminated | CallbackError:
     """The exception for a session that ended other than by `close()`: `RemoteProtocolError`
     when the server kept sending what no client can read, `SessionTerminated` otherwise; its
-    message is the end reason, its code the last close code."""
+    message is the end reason, its code the last close code. `callback`: the application
+    callback that raised (the shell chains its exception): `CallbackError`, the application's
+    own error, whatever else happened."""
+    if callback is not None:
+        reason = (end.reason if end is not None and end.failure == Failure.CALLBACK
+                  else f"the application's {callback} callback raised"
+                  + (f" as the session ended ({end.reason})" if end is not None else ""))
+        return CallbackError(reason, callback=callback)
     kind = (RemoteProtocolError if end is not None and end.failure == Failure.MALFORMED
             else SessionTerminated)
     return kind(end.reason if end else "session ended", code=end.code if end else None)

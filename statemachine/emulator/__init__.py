@@ -2,7 +2,7 @@
 
     async with LiveEmulator(EmulatorSettings(time_scale=0.001)) as emu:
         client = emu.client()
-        async with client.aio.live.connect(model="gemini-live-2.5-flash-preview") as s:
+        async with client.aio.live.connect(model="gemini-3.8-live") as s:
             ...
 
 It serves the Gemini API and Vertex WebSocket paths on 127.0.0.1, runs a scripted model whose
@@ -33,6 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ..core.policy import Policy
+from ..models import BENCH_MODEL, DEFAULT_MODEL
 from .model import Context
 from .profiles import LIVE_MODELS, Profile, profile_for
 from .server import Connection, ConnectionPlan, EmulatedSession, Frame, HandleEntry
@@ -45,8 +46,16 @@ if TYPE_CHECKING:
     from ..aio.session import LiveSession
 
 __all__ = [
-    "LIVE_MODELS", "Connection", "ConnectionPlan", "EmulatorSettings", "EphemeralToken", "Frame",
-    "LiveEmulator", "Profile",
+    "BENCH_MODEL",
+    "DEFAULT_MODEL",
+    "LIVE_MODELS",
+    "Connection",
+    "ConnectionPlan",
+    "EmulatorSettings",
+    "EphemeralToken",
+    "Frame",
+    "LiveEmulator",
+    "Profile",
 ]
 
 #: the JavaScript SDK joins a base URL ending in "/" with "/ws/...": a double slash
@@ -58,7 +67,7 @@ _PATH = re.compile(
     r")$"
 )
 
-DEFAULT_MODEL = "gemini-live-2.5-flash-preview"
+
 
 
 class LiveEmulator:
@@ -78,6 +87,8 @@ class LiveEmulator:
         self.sessions: list[EmulatedSession] = []
         self.handles: dict[str, HandleEntry] = {}
         self.issued_handles: list[str] = []
+        #: resumes refused because the session's old socket was still held (`old_socket_hold`)
+        self.old_socket_refusals = 0
         self.refused_handshakes: list[tuple[str, int]] = []
         self.refuse_resumes = False
         self.unknown_models: set[str] = set()
@@ -176,6 +187,9 @@ class LiveEmulator:
         """`base` (default `Policy()`) on this emulator's clock: every duration times
         `time_scale`. Without it a scaled emulator's goAway notices are shorter than the
         policy's margin, so every rotation is forced at the deadline and cuts the reply."""
+        from ..aio.arguments import check_policy
+
+        check_policy("LiveEmulator.policy", base)
         return (base or Policy()).scaled(self.settings.time_scale)
 
     def connect(

@@ -62,6 +62,9 @@ class OpenCall:
 
     name: str
     blocking: bool
+    args: dict[str, Any] = attrs.field(factory=dict)
+    #: how many more times the model calls it again when it returns nothing (3.8)
+    repeats: int = 0
 
 
 @attrs.define(kw_only=True)
@@ -78,6 +81,11 @@ class Context:
     consumed: list[str] = attrs.field(factory=list)
     #: function calls issued and not answered, by id (part of what a handle restores)
     open_calls: dict[str, OpenCall] = attrs.field(factory=dict)
+    #: the tool list (name -> NON_BLOCKING), from the setup of the session's first connection
+    #: or the latest `contextUpdate`: a resume keeps it, as it keeps the system instruction
+    tools: dict[str, bool] | None = None
+    #: `contextUpdate` messages the model took in (a handle restores the count with the rest)
+    updates: int = 0
 
     @property
     def tokens(self) -> int:
@@ -89,6 +97,7 @@ class Context:
         return attrs.evolve(
             self, turns=list(self.turns), consumed=list(self.consumed),
             open_calls=dict(self.open_calls),
+            tools=dict(self.tools) if self.tools is not None else None,
         )
 
     def tokens_by_modality(self) -> dict[str, int]:

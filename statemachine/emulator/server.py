@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from .model import Context, Turn
-from .profiles import GEMINI_25, Profile, api_version, profile_for
+from .profiles import GEMINI_25, Profile, api_version, profile_for, served
 from .tokens import EphemeralToken
 from .turns import TurnEngine
 from .wire import (
@@ -30,6 +30,7 @@ from .wire import (
     CLOSE_IDLE,
     CLOSE_INVALID,
     CLOSE_INVALID_REASON,
+    CLOSE_OLD_SOCKET,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TOKEN_USED,
     EXHAUSTION_REASONS,
@@ -229,7 +230,10 @@ class Connection:
         match = _MODEL_RE.search(model)
         name = match.group(1) if match else model
         profile = profile_for(name, self.emu.settings.extra_models)
-        if profile is None or name in self.emu.unknown_models:
+        if profile is not None and self.emu.settings.profile_switches:
+            profile = attrs.evolve(profile, **self.emu.settings.profile_switches)
+        if profile is None or name in self.emu.unknown_models \
+                or not served(name, self.api_version, self.vertex):
             return await self._refuse(
                 1008,
                 f"models/{name} is not found for API version {self.api_version}, or is not "
@@ -263,15 +267,24 @@ class Connection:
         return True
 
     def _setup_allowed(self, setup: dict[str, Any]) -> bool:
-        """3.x: proactive audio cannot be turned off, and extended thinking needs a level."""
-        if not self.profile.proactive_audio:
+        """3.x: proactive audio cannot be turned off, and extended thinking needs a level;
+        3.8: no thinking level at all, and audio output only."""
+        profile = self.profile
+        generation = setup.get("generation_config") or {}
+        thinking = generation.get("thinking_config") or setup.get("thinking_config") or {}
+        if profile.thinking_level_refused and thinking.get("thinking_level"):
+            return False
+        if profile.audio_only:
+            modalities = generation.get("response_modalities") \
+                or setup.get("response_modalities") or ["AUDIO"]
+            if [str(m).upper() for m in modalities] != ["AUDIO"]:
+                return False
+        if not profile.proactive_audio:
             return True
         proactivity = setup.get("proactivity") or {}
         if proactivity.get("proactive_audio") is False:
             return False
-        if self.emu.settings.extended_thinking:
-            generation = setup.get("generation_config") or {}
-            thinking = generation.get("thinking_config") or setup.get("thinking_config") or {}
+        if self.emu.settings.extended_thinking and not profile.thinking_level_refused:
             return bool(thinking.get("thinking_level") or thinking.get("thinking_budget"))
         return True
 
@@ -294,6 +307,13 @@ class Connection:
                 await self.close(code, CLOSE_INVALID_REASON)
                 return None
             session = entry.session
+            hold = emu.settings.old_socket_hold
+            closed = session.last_closed_at
+            if hold is not None and closed is not None \
+                    and emu.now() < closed + hold * emu.settings.time_scale:
+                emu.old_socket_refusals += 1
+                await self.close(1011, CLOSE_OLD_SOCKET)  # it never saw that socket close
+                return None
             active = session.active
             if active is not None and not active.done.is_set():
                 if active._reading.is_set():

@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-from ..core.validate import check_count, check_seconds
+from ..core.validate import check_count, check_seconds, is_number
 from ..errors import SettingsError
 
 #: what `exhausted` may name: the 1011 close reason differs for each (see wire.py)
@@ -21,7 +21,10 @@ EXHAUSTION_KINDS = ("quota", "credits")
 _POSITIVE = ("time_scale", "connection_lifetime", "session_cap_audio", "session_cap_video")
 _NON_NEGATIVE = ("go_away_lead", "handle_validity", "setup_delay", "chunk_interval",
                  "playback_delay", "response_delay")
-_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "reject_resume_code": 1000}
+_COUNTS = {"chunks_per_reply": 1, "context_window": 1, "vad_silence_ms": 1, "vad_prefix_ms": 0}
+#: close codes a server may send (RFC 6455 7.4: 1004-1006 and 1015 are never sent; 1016-2999
+#: are unassigned; 3000-4999 are for libraries and applications)
+SENDABLE_CLOSE_CODES = (*range(1000, 1004), *range(1007, 1015), *range(3000, 5000))
 
 
 def _duration(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -81,6 +84,9 @@ class EmulatorSettings:
     #: 3.x profile: background thinking after `turnComplete`, during which `interactionStatus`
     #: stays IN_PROGRESS; the setup must then carry a thinking level (else 1007). 0 = off
     extended_thinking: float = attrs.field(default=0.0, validator=_duration)
+    #: switches of the model's profile to turn on or off for this run, by `Profile` field
+    #: name (profiles.py documents each), e.g. `{"empty_result_repeats": 0}`
+    profile_switches: dict[str, Any] = attrs.field(factory=dict, hash=False)
 
     # -- field behaviours of today's service (None = off)
     #: hang up a connection that received no client message for this long (field: ~150 s)
@@ -96,6 +102,10 @@ class EmulatorSettings:
     #: refuse new connections right after the setup with 1011 and the reason of "quota" (rate
     #: limit) or "credits" (prepaid credits used up)
     exhausted: str | None = None
+    #: a server that never sees the client close a connection: after a connection of a session
+    #: ends it holds the old socket this long, refusing every resume of the session meanwhile
+    #: with 1011 and `wire.CLOSE_OLD_SOCKET` ("old socket still open")
+    old_socket_hold: float | None = attrs.field(default=None, validator=_duration)
 
     def __attrs_post_init__(self) -> None:
         for name in _POSITIVE:
@@ -108,10 +118,23 @@ class EmulatorSettings:
             raise SettingsError(
                 f"EmulatorSettings.go_away_lead ({self.go_away_lead!r}s) must be shorter than "
                 f"connection_lifetime ({self.connection_lifetime!r}s)")
-        if self.vad_threshold <= 0 or self.vad_silence_ms <= 0 or self.vad_prefix_ms < 0:
+        if not (is_number(self.vad_threshold) and 0 < self.vad_threshold <= 32768):
             raise SettingsError(
-                "vad_threshold and vad_silence_ms must be > 0 and vad_prefix_ms >= 0"
-            )
+                "EmulatorSettings.vad_threshold must be a number in (0, 32768] (the RMS of "
+                f"16-bit PCM above which a frame is speech), got {self.vad_threshold!r}")
+        code = self.reject_resume_code
+        if isinstance(code, bool) or not isinstance(code, int) or \
+                code not in SENDABLE_CLOSE_CODES:
+            raise SettingsError(
+                "EmulatorSettings.reject_resume_code must be a WebSocket close code a server "
+                f"can send (1000-1003, 1007-1014 or 3000-4999), got {code!r}")
+        from .profiles import Profile
+
+        unknown = set(self.profile_switches) - {f.name for f in attrs.fields(Profile)}
+        if unknown:
+            raise SettingsError(
+                f"profile_switches names no switch of Profile: {sorted(unknown)} (see "
+                "statemachine/emulator/profiles.py)")
         if self.exhausted is not None and self.exhausted not in EXHAUSTION_KINDS:
             raise SettingsError(
                 f"exhausted must be one of {EXHAUSTION_KINDS} or None, got {self.exhausted!r}"

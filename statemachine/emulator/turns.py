@@ -18,7 +18,8 @@ from .wire import CLOSE_ACTIVITY, CLOSE_INVALID
 if TYPE_CHECKING:
     from .server import Connection, EmulatedSession
 
-_TOOL_RE = re.compile(r"\bcall (\w+)")
+#: "call NAME" or "call NAME {json args}"
+_TOOL_RE = re.compile(r"\bcall (\w+)(?: (\{[^{}]*\}))?")
 #: "firehose N": N one-character chunks with no pause (for throughput measurements)
 _FIREHOSE_RE = re.compile(r"^firehose (\d+)$")
 _SENSITIVITY = {"START_SENSITIVITY_LOW": 2.0, "START_SENSITIVITY_HIGH": 0.5}
@@ -53,6 +54,10 @@ class TurnEngine:
         self._turn_handles = 0
         #: VAD ended the last turn and has heard no speech since: trailing silence is no turn
         self._silence_after_turn = False
+        #: 3.8: `clientContent` without `turnComplete` came; nothing is answered until one does
+        self._content_open = False
+        #: the blocking calls the current generation waits for
+        self._blocking: set[str] = set()
 
     @property
     def session(self) -> EmulatedSession:
@@ -67,7 +72,10 @@ class TurnEngine:
         generation = setup.get("generation_config") or {}
         modalities = generation.get("response_modalities") or setup.get("response_modalities")
         self.audio_out = [str(m).upper() for m in (modalities or ["AUDIO"])] == ["AUDIO"]
-        self._set_tools(setup.get("tools") or [])
+        if self.conn.resumed and session.context.tools is not None:
+            self._use_tools(session.context.tools)  # the handle's: a resume keeps them
+        else:
+            self._set_tools(setup.get("tools") or [])
         system = setup.get("system_instruction")
         if system and not self.conn.resumed:
             session.context.system = _text_of(system)
@@ -102,22 +110,32 @@ class TurnEngine:
                         del session.context.open_calls[call_id]
 
     def _set_tools(self, tools: list[dict[str, Any]]) -> None:
-        self.tools, self.non_blocking = set(), set()
         default = "NON_BLOCKING" if self.conn.profile.tools_non_blocking else "BLOCKING"
+        declared: dict[str, bool] = {}
         for tool in tools:
             for decl in tool.get("function_declarations") or []:
-                name = decl.get("name", "")
-                self.tools.add(name)
-                if (decl.get("behavior") or default) == "NON_BLOCKING":
-                    self.non_blocking.add(name)
+                declared[decl.get("name", "")] = (decl.get("behavior") or default) \
+                    == "NON_BLOCKING"
+        self.session.context.tools = declared
+        self._use_tools(declared)
+
+    def _use_tools(self, declared: dict[str, bool]) -> None:
+        self.tools = set(declared)
+        self.non_blocking = {name for name, non_blocking in declared.items() if non_blocking}
 
     # -- client messages --------------------------------------------------------------------------
 
     async def consume(self, msg: dict[str, Any]) -> bool:
         """Take one client message; False when the service would reject it (1007)."""
         ctx = self.session.context
+        if self._blocking and self.conn.vertex and self.conn.profile.input_cancels_blocking_calls \
+                and ("client_content" in msg or "realtime_input" in msg) and self.generating():
+            await self._interrupt()  # 3.8 on Vertex: new input cancels a running BLOCKING call
         if "client_content" in msg:
             content = msg["client_content"] or {}
+            if self.conn.profile.incomplete_content_waits:
+                # 3.8: without turnComplete the model waits for more; with it, it answers
+                self._content_open = not content.get("turn_complete")
             texts: list[str] = []
             for turn in content.get("turns") or []:
                 role = turn.get("role", "user")
@@ -143,6 +161,7 @@ class TurnEngine:
             tools = update.get("tools")
             if tools is not None:
                 self._set_tools(tools.get("tools") or [] if isinstance(tools, dict) else tools)
+            ctx.updates += 1
         else:
             return False
         return True
@@ -238,6 +257,8 @@ class TurnEngine:
             heard = f"(speech, {n_bytes * 1000 // 32_000} ms)"
             await self.conn.send({"serverContent": {
                 "inputTranscription": {"text": heard, "finished": True}}})
+        if self._content_open:
+            return  # 3.8: the turn is taken in; the reply waits for a turnComplete
         self._launch(text, reply)
 
     async def continue_turn(self) -> None:
@@ -284,13 +305,24 @@ class TurnEngine:
             await asyncio.sleep(settings.seconds("response_delay"))
         call = _TOOL_RE.search(text or "") if calls else None
         if call and call.group(1) in self.tools:
-            name = call.group(1)
+            name, args = call.group(1), _args(call.group(2))
             if name in self.non_blocking:
-                await self._issue_call(name, blocking=False)
+                await self._issue_call(name, blocking=False, args=args)
                 reply = f"I started {name}. {reply}"
             else:
-                call_id = await self._issue_call(name, blocking=True)
-                results += await self._wait_for({call_id})
+                repeats = conn.profile.empty_result_repeats
+                while True:
+                    call_id = await self._issue_call(name, blocking=True, args=args)
+                    self._blocking.add(call_id)
+                    try:
+                        response = await self._wait_for_one(call_id)
+                    finally:
+                        self._blocking.discard(call_id)
+                    if repeats and _empty(response):  # 3.8: it returned nothing: call again
+                        repeats -= 1
+                        continue
+                    results += _result_text(name, response) + " "
+                    break
         reply = results + reply
         sent, whole = "", False
         try:
@@ -356,13 +388,18 @@ class TurnEngine:
 
     # -- tools ------------------------------------------------------------------------------------
 
-    async def _issue_call(self, name: str, *, blocking: bool) -> str:
+    async def _issue_call(self, name: str, *, blocking: bool, args: dict[str, Any] | None = None,
+                          repeats: int | None = None) -> str:
         conn = self.conn
         self._call_ids += 1
         call_id = f"call-{conn.number}-{self._call_ids}"
-        self.session.context.open_calls[call_id] = OpenCall(name=name, blocking=blocking)
+        args = args or {}
+        if repeats is None:
+            repeats = conn.profile.empty_result_repeats
+        self.session.context.open_calls[call_id] = OpenCall(
+            name=name, blocking=blocking, args=args, repeats=repeats)
         await conn.send({"toolCall": {"functionCalls": [{"id": call_id, "name": name,
-                                                          "args": {}}]}})
+                                                          "args": args}]}})
         if conn.resumption:
             if conn.profile.mid_turn_handles:
                 await conn.issue_handle()
@@ -370,6 +407,17 @@ class TurnEngine:
                 await conn.send({"sessionResumptionUpdate": {"newHandle": "",
                                                              "resumable": False}})
         return call_id
+
+    async def _wait_for_one(self, call_id: str) -> dict[str, Any]:
+        """Wait until the call is answered; its response."""
+        self._awaiting.add(call_id)
+        try:
+            while call_id not in self._results:
+                self._answered.clear()
+                await self._answered.wait()
+        finally:
+            self._awaiting.discard(call_id)
+        return self._results.pop(call_id)
 
     async def _wait_for(self, ids: set[str]) -> str:
         """Wait until every call in `ids` is answered; the results, as the reply quotes them."""
@@ -400,6 +448,10 @@ class TurnEngine:
                 self._results[call_id] = response
                 self._answered.set()
                 continue
+            if call.repeats and _empty(response):  # 3.8: it returned nothing: call again
+                await self._issue_call(call.name, blocking=False, args=call.args,
+                                       repeats=call.repeats - 1)
+                continue
             await self._schedule(call.name, response)
 
     async def _schedule(self, name: str, response: dict[str, Any]) -> None:
@@ -414,6 +466,22 @@ class TurnEngine:
             self._when_idle.append((name, response))
             return
         self._launch(None, "", results=_result_text(name, response))
+
+
+def _args(text: str | None) -> dict[str, Any]:
+    """The arguments of "call NAME {json}" (none: {})."""
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _empty(response: dict[str, Any]) -> bool:
+    """A tool that returned nothing: no `response`, or an empty one."""
+    return not response.get("response")
 
 
 def _result_text(name: str, response: dict[str, Any]) -> str:

@@ -47,6 +47,8 @@ def close_reason(reason: str) -> str:
 CLOSE_INVALID_REASON = "Request contains an invalid argument."
 CLOSE_HARD_LIMIT = "Maximum session duration reached."
 CLOSE_IDLE = "Connection closed: no client input for too long (idle timeout)."
+#: a resume refused while the server still holds the session's previous socket (field report)
+CLOSE_OLD_SOCKET = "Cannot resume: the old socket of this session is still open."
 CLOSE_QUOTA = "RESOURCE_EXHAUSTED: Quota exceeded for Live API sessions. Retry after a while."
 CLOSE_CREDITS = "RESOURCE_EXHAUSTED: Your prepayment credits are depleted. Add credits to continue."
 CLOSE_TOKEN_EXPIRED = "Ephemeral token expired."
