@@ -36,7 +36,7 @@ async def _quick() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     overhead = await throughput.run(200, 1)
     core = corecost.run(5, rounds=1)
     scaled = await scale.run([3], 1.0, 3.0)
-    mem = await memory.run(5)
+    mem = await memory.run(5, busy=4, ramp=0.5, warm=2.0, lifetime=2.0)
     # connections of 3 s, so the 1 s window sees a rotation (the loaded outage target)
     cap = await capacity.run([3], ramp=0.5, warm=0.2, window=1.0, refine=False, lifetime=3.0)
     fleet = await handoff.run(3, 5)
@@ -68,6 +68,40 @@ def test_throughput_core_and_scale_benchmarks_report(quick: Any) -> None:
     assert parts["core"]["events_per_s_audit"] > 0 and parts["core"]["audit_bytes_per_event"] > 100
     assert parts["core"]["events_per_s_telemetry"] > 0 and parts["core"]["telemetry_ratio"] > 0
     assert parts["scale"]["sessions"] == 3 and parts["scale"]["lost"] == 0
+
+
+def test_scale_runs_ours_beside_the_raw_sdk_at_the_same_n(quick: Any) -> None:
+    """Each size runs a fleet of voice sessions (audio at real rates, rotations) for ours and
+    for the raw SDK with the same traffic, over client processes, and reports memory per
+    session, outages, lost and duplicated inputs (per rotation too) for both."""
+    _, parts, _ = quick
+    [run] = parts["scale"]["runs"]
+    assert run["processes"] >= 1 and run["raw"]["inputs"] > 0 and run["inputs"] > 0
+    for side in (run, run["raw"]):
+        for key in ("outage_p50_ms", "outage_p99_ms", "lost", "duplicated", "chunks_per_s",
+                    "duplicated_per_rotation", "rotations"):
+            assert key in side, key
+        assert side["chunks_per_s"] > 0
+    assert run["sdk_kb_per_connection"] is not None and run["ours_kb_per_session"] is not None
+    assert run["lost"] == 0 and run["failed_sessions"] == 0
+    assert parts["scale"]["duplicated_per_rotation"] == round(
+        parts["scale"]["duplicated"] / max(1, parts["scale"]["rotations"]), 3)
+
+
+def test_busy_memory_is_broken_down_by_owner_beside_its_floor(quick: Any) -> None:
+    """Busy sessions' memory above the raw SDK's with the same traffic, by owner (the journal's
+    entries, payloads and pool among them), with the floor (uncovered input a resume would
+    send) printed beside the figure."""
+    busy = quick[1]["memory"]["busy"]
+    assert busy["sessions"] == 4 and busy["raw_kb_per_connection"] > 0
+    assert {"journal entries and pool", "journal payloads", "tasks, futures and timers",
+            "TLS and socket buffers"} <= set(busy["owners_kb"])
+    assert busy["kb_per_session"] == pytest.approx(sum(busy["owners_kb"].values()), abs=0.2)
+    assert busy["floor_kb_per_session"] >= 0 and busy["lost"] == 0
+    journal = busy["journal_per_session"]
+    assert journal["inputs"] >= journal["entries"] >= 0 and journal["pool"] >= 0
+    text = "\n".join(memory.table(quick[1]["memory"]))
+    assert "busy rotating sessions" in text and "floor" in text and "by owner" in text
 
 
 def test_every_target_names_a_figure_the_run_produces(quick: Any) -> None:
@@ -201,3 +235,27 @@ def test_hand_off_benchmark_reports_beside_the_rotation(quick: Any) -> None:
     printed = table(results)
     assert "hand_off() to first input on the next worker" in printed
     assert "plain rotation outage, same run" in printed and "CPU ms/turn" in printed
+
+
+def test_targets_hold_busy_memory_and_duplicates_per_rotation() -> None:
+    """The bars of issue 28 are targets `bench --check` judges: a busy session at most 64 KB
+    above the SDK (the idle one at most 20), at most one input taken in twice per rotation in
+    the rotation, scale and capacity runs."""
+    bars = {t.figure: (t.op, t.bound) for t in TARGETS}
+    assert bars["memory.busy.kb_per_session"] == ("<=", 64)
+    assert bars["memory.kb_per_session"] == ("<=", 20)
+    for name in ("rotation.duplicated_per_rotation", "scale.duplicated_per_rotation",
+                 "capacity.duplicated_per_rotation_loaded"):
+        assert bars[name] == ("<=", 1), name
+
+
+def test_duplicates_are_counted_per_rotation_in_every_run(quick: Any) -> None:
+    rot, parts, results = quick
+    assert rot["ours"]["duplicated_per_rotation"] == round(
+        rot["ours"]["duplicated"] / max(1, rot["ours"]["rotations"]), 3)
+    for step in parts["capacity"]["steps"]:
+        assert step["duplicated_per_rotation"] == round(
+            step["duplicated"] / max(1, step["rotations"]), 3)
+    assert results["rotation"]["duplicated_per_rotation"] is not None
+    assert "duplicated per rotation" in table(copy.deepcopy(results))
+

@@ -47,7 +47,7 @@ from statemachine.core.events import (
     Usage,
 )
 from statemachine.core.journal import OWED
-from statemachine.core.policy import Limits, RetryPolicy
+from statemachine.core.policy import Limits, ReplayPolicy, RetryPolicy
 from statemachine.core.table import FINAL, State
 
 from . import strategies
@@ -55,6 +55,8 @@ from . import strategies
 POLICY = Policy(
     limits=Limits(handle_validity=600.0, go_away_lead=30.0, go_away_margin=2.0),
     retry=RetryPolicy(per_drop_attempts=3, per_session_attempts=12),
+    # short: audio goes stale (its payload released, folded into runs) within a few steps
+    replay=ReplayPolicy(audio_staleness=0.5),
 )
 
 
@@ -66,7 +68,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.records: list[dict[str, Any]] = []
         policy = Policy(
             limits=POLICY.limits, retry=POLICY.retry, compression=compression,
-            transparent=transparent,
+            transparent=transparent, replay=POLICY.replay,
         )
         self.engine = Lifecycle(policy=policy, audit=self.records.append, rng=random.Random(1))
         self.now = 0.0
@@ -202,6 +204,16 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.inputs += 1
         self.feed(ClientInput(at=self.now, kind=kind, turn_complete=turn_complete))
 
+    @rule(chunks=st.integers(1, 60))
+    def audio_stream(self, chunks: int) -> None:
+        """20 ms audio chunks in a row: past the replay window they fold into runs."""
+        for _ in range(chunks):
+            if self.engine.state is State.TERMINATED:
+                return
+            self.now += 0.02
+            self.inputs += 1
+            self.feed(ClientInput(at=self.now, kind=InputKind.AUDIO, payload=b"pcm"))
+
     @rule()
     def turn_ends_with_handle(self) -> None:
         self.turn_complete()
@@ -237,6 +249,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self.engine.state is not State.TERMINATED:
             assert len(journal) + len(self.dropped) + confirmed == self.inputs
         assert all(n == 1 for n in self.sends.values()), "an input went out twice on one connection"
+
+    @invariant()
+    def the_journal_counts_every_input_once(self) -> None:
+        journal = self.engine.journal
+        seqs = [e.seq for e in journal]
+        inputs = [seq for seq in seqs if seq != OWED]  # OWED entries stand for replies
+        assert len(journal) == len(seqs) and len(inputs) == len(set(inputs))
+        assert sum(e.run for e in journal.entries()) == len(journal)
+        assert all(e.run == 1 for e in journal)
 
     @invariant()
     def every_tool_call_ends_once(self) -> None:

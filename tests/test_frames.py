@@ -79,7 +79,8 @@ def test_it_is_used_with_the_installed_sdk_on_both_backends() -> None:
 
 async def test_the_service_receives_what_the_sdk_would_have_sent(slow_emu: LiveEmulator) -> None:
     """The same chunks through a session and through the SDK alone arrive as the same messages;
-    the session journals them as text (one object the garbage collector never walks)."""
+    the session journals them as their bytes and MIME text (a pair the garbage collector stops
+    walking at its first collection), a third smaller than the text it writes."""
     chunks: list[Any] = [types.Blob(data=bytes([i]) * 640, mime_type="audio/pcm;rate=16000")
                          for i in range(3)]
     chunks.append({"data": b"\x00\xff" * 8, "mime_type": "audio/pcm"})
@@ -87,7 +88,8 @@ async def test_the_service_receives_what_the_sdk_would_have_sent(slow_emu: LiveE
     for chunk in chunks:
         await app.session.send_realtime_input(audio=chunk)
     journaled = [e.payload for e in app.session.core.journal if e.kind is InputKind.AUDIO]
-    assert len(journaled) == 4 and all(type(p) is str for p in journaled)
+    assert len(journaled) == 4 and all(frames.is_chunk(p) for p in journaled)
+    assert [frames.data_size(p) for p in journaled] == [640, 640, 640, 16]
     assert "hello" in await app.ask("hello")
     ours = [m for m in slow_emu.connections[-1].received if "realtime_input" in m]
     await app.stop()

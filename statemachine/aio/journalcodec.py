@@ -56,7 +56,7 @@ def encode(entry: Entry, wall_of: Callable[[float], float]) -> str:
         "created": wall_of(entry.created_at), "turn_complete": entry.turn_complete,
         "trigger": entry.trigger, "tool_ids": list(entry.tool_ids), "sends": entry.sends,
         "answered": entry.answered, "reply_text": entry.reply_text, "held": entry.held,
-        "held_chars": entry.held_chars, "crossed": entry.crossed,
+        "held_chars": entry.held_chars, "crossed": entry.crossed, "run": entry.run,
     }, separators=(",", ":"))
 
 
@@ -69,4 +69,4 @@ def decode(text: str, clock_of: Callable[[float], float]) -> Entry:
         trigger=bool(data["trigger"]), tool_ids=tuple(data["tool_ids"]), sends=int(data["sends"]),
         answered=bool(data["answered"]), reply_text=str(data["reply_text"]),
         held=bool(data["held"]), held_chars=int(data["held_chars"]),
-        crossed=bool(data["crossed"]), stored=True)
+        crossed=bool(data["crossed"]), run=int(data.get("run", 1)), stored=True)

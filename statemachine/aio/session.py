@@ -88,6 +88,8 @@ from .tokens import TokenProvider
 from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
+#: notices `notices_seen` keeps: 256 were 20-25 KB a busy session (mostly stale audio dropped)
+NOTICES_KEPT = 64
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -212,7 +214,7 @@ class LiveSession:
             self._store = StoreWorker(store or DEFAULT_STORE, persistence, lease_wait,
                                       self._feed_one, self._now)
         self._client = client
-        #: audio chunks are journaled as the text the SDK would write for them (`frames`)
+        #: audio chunks are journaled as bytes and MIME text, written as the SDK would (`frames`)
         self._frames = frames.available(client)
         self._model = model
         base = types.LiveConnectConfig.model_validate(config or {})
@@ -277,9 +279,11 @@ class LiveSession:
 
     @property
     def notices_seen(self) -> deque[Notice]:
-        """The most recent notices (the last 256: a session may run for hours)."""
+        """The most recent notices (the last `NOTICES_KEPT`: a session may run for hours, and a
+        resume can drop seconds of stale audio, a notice per chunk). Every notice reaches
+        `on_notice` and `notices()`."""
         if self._seen is None:
-            self._seen = deque(maxlen=256)
+            self._seen = deque(maxlen=NOTICES_KEPT)
         return self._seen
 
     @property
@@ -379,7 +383,7 @@ class LiveSession:
         if audio is not None and media is None and video is None and text is None \
                 and audio_stream_end is None and activity_start is None and activity_end is None:
             # the hot path, 50 a second: `_input` inlined
-            frame = frames.audio_frame(audio) if self._frames else None
+            frame = frames.chunk(audio) if self._frames else None
             self._feed(ClientInput(at=self._loop.time(), kind=InputKind.AUDIO,
                                    payload={"audio": audio} if frame is None else frame))
             return
@@ -700,7 +704,7 @@ class LiveSession:
 
     def _notify(self, notice: Notice) -> None:
         if self._seen is None:
-            self._seen = deque(maxlen=256)
+            self._seen = deque(maxlen=NOTICES_KEPT)
         self._seen.append(notice)
         self._notices.put(notice)  # the notice first, then its mark in the stream
         if self._on_notice is not None:

@@ -21,6 +21,7 @@ from google.genai.live import AsyncSession
 from ..core.actions import Send
 from ..core.events import InputKind
 from ..core.journal import Entry
+from . import frames
 from . import sdk as adapter
 
 
@@ -97,8 +98,8 @@ def sdk_send(sdk: AsyncSession, action: Send) -> Coroutine[Any, Any, None]:
     """The SDK call that writes a `Send` (not yet awaited)."""
     entry = action.entry
     if entry.kind is InputKind.AUDIO:  # the bulk of the traffic, tested first
-        if type(entry.payload) is str:  # encoded when it was sent (`frames.audio_frame`)
-            return adapter.write_text(sdk, entry.payload)
+        if type(entry.payload) is tuple:  # checked when it was sent (`frames.chunk`)
+            return adapter.write_text(sdk, frames.text(entry.payload))
         return sdk.send_realtime_input(**entry.payload)
     if action.continuation:
         return sdk.send_client_content(turn_complete=True)

@@ -50,11 +50,13 @@ async def _suite(quick: bool) -> dict[str, Any]:
     overhead = await throughput.run(2000 if quick else 5000, 9 if quick else 15)
     _step(3, "core events per second")
     core = corecost.run(150 if quick else 600)
-    sizes = [100, 300] if quick else [100, 1000]
-    _step(4, f"scale: {' and '.join(map(str, sizes))} concurrent sessions")
-    scaled = await scale.run(sizes, 2.0 if quick else 6.0, 3.0 if quick else 5.0)
-    _step(5, "memory per idle session against a raw SDK connection")
-    mem = await memory.run(100 if quick else 300)
+    sizes = [100, 300] if quick else [100, 300, 1000]
+    _step(4, f"scale: {', '.join(map(str, sizes))} concurrent rotating voice sessions at real "
+             "rates, ours and the raw SDK")
+    scaled = await scale.run(sizes, 12.0 if quick else 15.0, 10.0 if quick else 15.0)
+    _step(5, "memory per idle session and per busy session (300, 20 ms audio) against the raw "
+             "SDK")
+    mem = await memory.run(100 if quick else 300, busy=memory.BUSY_SESSIONS)
     _step(6, "capacity: voice sessions per core at real rates, ours and the raw SDK")
     cap = await capacity.run(
         [10, 40, 70, 100, 140, 200, 280] if quick else [10, 25, 50, 75, 100, 150, 200, 300, 400],
@@ -84,6 +86,7 @@ def assemble(rot: dict[str, Any], overhead: dict[str, Any], core: dict[str, Any]
             "rotations": ours["rotations"],
             "lost": ours["lost"],
             "duplicated": ours["duplicated"],
+            "duplicated_per_rotation": ours.get("duplicated_per_rotation"),
             "cut_replies": ours["cut_replies"],
             "scenarios": rot,
         },
@@ -118,18 +121,37 @@ _ROTATION_ROWS = (
     ("inputs sent", "inputs"),
     ("inputs lost", "lost"),
     ("inputs duplicated", "duplicated"),
+    ("duplicated per rotation", "duplicated_per_rotation"),
     ("replies cut", "cut_replies"),
 )
 _SCALE_COLUMNS = (
     ("sessions", "sessions"),
+    ("", "side"),
+    ("chunks/s", "chunks_per_s"),
     ("rotations", "rotations"),
     ("outage p50 (ms)", "outage_p50_ms"),
     ("outage p99 (ms)", "outage_p99_ms"),
     ("inputs lost", "lost"),
+    ("skipped", "skipped"),
+    ("dropped", "dropped"),
     ("duplicated", "duplicated"),
+    ("dup/rotation", "duplicated_per_rotation"),
+    ("RSS KB/session", "rss_kb"),
     ("KB/session above SDK", "kb_per_session"),
     ("SDK KB/connection", "sdk_kb_per_connection"),
 )
+
+
+def _scale_rows(runs: list[dict[str, Any]]) -> list[list[Any]]:
+    """Two rows per size: ours, then the raw SDK with the same traffic."""
+    rows = []
+    for run in runs:
+        ours = {**run, "side": "ours", "rss_kb": run.get("ours_kb_per_session")}
+        raw = {**run.get("raw", {}), "sessions": run["sessions"], "side": "raw SDK",
+               "rss_kb": run.get("sdk_kb_per_connection"), "kb_per_session": None}
+        rows.append([ours.get(k) for _, k in _SCALE_COLUMNS])
+        rows.append([raw.get(k) for _, k in _SCALE_COLUMNS])
+    return rows
 
 
 def grid(headers: list[str], rows: list[list[Any]], indent: str = "  ") -> list[str]:
@@ -178,10 +200,17 @@ def table(results: dict[str, Any]) -> str:
     if c.get("telemetry_ratio") is not None:
         lines.append(f"  OpenTelemetry on/off: {c['telemetry_ratio']} (metrics and traces to the "
                      "SDK; nothing per client input, a few records per turn)")
-    lines.append("Scale (concurrent rotating sessions in one process, emulator in another):")
-    lines += grid([h for h, _ in _SCALE_COLUMNS],
-                  [[run.get(k) for _, k in _SCALE_COLUMNS] for run in results["scale"]["runs"]])
-    if "memory" in results:
+    sc = results["scale"]
+    procs = sc["runs"][-1].get("processes", 1) if sc.get("runs") else 1
+    lines.append(f"Scale (concurrent rotating voice sessions at real rates: 20 ms audio, a turn "
+                 f"every {capacity.TURN_EVERY:g} s; over {procs} client processes, the emulator "
+                 "in another):")
+    lines += grid([h for h, _ in _SCALE_COLUMNS], _scale_rows(sc["runs"]))
+    lines.append("  RSS KB/session: the client processes' RSS growth over N; chunks/s: the audio "
+                 "rate reached per session (50 = real rate; lower: the machine saturated)")
+    lines.append(f"  duplicated per rotation over every run: {sc.get('duplicated_per_rotation')}; "
+                 "skipped: raw audio sent while it had no connection (lost to the application)")
+    if results.get("memory"):
         lines.extend(memory.table(results["memory"]))
     if "capacity" in results:
         lines.extend(capacity.table(results["capacity"]))

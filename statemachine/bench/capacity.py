@@ -32,6 +32,7 @@ import os
 import random
 import struct
 import time
+from collections import Counter
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -70,10 +71,13 @@ def _config(handle: str | None = None, resume: bool = False) -> types.LiveConnec
     )
 
 
-def emulator_settings(lifetime: float = LIFETIME) -> EmulatorSettings:
+def emulator_settings(lifetime: float = LIFETIME, pace: float = 1.0) -> EmulatorSettings:
+    """`pace`: wall seconds per second of the sessions' time (1: real time; 5: every duration
+    five times longer, so a small machine can hold a fleet's state: `fleet.py`)."""
     return EmulatorSettings(
-        connection_lifetime=lifetime, go_away_lead=_lead(lifetime), chunk_interval=OUTPUT_CHUNK,
-        chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False, track_inputs=True)
+        time_scale=pace, connection_lifetime=lifetime, go_away_lead=_lead(lifetime),
+        chunk_interval=OUTPUT_CHUNK, chunks_per_reply=CHUNKS_PER_REPLY, record_frames=False,
+        track_inputs=True)
 
 
 def _lead(lifetime: float) -> float:
@@ -118,16 +122,19 @@ class Probe:
 
 
 async def _speak(i: int, probe: Probe, stop: asyncio.Event,
-                 send_audio: Callable[[bytes], Any], send_text: Callable[[str], Any]) -> None:
+                 send_audio: Callable[[bytes], Any], send_text: Callable[[str], Any],
+                 pace: float = 1.0) -> None:
     """The application side of one session: audio every 20 ms, a text turn every TURN_EVERY
-    s (the first at a random offset), each send's delay from its due time kept in the window."""
+    s (the first at a random offset), each send's delay from its due time kept in the window
+    (`pace`: wall seconds per second of the session's time)."""
     loop = probe.loop
     start = loop.time()
-    next_turn = start + TURN_EVERY * ((i * 0.618) % 1.0)
+    every = TURN_EVERY * pace
+    next_turn = start + every * ((i * 0.618) % 1.0)
     seq = turn = 0
     while not stop.is_set():
         seq += 1
-        due = start + seq * CHUNK
+        due = start + seq * CHUNK * pace
         await asyncio.sleep(max(0.0, due - loop.time()))
         data = struct.pack(">II", i, seq) + bytes(CHUNK_BYTES - 8)
         if await send_audio(data):
@@ -138,7 +145,7 @@ async def _speak(i: int, probe: Probe, stop: asyncio.Event,
         elif probe.in_window(due):
             probe.skipped += 1
         if due >= next_turn:
-            next_turn += TURN_EVERY
+            next_turn += every
             turn += 1
             text = f"s{i} t{turn}"
             if await send_text(text):
@@ -159,8 +166,9 @@ async def _floor(client: Any, probe: Probe, stop: asyncio.Event) -> None:
 
 
 async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float, n: int,
-                unconfirmed: list[int], telemetry: Any = None) -> None:
-    from .. import connect
+                unconfirmed: list[int], telemetry: Any = None,
+                sessions: list[Any] | None = None, pace: float = 1.0) -> None:
+    from .. import Policy, connect
 
     await asyncio.sleep(ramp * i / n)
     resuming_since: list[float] = []
@@ -180,8 +188,11 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
         if isinstance(n, InputDropped):
             probe.dropped += 1
 
+    policy = Policy().scaled(pace) if pace != 1.0 else None  # the default, on the fleet's clock
     async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
-                       on_notice=notice, telemetry=telemetry) as session:
+                       on_notice=notice, telemetry=telemetry, policy=policy) as session:
+        if sessions is not None:  # the memory benchmark walks their journals
+            sessions.append(session)
 
         async def audio(data: bytes) -> bool:
             await session.send_realtime_input(
@@ -199,19 +210,34 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
         events = session.events()
         reader = probe.loop.create_task(drain())
-        await _speak(i, probe, stop, audio, text)
-        # the last turn answered and covered by a handle before closing (a close with a turn in
-        # flight would count it as lost); bounded, since the machine may be saturated
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                while session.core.journal.has_turn_input():
-                    await anext(events)
+        await _speak(i, probe, stop, audio, text, pace)
+        # A last turn, answered and covered by a handle before closing: the server has then
+        # taken in everything sent before it. A close while a saturated server still had audio
+        # unread in the socket counted that audio as lost, though no rotation was involved.
+        # Bounded, since the machine may be saturated.
+        await text(f"s{i} end")
+
+        def settled() -> bool:  # no turn waits (held in a rotation, unanswered, uncovered)
+            return session.state == "streaming" and not any(
+                e.trigger for e in session.core.journal.entries())
+
+        # a deadline, not `asyncio.timeout`: on 3.11 a timeout that fires as its block ends
+        # leaves the cancellation pending, and the close after it was cancelled instead
+        deadline = probe.loop.time() + 10 * pace
+        while not settled():
+            left = deadline - probe.loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(anext(events), left)
+            except (TimeoutError, StopAsyncIteration):
+                break
         unconfirmed.append(len(session.core.journal))
     reader.cancel()
 
 
 async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float,
-               n: int) -> None:
+               n: int, pace: float = 1.0) -> None:
     """The raw SDK as the peers use it: reconnect with the last resumable handle on goAway;
     input while reconnecting has nowhere to go."""
     await asyncio.sleep(ramp * i / n)
@@ -241,13 +267,20 @@ async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: flo
                                 raise _Reconnect
             except (_Reconnect, errors.APIError):
                 pass
+            except Exception:  # a handshake that timed out or was refused (a saturated
+                await asyncio.sleep(0.5 * pace)  # machine): try again, as the peers do
             finally:
                 current[0] = None
                 left = probe.loop.time()
 
     runner = probe.loop.create_task(connection_loop())
-    await connected.wait()
-    await _speak(i, probe, stop, audio, text)
+    # connected, or stopped first: a fleet whose handshakes keep failing must still end
+    waits = [probe.loop.create_task(connected.wait()), probe.loop.create_task(stop.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in waits:
+        waiting.cancel()
+    if connected.is_set():
+        await _speak(i, probe, stop, audio, text, pace)
     await asyncio.sleep(1.0)  # the last turn's reply
     runner.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -418,7 +451,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         out: dict[str, Any] = await asyncio.to_thread(mine.recv)
         await asyncio.to_thread(process.join, 30)
         summary = await remote.summary()
-    consumed: set[str] = set()
+    consumed: Counter[str] = Counter()
     for session in summary["sessions"]:
         consumed.update(session["consumed"])
     missing = [k for k in out["sent"] if k not in consumed]
@@ -426,6 +459,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
     # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume)
     lost = max(0, len(missing) - out["dropped"])
     delays, outages, floor = out["delays"], out["outages"], out["floor"]
+    # taken in twice: sent again after a rotation although the handle held it (crossing window)
+    duplicated = sum(c - 1 for c in consumed.values() if c > 1)
     p99 = percentile(delays, 0.99)
     floor_ms = _ms(percentile(floor, 0.5))
     floor_p99 = _ms(percentile(floor, 0.99))
@@ -461,6 +496,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         "failed_sessions": out["failed"],
         "failures": out["failures"],
         "dropped": out["dropped"],
+        "duplicated": duplicated,
+        "duplicated_per_rotation": round(duplicated / max(1, len(outages)), 3),
         "unconfirmed_at_close": out["unconfirmed_at_close"],
         "telemetry_reported": out["telemetry"],
     }
@@ -536,6 +573,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
         "outage_p99_over_floor_p99_loaded": loaded["outage_p99_over_floor_p99"]
         if loaded else None,
+        "duplicated_per_rotation_loaded": loaded["duplicated_per_rotation"] if loaded else None,
         **cost_growth(steps),
         "steps": sorted(steps, key=lambda s: (s["sessions"], s["kind"], s["attempt"])),
         "window_s": window,
@@ -596,7 +634,7 @@ def table(cap: dict[str, Any]) -> list[str]:
              f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
              f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
-            "outage_p99_ms", "floor_ms", "lost", "dropped", "met"]
+            "outage_p99_ms", "floor_ms", "lost", "dropped", "duplicated", "met"]
     lines.append(f"  {'sessions':>8} {'':7}" + "".join(f"{c[:13]:>14}" for c in cols))
     for s in cap["steps"]:
         kind = s["kind"] + (f" #{s['attempt']}" if s.get("attempt", 1) > 1 else "")
@@ -604,7 +642,9 @@ def table(cap: dict[str, Any]) -> list[str]:
     lines.append(f"  ours {cap['sessions_per_core']} sessions per core vs raw SDK "
                  f"{cap['raw_sessions_per_core']}, ratio {cap['ratio']}; rotation outage p99 "
                  f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']} "
-                 f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')})")
+                 f"(the floor's own p99 over its p50: {cap.get('floor_p99_over_floor_loaded')}); "
+                 f"inputs duplicated per rotation there: "
+                 f"{cap.get('duplicated_per_rotation_loaded')}")
     if cap.get("telemetry_sessions_per_core") is not None:
         lines.append(f"  telemetry on (ours-otel: OpenTelemetry metrics and traces to the SDK, "
                      f"collected every {SCRAPE_EVERY:g} s): "

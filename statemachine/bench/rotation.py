@@ -120,6 +120,8 @@ class Outcome:
             "inputs": self.inputs,
             "lost": self.lost,
             "duplicated": self.duplicated,
+            # taken in twice across a rotation (the crossing window), on average
+            "duplicated_per_rotation": _r(self.duplicated / max(1, self.rotations), 3),
             "cut_replies": self.cut_replies,
         }
 
@@ -251,8 +253,14 @@ async def run_ours(rotations: int, lifetime_s: float, *, silent: bool) -> Outcom
         traffic = Traffic()
         stop = asyncio.Event()
         config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
+        cut: list[ReplyInterrupted] = []
+
+        def notice(n: Any) -> None:
+            if isinstance(n, ReplyInterrupted):
+                cut.append(n)
+
         async with connect(emu.client(**websocket_args()), model=DEFAULT_MODEL, config=config,
-                           policy=policy(), audit=lambda r: None) as session:
+                           policy=policy(), audit=lambda r: None, on_notice=notice) as session:
 
             async def audio(data: bytes) -> bool:
                 blob = types.Blob(data=data, mime_type="audio/pcm;rate=16000")
@@ -275,8 +283,7 @@ async def run_ours(rotations: int, lifetime_s: float, *, silent: bool) -> Outcom
             stop.set()
             await sender
             await _settle(session, events)
-            outcome.cut_replies = sum(isinstance(n, ReplyInterrupted)
-                                      for n in session.notices_seen)
+            outcome.cut_replies = len(cut)
         await asyncio.wait_for(receiver, 5)
     outcome.floor_ms, outcome.floor_p99_ms = probe.median, probe.p99
     outcome.floor_samples = len(probe.samples)

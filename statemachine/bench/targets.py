@@ -70,6 +70,15 @@ TARGETS: tuple[Target, ...] = (
                    "beyond those reported dropped"),
     Target(figure="handoff.failed", op="==", bound=0, unit="hand-offs",
            meaning="hand-offs that did not complete (the store is healthy)"),
+    Target(figure="memory.busy.kb_per_session", op="<=", bound=64, unit="KB",
+           meaning="memory of a busy session (300 rotating, 20 ms audio) above the raw SDK's "
+                   "with the same traffic (tracemalloc)"),
+    Target(figure="rotation.duplicated_per_rotation", op="<=", bound=1, unit="inputs",
+           meaning="inputs the model took in twice across a rotation, on average"),
+    Target(figure="scale.duplicated_per_rotation", op="<=", bound=1, unit="inputs",
+           meaning="inputs taken in twice per rotation with hundreds of voice sessions"),
+    Target(figure="capacity.duplicated_per_rotation_loaded", op="<=", bound=1, unit="inputs",
+           meaning="inputs taken in twice per rotation at the largest N ours carries"),
 )
 
 

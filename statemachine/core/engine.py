@@ -574,8 +574,8 @@ class Lifecycle:
             )
         self.counters.inputs += 1
         self.journal.append(entry)
-        if self._next_seq % 64 == 0:  # about every 1.3 s of 20 ms audio
-            self.journal.release_stale_audio(self._now - self.policy.replay.audio_staleness)
+        # at once when nothing is due (most inputs); folds stale audio into runs when it is
+        self.journal.release_stale_audio(self._now - self.policy.replay.audio_staleness)
         if event.kind is InputKind.TOOL_RESPONSE:
             for call in event.tool_ids:
                 self.calls.pending.pop(call, None)

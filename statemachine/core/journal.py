@@ -34,9 +34,15 @@ from .policy import AnsweredTurnReplay, ReplayPolicy
 OWED = 0
 
 
+#: how long past the replay window a payload may stay before it is released: releases come in
+#: batches (a few chunks each), not at every chunk
+RELEASE_SLACK = 0.1
+
+
 def inputs(entries: Iterable[Entry]) -> int:
-    """How many of `entries` stand for client messages (the OWED entry does not)."""
-    return sum(1 for e in entries if e.seq != OWED)
+    """How many client messages `entries` stand for (a run of stale audio stands for `run`; the
+    OWED entry for none)."""
+    return sum(e.run for e in entries if e.seq != OWED)
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -65,6 +71,27 @@ class Entry:
     #: written through to the store (`writethrough.py`), and while that write is under way
     stored: bool = False
     storing: bool = False
+    #: how many consecutive inputs (seq, seq + 1, ...) it stands for: audio past the replay
+    #: window, its payload released, is folded into one entry (`Journal.release_stale_audio`)
+    run: int = 1
+
+
+def _members(entry: Entry) -> list[Entry]:
+    """One entry per input a run stands for (copies; the entry itself when it stands for one)."""
+    if entry.run == 1:
+        return [entry]
+    return [attrs.evolve(entry, seq=entry.seq + k, run=1) for k in range(entry.run)]
+
+
+def _foldable(run: Entry, entry: Entry) -> bool:
+    """Whether `entry` can join `run`: stale audio alike in all a handle or a resume reads
+    (generation, written or not, sends), the input right after it, neither with a payload."""
+    return (run.kind is InputKind.AUDIO and entry.kind is InputKind.AUDIO
+            and run.payload is None and entry.payload is None
+            and run.seq != OWED and run.seq + run.run == entry.seq
+            and run.sent_generation == entry.sent_generation
+            and (run.sent_at is None) == (entry.sent_at is None)
+            and run.sends == entry.sends)
 
 
 def _seq(entry: Entry) -> int:
@@ -90,11 +117,6 @@ class ReplayPlan:
     settled: tuple[Entry, ...] = ()
 
 
-#: covered audio entries a journal keeps to make again (`Journal.audio`): ten seconds of 20 ms
-#: chunks, what a session holds between two handles on the 2.5 models
-SPARE_AUDIO = 512
-
-
 class Journal:
     """Entries in sequence order; linear on purpose: it holds seconds of input, not hours.
 
@@ -102,15 +124,24 @@ class Journal:
     lives seconds, long enough for the garbage collector to move it to its oldest generation,
     and a full collection (60-120 ms for every session of a process) comes each time those
     moves add up to a quarter of the objects there. Made again, they never move: at 100
-    sessions full collections went from one every 20 s to none in the benchmark's window."""
+    sessions full collections went from one every 20 s to none in the benchmark's window.
+    The pool holds what the session needs now, no more: at each handle, as many entries as
+    it made since the handle before (a session that stops sending keeps none)."""
+
+    #: one per session: an attribute dict would be most of an idle session's journal
+    __slots__ = ("_entries", "_folded", "_made", "_release_due", "_released_seq", "_spare")
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
         self._released_seq = 0  # entries up to this seq have no payload to release
         self._spare: list[Entry] = []
+        self._made = 0  # audio entries made (new or again) since the last prune
+        self._folded = 0  # inputs beyond one per entry that runs stand for (`__len__`)
+        self._release_due = float("-inf")  # no payload to release before this
 
     def audio(self, seq: int, payload: Any, created_at: float) -> Entry:
         """A new audio entry: a covered one made again when there is one."""
+        self._made += 1
         if not self._spare:
             return Entry(seq=seq, kind=InputKind.AUDIO, payload=payload, created_at=created_at,
                          turn_complete=False, trigger=False)
@@ -119,13 +150,29 @@ class Journal:
         entry.sent_generation = entry.sent_index = entry.sent_at = None
         entry.sends = 0
         entry.crossed = entry.stored = False
+        entry.run = 1
         return entry
 
+    def pool(self) -> tuple[Entry, ...]:
+        """The covered audio entries waiting to be made again (for measurement)."""
+        return tuple(self._spare)
+
     def __len__(self) -> int:
-        return len(self._entries)
+        """How many inputs it holds (a run of stale audio counts each chunk)."""
+        return len(self._entries) + self._folded
 
     def __iter__(self) -> Iterator[Entry]:
-        return iter(self._entries)
+        """One entry per input, in order (a run is shown as one copy per chunk)."""
+        if not self._folded:
+            return iter(self._entries)
+        return (m for e in self._entries for m in _members(e))
+
+    def entries(self) -> tuple[Entry, ...]:
+        """The entries as held, runs as one entry each (for measurement)."""
+        return tuple(self._entries)
+
+    def _forget(self, entries: Iterable[Entry]) -> None:
+        self._folded -= sum(e.run - 1 for e in entries)
 
     def append(self, entry: Entry) -> None:
         self._entries.append(entry)
@@ -149,23 +196,52 @@ class Journal:
         """Let go of the payload of audio created before `before` (now minus
         `ReplayPolicy.audio_staleness`) that is on the wire already or was never sent: a resume
         drops such audio (`plan_replay`), so nothing reads its payload again. The entry stays
-        until a handle covers it or the drop is reported. Between two handles a session holds
-        seconds of 20 ms chunks: their buffers weigh on memory and on the garbage collector,
-        whose full collections pause every session of the process."""
+        until a handle covers it or the drop is reported, folded into the one before it when
+        they are alike (`_foldable`): a run stands for its chunks. Between two handles a session
+        holds seconds of 20 ms chunks: their buffers and entries weigh on memory and on the
+        garbage collector, whose full collections pause every session of the process. Called
+        for every input: it returns at once until the oldest payload it holds is due."""
+        if before < self._release_due:
+            return
         entries = self._entries
-        # entries are in sequence order: start after the last one already looked at
+        # entries are in sequence order: start after the last one already looked at, with the
+        # entry before it (a run goes on growing)
+        lo = bisect.bisect_right(entries, self._released_seq, key=_seq)
+        start = max(0, lo - 1)
+        folded = entries[start:lo]
         waiting = False  # audio handed to a writer, not written yet: looked at again next time
-        for i in range(bisect.bisect_right(entries, self._released_seq, key=_seq), len(entries)):
+        due = before
+        i, end = lo, len(entries)
+        while i < end:
             entry = entries[i]
             if entry.created_at >= before:
+                due = entry.created_at
                 break
+            i += 1
             if entry.kind is InputKind.AUDIO and entry.payload is not None:
                 if entry.sent_at is None and entry.sent_generation is not None:
                     waiting = True
+                    folded.append(entry)
                     continue
                 entry.payload = None
             if not waiting:
-                self._released_seq = entry.seq
+                self._released_seq = entry.seq + entry.run - 1
+            if folded and _foldable(folded[-1], entry):
+                run = folded[-1]
+                run.run += entry.run
+                self._folded += 1  # one entry fewer for as many inputs
+                if entry.sent_at is not None and (run.sent_at is None
+                                                  or entry.sent_at > run.sent_at):
+                    run.sent_at = entry.sent_at
+                if entry.sent_index is not None and (run.sent_index is None
+                                                     or entry.sent_index > run.sent_index):
+                    run.sent_index = entry.sent_index
+                if entry.run == 1 and len(self._spare) < self._made:
+                    self._spare.append(entry)  # settled: nothing refers to it any more
+            else:
+                folded.append(entry)
+        entries[start:i] = folded
+        self._release_due = (before if waiting else due) + RELEASE_SLACK
 
     def has_turn_input(self) -> bool:
         """Whether turn input went out and no handle covers it yet (no safe point then). Input
@@ -260,29 +336,41 @@ class Journal:
 
     def _prune(self, covered: Any) -> list[Entry]:
         gone = [e for e in self._entries if covered(e)]
+        self._forget(gone)
+        # the pool is bounded by what the session needs now: the audio entries it made since
+        # audio was last covered (until the next handle it will need about as many)
+        need = self._made
+        spare = self._spare
+        if len(spare) > need:
+            del spare[need:]
         if gone:
             self._entries = [e for e in self._entries if not covered(e)]
-            spare = self._spare
             for e in gone:
+                if e.kind is not InputKind.AUDIO:
+                    continue
+                self._made = 0
                 # written (no send of it is pending anywhere): nothing refers to it any more
-                if e.kind is InputKind.AUDIO and e.sent_at is not None \
-                        and len(spare) < SPARE_AUDIO:
+                if e.sent_at is not None and len(spare) < need:
                     e.payload = None
                     spare.append(e)
         return gone
 
     def remove(self, entries: list[Entry]) -> None:
         doomed = {id(e) for e in entries}
+        self._forget(e for e in self._entries if id(e) in doomed)
         self._entries = [e for e in self._entries if id(e) not in doomed]
 
     def take_all(self) -> list[Entry]:
-        entries, self._entries = self._entries, []
+        """Every input it holds, one entry each (runs shown per chunk), leaving it empty."""
+        entries = list(self)
+        self._entries, self._folded = [], 0
         return entries
 
     def plan_replay(self, now: float, policy: ReplayPolicy) -> ReplayPlan:
         """What to send after a resume, in order, and what to drop (with the reason)."""
         items: list[ReplayItem] = []
         dropped: list[tuple[Entry, str]] = []
+        gone: list[Entry] = []  # the entries held for what is dropped (a run for its chunks)
         latest_video = max(
             (e.seq for e in self._entries if e.kind is InputKind.VIDEO), default=None
         )
@@ -309,10 +397,11 @@ class Journal:
                 else:
                     settled.append(entry)
             elif entry.kind is InputKind.AUDIO and now - entry.created_at > policy.audio_staleness:
-                dropped.append(
-                    (entry, f"audio older than the replay window ({policy.audio_staleness:g}s)")
-                )
+                gone.append(entry)
+                reason = f"audio older than the replay window ({policy.audio_staleness:g}s)"
+                dropped.extend((member, reason) for member in _members(entry))
             elif entry.kind is InputKind.VIDEO and entry.seq != latest_video:
+                gone.append(entry)
                 dropped.append((entry, "video frame superseded by a later frame"))
             elif entry.answered and entry.trigger:
                 if (
@@ -325,6 +414,7 @@ class Journal:
                 elif entry.kind is InputKind.TOOL_RESPONSE and history_turn and not entry.tool_ids:
                     # with ids, a call the resumed session knows waits for its response (3.x);
                     # one it does not know was dropped already (`_cancel_unknown_calls`)
+                    gone.append(entry)
                     dropped.append((entry, "answered tool response: covered by history replay"))
                 else:
                     items.append(ReplayItem(entry=entry, repeated=True))
@@ -332,5 +422,5 @@ class Journal:
                 items.append(ReplayItem(entry=entry, repeated=entry.crossed and entry.trigger))
         if continuation is not None:
             items.append(continuation)
-        self.remove([e for e, _ in dropped] + settled)
+        self.remove(gone + settled)
         return ReplayPlan(items=tuple(items), dropped=tuple(dropped), settled=tuple(settled))

@@ -50,7 +50,7 @@ def audio_mark(entries: Iterable[Entry], wall_of: Callable[[float], float]) -> s
     chunks = 0
     for entry in entries:
         if entry.kind is InputKind.AUDIO:
-            chunks += 1
+            chunks += entry.run  # a run of stale audio stands for several chunks
             if first is None:
                 first = entry.created_at
             last = entry.created_at
