@@ -27,7 +27,9 @@ def _encode(value: Any) -> Any:
         return {"$b": base64.b64encode(bytes(value)).decode()}
     if isinstance(value, BaseModel):
         return {"$m": type(value).__name__, "j": value.model_dump_json(exclude_none=True)}
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):  # audio is journaled as (bytes, MIME text): kept a tuple
+        return {"$t": [_encode(v) for v in value]}
+    if isinstance(value, list):
         return [_encode(v) for v in value]
     if isinstance(value, dict):
         return {"$d": {str(k): _encode(v) for k, v in value.items()}}
@@ -39,6 +41,8 @@ def _decode(value: Any) -> Any:
         return [_decode(v) for v in value]
     if not isinstance(value, dict):
         return value
+    if "$t" in value:
+        return tuple(_decode(v) for v in value["$t"])
     if "$b" in value:
         return base64.b64decode(value["$b"])
     if "$m" in value:
