@@ -56,3 +56,30 @@ def test_an_exhausted_budget_names_the_policy_to_raise() -> None:
         d.advance(1.0)
     (end,) = d.notices(Ended)
     assert "RetryPolicy" in end.reason and "1011" in end.reason
+
+
+def test_the_core_decides_a_stored_handle_has_expired() -> None:
+    """A handle the store says has expired is not seeded: the session connects fresh, and the
+    audit log says why; one still valid is resumed."""
+    from statemachine.core.actions import OpenConnection
+
+    d = CoreDriver()
+    assert not d.engine.restore("old-handle", at=0.0, age=7300.0, expires_in=-100.0)
+    d.connect()
+    assert [a.handle for a in d.actions if isinstance(a, OpenConnection)] == [None]
+    assert d.trace.named("notice", "stored_handle_expired")
+    d = CoreDriver()
+    assert d.engine.restore("good-handle", at=0.0, age=10.0, expires_in=7000.0)
+    d.connect()
+    assert [a.handle for a in d.actions if isinstance(a, OpenConnection)] == ["good-handle"]
+
+
+def test_waiting_for_another_holder_s_lease_is_bounded() -> None:
+    """The lease wait gives up when the holder's lease outlasts what is left of it, and
+    otherwise polls at most every 0.25 s."""
+    from statemachine.core.persistence import lease_retry_after
+
+    assert lease_retry_after(left=0.0, expires_in=10.0) is None
+    assert lease_retry_after(left=1.0, expires_in=10.0) == 0.25
+    assert lease_retry_after(left=1.0, expires_in=0.1) == 0.1
+    assert lease_retry_after(left=1.0, expires_in=0.0) == 0.01

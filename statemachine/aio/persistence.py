@@ -3,7 +3,9 @@ first connection, then perform the core's store actions in order, in a task of t
 slow or unreachable store never holds the session up, and feed back what the store answered.
 
 It decides nothing: what to save, when to renew, when the store counts as down and when the lease
-is lost are the core's (`core/engine.py`, "persistence").
+is lost are the core's (`core/engine.py`, "persistence"), and so are how long to wait for another
+holder's lease (`persistence.lease_retry_after`) and whether a stored handle is still valid
+(`Lifecycle.restore`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,13 @@ from ..core.actions import (
 )
 from ..core.events import Event, LeaseLost, StoreDone, StoreFailed
 from ..core.journal import Entry
-from ..core.persistence import JournalWrite, Persistence, StoredHandle, StoredJournal
+from ..core.persistence import (
+    JournalWrite,
+    Persistence,
+    StoredHandle,
+    StoredJournal,
+    lease_retry_after,
+)
 from ..errors import LeaseFenced, LeaseHeld, StoreError
 from ..stores import HandleStore
 from . import journalcodec
@@ -64,9 +72,10 @@ class StoreWorker:
                 self._leased = True
                 break
             except LeaseHeld as held:
-                if time.monotonic() + min(held.expires_in, 0.05) > deadline:
+                pause = lease_retry_after(deadline - time.monotonic(), held.expires_in)
+                if pause is None:
                     raise
-                await asyncio.sleep(min(max(held.expires_in, 0.01), 0.25))
+                await asyncio.sleep(pause)
             except StoreError as exc:
                 raise StoreError(
                     f"session {key!r} not started: its lease could not be taken ({exc}); "
@@ -82,7 +91,7 @@ class StoreWorker:
             self._leased = False
             raise StoreError(f"session {key!r} not started: {exc}") from exc
         self._task = asyncio.get_running_loop().create_task(self._run())
-        return record if record is not None and record.valid(time.time()) else None
+        return record  # the core decides whether it is still valid (`Lifecycle.restore`)
 
     def perform(self, action: StoreAction) -> None:
         """Queue one of the core's store actions."""

@@ -317,10 +317,12 @@ class LiveSession:
             self._lag_held = True
         if self._store is not None:
             record = await self._store.start()
-            if record is not None:
-                age = time.time() - record.issued_at
-                self._core.restore(record.handle, at=self._now(), age=age,
-                                   compressed=record.compressed, generation=record.generation)
+            wall = time.time()
+            if record is not None and self._core.restore(
+                    record.handle, at=self._now(), age=wall - record.issued_at,
+                    compressed=record.compressed, generation=record.generation,
+                    expires_in=record.expires_at - wall):
+                age = wall - record.issued_at
                 self._core.note("handle_restored", at=self._now(),
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)

@@ -505,17 +505,24 @@ class Lifecycle:
         Journal.written(entry, generation, at)
 
     def restore(self, handle: str, *, at: float, age: float, compressed: bool = False,
-                generation: int = 0) -> None:
+                generation: int = 0, expires_in: float | None = None) -> bool:
         """Seed a handle saved by an earlier process, `age` seconds old at monotonic time `at`,
-        so `Connect` resumes it when still valid. Only before `Connect`."""
+        so `Connect` resumes it when still valid. Only before `Connect`. A handle the store
+        says has expired (`expires_in` <= 0) is never offered: False, and nothing is seeded
+        (the session starts fresh, and the audit log says why)."""
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore() only before connect, not in state {self.state.value!r}")
+        if expires_in is not None and expires_in <= 0:
+            self.note("stored_handle_expired", at=at, age_s=round(age, 3),
+                      expired_s_ago=round(-expires_in, 3), generation=generation)
+            return False
         self.resumption = Resumption(handle=handle, at=at - age)
         self.secrets.add_handle(handle)
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
         self.durable.saved = handle
+        return True
 
     def note(self, name: str, *, at: float, **cause: Any) -> None:
         """An audit record (kind `notice`) for something the I/O layer saw, such as a handle

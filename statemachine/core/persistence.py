@@ -89,3 +89,13 @@ class Persistence:
     def retry_delay(self, attempt: int) -> float:
         """Delay before store retry number `attempt` (1-based)."""
         return float(min(self.retry_max, self.retry_base * 2 ** max(0, attempt - 1)))
+
+
+def lease_retry_after(left: float, expires_in: float) -> float | None:
+    """While another holder has the lease and `left` seconds of the session's `lease_wait`
+    remain: how long to wait before trying again (at most 0.25 s, so a lease released early is
+    taken soon), or None to give up now (`LeaseHeld`), when the holder's lease outlasts the
+    wait."""
+    if min(expires_in, 0.05) > left:
+        return None
+    return min(max(expires_in, 0.01), 0.25)
