@@ -891,7 +891,8 @@ class Lifecycle:
 
     def _latest_record(self, handle: str, at: float) -> StoredHandle:
         issued = self._wall() - (self._now - at)
-        return StoredHandle(handle=handle, issued_at=issued, expires_at=issued + self._validity(),
+        return StoredHandle(handle=handle, issued_at=issued,
+                            expires_at=issued + self.handle_validity,
                             generation=self.conn.generation, compressed=self.span.compressed)
 
     def _store_next(self, *, probing: bool = False) -> None:
@@ -1202,9 +1203,6 @@ class Lifecycle:
         return self._actions
 
     # -- the machine -----------------------------------------------------------------------------
-
-    def _validity(self) -> float:
-        return self.handle_validity
 
     def _can(self, trigger: Trigger) -> bool:
         """Whether the table has a row for `trigger` from the current state."""
