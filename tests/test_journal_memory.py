@@ -140,3 +140,144 @@ def test_a_run_never_takes_in_audio_a_writer_still_holds() -> None:
     _audio(d, 30)
     assert all(e.payload != "q" for e in engine.journal)
     assert len(engine.journal) == 131
+
+
+# -- packed runs: written audio within the replay window, one entry for many chunks ----------
+
+MIME = '"audio/pcm;rate=16000"'
+
+
+def _chunks(d: Driver, n: int, start: int = 0) -> list[tuple[bytes, str]]:
+    """n journaled chunks (bytes, MIME text), each its own bytes, sent 20 ms apart."""
+    out = []
+    for k in range(start, start + n):
+        chunk = (k.to_bytes(4, "big") * 160, MIME)
+        d.feed(ClientInput(at=d.tick(CHUNK), kind=InputKind.AUDIO, payload=chunk))
+        out.append(chunk)
+    return out
+
+
+def _replayed(d: Driver, generation: int) -> list[Send]:
+    return [a for a in d.actions if isinstance(a, Send) and a.generation == generation]
+
+
+def test_written_audio_within_the_window_is_packed_and_still_every_chunk_is_its_own() -> None:
+    """Two seconds of written chunks, none stale yet, are held in a handful of entries; the
+    journal still counts and iterates each chunk with its own payload, creation and send time
+    and connection index, and a resume sends each chunk again, in order, as it was sent."""
+    engine, d = _session(staleness=3.0)
+    [first] = [a for a in d.feed(ClientInput(at=d.tick(CHUNK), kind=InputKind.AUDIO,
+                                             payload=(b"x" * 640, MIME))) if isinstance(a, Send)]
+    index = first.entry.sent_index
+    assert index is not None
+    sent = [(b"x" * 640, MIME), *_chunks(d, 99)]
+    assert len(engine.journal) == 100
+    assert len(engine.journal.entries()) < 20  # not one per chunk
+    members = list(engine.journal)
+    assert [e.seq for e in members] == list(range(1, 101))
+    assert [e.payload for e in members] == sent
+    assert [e.sent_index for e in members] == list(range(index, index + 100))
+    assert all(e.run == 1 and e.sent_at is not None for e in members)
+    created = [e.created_at for e in members]
+    assert created == sorted(created) and len(set(created)) == 100
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = _replayed(d, 2)
+    assert [a.entry.seq for a in replay] == list(range(1, 101))
+    assert [a.entry.payload for a in replay] == sent
+    assert [a.entry.created_at for a in replay] == created
+    assert not notices(d, InputDropped)
+
+
+def test_a_handle_covers_the_chunks_of_a_packed_run_sent_a_round_trip_before_it() -> None:
+    """Gemini API: a handle covers the chunks written at least a round trip before it arrived,
+    one by one, even inside a packed run; the rest stays, payloads and all, and is replayed."""
+    engine, d = _session(staleness=5.0)
+    sent = _chunks(d, 100)
+    members = list(engine.journal)
+    assert len(engine.journal.entries()) < 20
+    # arrives right after chunk 60 was written: the crossing window is the rtt (0.01) + slack
+    cut = members[59].sent_at
+    assert cut is not None
+    window = 0.01 + engine.policy.replay.crossing_slack
+    d.now = cut + window + 1e-6  # chunks 1..60 went out before `at - window`, 61.. after
+    before = engine.counters.confirmed
+    d.feed(ResumptionUpdate(at=d.now, generation=1, handle="h1", resumable=True))
+    expected = [e.seq for e in members if e.sent_at is not None and e.sent_at < d.now - window]
+    assert engine.counters.confirmed - before == len(expected) == 60
+    left = list(engine.journal)
+    assert [e.seq for e in left] == list(range(61, 101))
+    assert [e.payload for e in left] == sent[60:]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    assert [a.entry.seq for a in _replayed(d, 2)] == list(range(61, 101))
+    assert [a.entry.payload for a in _replayed(d, 2)] == sent[60:]
+
+
+def test_vertex_index_covers_a_packed_run_chunk_by_chunk() -> None:
+    """Vertex: the server's last consumed index falls inside a packed run: exactly the chunks
+    up to it leave; the others are replayed."""
+    from statemachine.core.policy import Backend
+
+    engine = Lifecycle(backend=Backend.VERTEX,
+                       policy=Policy(replay=ReplayPolicy(audio_staleness=5.0)))
+    d = Driver(engine)
+    d.feed(Connect(at=d.tick()))
+    d.feed(SetupComplete(at=d.tick(), generation=1))
+    assert engine.transparent
+    sent = _chunks(d, 80)
+    assert len(engine.journal.entries()) < 20
+    index = {e.seq: e.sent_index for e in engine.journal}
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="H", resumable=True,
+                            last_consumed_index=index[37]))
+    assert [e.seq for e in engine.journal] == list(range(38, 81))
+    assert engine.counters.confirmed == 37
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replay = _replayed(d, 2)
+    assert [a.entry.seq for a in replay] == list(range(38, 81))
+    assert [a.entry.payload for a in replay] == sent[37:]
+
+
+def test_a_packed_run_going_stale_lets_go_of_its_old_chunks_and_each_is_reported() -> None:
+    """A packed run whose first chunks pass the replay window lets go of their payloads (they
+    fold into a stale run) and keeps the rest; a resume reports each stale chunk dropped, in
+    order, with the reason, and replays the others as they were sent."""
+    engine, d = _session(staleness=1.0)
+    sent = []
+    for k in range(150):  # 3 s: the first 2 s go stale; what is within the window stays whole
+        sent += _chunks(d, 1, start=k)
+        assert all(e.payload == sent[e.seq - 1] for e in engine.journal
+                   if e.payload is not None)
+        # every chunk of the last second keeps its payload (a run's young chunks too)
+        kept = sum(e.run for e in engine.journal.entries() if e.payload is not None)
+        assert kept >= min(k + 1, round(1.0 / CHUNK) - 1)
+    held = [e for e in engine.journal.entries() if e.payload is not None]
+    assert len(engine.journal.entries()) < 20
+    assert sum(e.run for e in held) <= (1.0 + RELEASE_SLACK) / CHUNK + 2
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    dropped = notices(d, InputDropped)
+    replay = _replayed(d, 2)
+    assert [n.seq for n in dropped] == list(range(1, len(dropped) + 1))  # one each, in order
+    assert all(n.reason == "audio older than the replay window (1s)" for n in dropped)
+    assert [a.entry.seq for a in replay] == list(range(len(dropped) + 1, 151))
+    assert [a.entry.payload for a in replay] == sent[len(dropped):]
+    assert all(d.now - a.entry.created_at <= 1.0 for a in replay)
+    assert 45 <= len(replay) <= 51
+
+
+def test_chunks_of_another_shape_or_connection_are_not_packed_together() -> None:
+    """A run holds chunks alike in what it keeps once: one MIME text, one connection, one
+    count of sends. A chunk of another MIME type starts a run of its own, and whole payloads
+    (not pairs) come back whole."""
+    engine, d = _session(staleness=5.0)
+    a = _chunks(d, 30)
+    other = (b"\x01" * 640, '"audio/pcm;rate=24000"')
+    d.feed(ClientInput(at=d.tick(CHUNK), kind=InputKind.AUDIO, payload=other))
+    b = _chunks(d, 30, start=30)
+    whole = [bytes([k]) * 640 for k in range(30)]
+    for w in whole:
+        d.feed(ClientInput(at=d.tick(CHUNK), kind=InputKind.AUDIO, payload=w))
+    assert len(engine.journal.entries()) < 20
+    assert [e.payload for e in engine.journal] == [*a, other, *b, *whole]

@@ -4,7 +4,8 @@
 the sessions started) under the owner of the code that made it, by the file of its innermost
 frame: the journal's entries and payloads, the session shell, the core, asyncio's tasks and
 timers, TLS and WebSocket buffers, the SDK's objects. `journal_walk` counts what the sessions'
-journals hold right now (entries, their payloads, the pool of reused entries) and the floor:
+journals hold right now (entries, their payloads, packed runs counted per chunk, the pool of
+reused entries) and the floor:
 the bytes of input no handle covers yet that a resume would still send, which no journal can
 hold less than.
 """
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..aio import frames
 from ..core.events import InputKind
+from ..core.journal import Packed
 
 #: owner: path fragments of the innermost frame's file (first match wins, in this order)
 OWNERS: dict[str, tuple[str, ...]] = {
@@ -59,7 +61,11 @@ def by_owner(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot) -> dict[
 
 
 def _payload_bytes(payload: Any) -> int:
-    """What a journaled payload weighs, and the bytes of input it stands for."""
+    """What a journaled payload weighs (a packed run's: its lists and each chunk's bytes)."""
+    if type(payload) is Packed:
+        return (sys.getsizeof(payload) + sys.getsizeof(payload.heads)
+                + sys.getsizeof(payload.created) + sys.getsizeof(payload.sent)
+                + sum(map(sys.getsizeof, payload.heads)))
     return sys.getsizeof(payload) + (sum(map(sys.getsizeof, payload))
                                      if type(payload) is tuple else 0)
 
@@ -103,9 +109,16 @@ def journal_walk(sessions: Iterable[Any], now: float) -> dict[str, float]:
         for entry in journal.entries():  # as held: a run is one entry
             out["entries"] += 1
             out["entry_bytes"] += _entry_bytes(entry)
-            if entry.payload is not None:
+            payload = entry.payload
+            if type(payload) is Packed:  # a packed run: each chunk within the window
+                out["payloads"] += entry.run
+                out["payload_bytes"] += _payload_bytes(payload)
+                out["floor_bytes"] += sum(
+                    frames.data_size(payload.payload(k)) or len(repr(payload.heads[k]))
+                    for k, at in enumerate(payload.created) if now - at <= staleness)
+            elif payload is not None:
                 out["payloads"] += 1
-                out["payload_bytes"] += _payload_bytes(entry.payload)
+                out["payload_bytes"] += _payload_bytes(payload)
                 if entry.kind is not InputKind.AUDIO or now - entry.created_at <= staleness:
                     out["floor_bytes"] += input_bytes(entry)
         for entry in journal.pool():

@@ -21,7 +21,8 @@ What a handle covers:
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -76,8 +77,101 @@ class Entry:
     run: int = 1
 
 
+#: `Packed.tail` when payloads are kept whole (they are not pairs with a common second part)
+_WHOLE: Any = object()
+
+
+class Packed:
+    """The payload of a packed run: consecutive audio chunks written on one connection, within
+    the replay window, held compactly until a handle covers them or they go stale. An entry per
+    20 ms chunk (its slots, two floats, two ints, the payload's tuple) weighed several hundred
+    bytes beside 640 of PCM; here a chunk is its payload's first part (the bytes the
+    application sent, not copied) and two doubles. The run's entry keeps what the chunks share
+    (connection, sends) and its first seq and creation time, its last send time and index
+    (indices are consecutive: index k is `sent_index - run + 1 + k`)."""
+
+    __slots__ = ("created", "heads", "sent", "tail")
+
+    def __init__(self, tail: Any) -> None:
+        #: the second part every payload shares (a journaled chunk's MIME text), or `_WHOLE`
+        self.tail = tail
+        self.heads: list[Any] = []  # each payload, or its first part
+        self.created = array("d")
+        self.sent = array("d")
+
+    def add(self, entry: Entry) -> None:
+        self.heads.append(entry.payload if self.tail is _WHOLE else entry.payload[0])
+        self.created.append(entry.created_at)
+        assert entry.sent_at is not None
+        self.sent.append(entry.sent_at)
+
+    def payload(self, k: int) -> Any:
+        """Chunk k's payload as it was journaled."""
+        head = self.heads[k]
+        return head if self.tail is _WHOLE else (head, self.tail)
+
+    def cut(self, m: int) -> None:
+        """Forget the first m chunks."""
+        del self.heads[:m], self.created[:m], self.sent[:m]
+
+
+def _pair(payload: Any) -> bool:
+    return type(payload) is tuple and len(payload) == 2
+
+
+def _packable(entry: Entry) -> bool:
+    """Audio written on its connection, its own entry, nothing pending on it (a store write)."""
+    return (entry.kind is InputKind.AUDIO and entry.payload is not None
+            and type(entry.payload) is not Packed and entry.sent_at is not None
+            and entry.sent_index is not None and entry.seq != OWED
+            and not (entry.stored or entry.storing))
+
+
+def _joins(run: Entry, entry: Entry) -> bool:
+    """Whether `entry` can join the packed run (or packable entry) `run`: the next input, sent
+    next on the same connection as often, with a payload of the same shape."""
+    if not ((type(run.payload) is Packed or _packable(run))
+            and run.seq + run.run == entry.seq and run.sent_generation == entry.sent_generation
+            and run.sends == entry.sends and run.sent_index is not None
+            and run.sent_index + 1 == entry.sent_index and _packable(entry)):
+        return False
+    payload = run.payload
+    tail = payload.tail if type(payload) is Packed else (
+        payload[1] if _pair(payload) else _WHOLE)
+    if tail is _WHOLE:
+        return not _pair(entry.payload)
+    return _pair(entry.payload) and entry.payload[1] == tail
+
+
+def _member(entry: Entry, k: int) -> Entry:
+    """Chunk k of a packed run, as an entry of its own."""
+    packed: Packed = entry.payload
+    assert entry.sent_index is not None
+    return attrs.evolve(entry, seq=entry.seq + k, run=1, payload=packed.payload(k),
+                        created_at=packed.created[k], sent_at=packed.sent[k],
+                        sent_index=entry.sent_index - entry.run + 1 + k)
+
+
+def _split(entry: Entry, m: int) -> Entry:
+    """Take the first m chunks off a packed run: they come back as a run of their own without
+    payloads (stale or covered: nothing reads them again); `entry` keeps the rest."""
+    packed: Packed = entry.payload
+    assert entry.sent_index is not None
+    first = attrs.evolve(entry, payload=None, run=m, sent_at=packed.sent[m - 1],
+                         sent_index=entry.sent_index - entry.run + m)
+    packed.cut(m)
+    entry.seq += m
+    entry.run -= m
+    entry.created_at = packed.created[0]
+    if entry.run == 1:  # one chunk left: an entry like any other
+        entry.payload = packed.payload(0)
+    return first
+
+
 def _members(entry: Entry) -> list[Entry]:
     """One entry per input a run stands for (copies; the entry itself when it stands for one)."""
+    if type(entry.payload) is Packed:
+        return [_member(entry, k) for k in range(entry.run)]
     if entry.run == 1:
         return [entry]
     return [attrs.evolve(entry, seq=entry.seq + k, run=1) for k in range(entry.run)]
@@ -129,7 +223,8 @@ class Journal:
     it made since the handle before (a session that stops sending keeps none)."""
 
     #: one per session: an attribute dict would be most of an idle session's journal
-    __slots__ = ("_entries", "_folded", "_made", "_release_due", "_released_seq", "_spare")
+    __slots__ = ("_entries", "_folded", "_made", "_pack_due", "_release_due", "_released_seq",
+                 "_spare")
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
@@ -138,6 +233,7 @@ class Journal:
         self._made = 0  # audio entries made (new or again) since the last prune
         self._folded = 0  # inputs beyond one per entry that runs stand for (`__len__`)
         self._release_due = float("-inf")  # no payload to release before this
+        self._pack_due = float("-inf")  # no written audio to pack before this
 
     def audio(self, seq: int, payload: Any, created_at: float) -> Entry:
         """A new audio entry: a covered one made again when there is one."""
@@ -197,26 +293,44 @@ class Journal:
         `ReplayPolicy.audio_staleness`) that is on the wire already or was never sent: a resume
         drops such audio (`plan_replay`), so nothing reads its payload again. The entry stays
         until a handle covers it or the drop is reported, folded into the one before it when
-        they are alike (`_foldable`): a run stands for its chunks. Between two handles a session
-        holds seconds of 20 ms chunks: their buffers and entries weigh on memory and on the
-        garbage collector, whose full collections pause every session of the process. Called
-        for every input: it returns at once until the oldest payload it holds is due."""
-        if before < self._release_due:
+        they are alike (`_foldable`): a run stands for its chunks. Audio within the window that
+        is written packs into runs too (`Packed`): one entry for the chunks, each its payload and
+        two times. Between two handles a session holds seconds of 20 ms chunks: their entries
+        weigh on memory and on the garbage collector, whose full collections pause every
+        session of the process. Called for every input: it returns at once until the oldest
+        payload it holds is due."""
+        release = before >= self._release_due
+        if not release and before < self._pack_due:
             return
+        self._pack_due = before + RELEASE_SLACK
         entries = self._entries
         # entries are in sequence order: start after the last one already looked at, with the
         # entry before it (a run goes on growing)
         lo = bisect.bisect_right(entries, self._released_seq, key=_seq)
+        if not release:
+            self._pack(lo)
+            return
         start = max(0, lo - 1)
         folded = entries[start:lo]
         waiting = False  # audio handed to a writer, not written yet: looked at again next time
         due = before
+        split_at = None  # where a packed run stays once its stale chunks left it
         i, end = lo, len(entries)
         while i < end:
             entry = entries[i]
             if entry.created_at >= before:
                 due = entry.created_at
                 break
+            if type(entry.payload) is Packed:
+                created = entry.payload.created
+                m = bisect.bisect_left(created, before)
+                if m < entry.run:  # its first m chunks went stale: they leave the run
+                    self._folded -= 1  # one entry more for as many inputs
+                    due = created[m]
+                    entry = _split(entry, m)
+                    split_at = end = i  # the rest of the run stays, and so does what follows
+                else:
+                    entry.payload = None
             i += 1
             if entry.kind is InputKind.AUDIO and entry.payload is not None:
                 if entry.sent_at is None and entry.sent_generation is not None:
@@ -240,8 +354,37 @@ class Journal:
                     self._spare.append(entry)  # settled: nothing refers to it any more
             else:
                 folded.append(entry)
+        if split_at is not None:
+            i = split_at
         entries[start:i] = folded
+        self._pack(start + len(folded))
         self._release_due = (before if waiting else due) + RELEASE_SLACK
+
+    def _pack(self, start: int) -> None:
+        """Pack the written audio from `start` on into runs (`Packed`); the entries packed are
+        kept for reuse (`audio`): nothing refers to them any more."""
+        entries = self._entries
+        kept: list[Entry] = []
+        spare, packed = self._spare, False
+        for entry in entries[start:]:
+            run = kept[-1] if kept else None
+            if run is None or not _joins(run, entry):
+                kept.append(entry)
+                continue
+            packed = True
+            if type(run.payload) is not Packed:  # the first two chunks of a run
+                first = Packed(run.payload[1] if _pair(run.payload) else _WHOLE)
+                first.add(run)
+                run.payload = first
+            run.payload.add(entry)
+            run.run += 1
+            run.sent_at, run.sent_index = entry.sent_at, entry.sent_index
+            self._folded += 1
+            if len(spare) < self._made:
+                entry.payload = None
+                spare.append(entry)
+        if packed:
+            entries[start:] = kept
 
     def has_turn_input(self) -> bool:
         """Whether turn input went out and no handle covers it yet (no safe point then). Input
@@ -278,8 +421,13 @@ class Journal:
         self._hold(taken, reply[1] if reply else 0)
         if reply is not None and not taken:
             self._owe_reply(generation, *reply)
+        def chunks(e: Entry, packed: Packed) -> int:  # a packed run's: its first ones
+            if e.sent_generation != generation or e.sent_index is None:
+                return 0
+            return max(0, min(e.run, last_consumed - (e.sent_index - e.run + 1) + 1))
+
         return self._prune(lambda e: consumed(e) and (
-            e.answered or not e.trigger or e.kind is InputKind.TOOL_RESPONSE))
+            e.answered or not e.trigger or e.kind is InputKind.TOOL_RESPONSE), chunks)
 
     def hold_in_flight(self, generation: int, began_at: float, sent_before: float,
                        reply_chars: int) -> list[Entry]:
@@ -331,10 +479,18 @@ class Journal:
                 e.answered
                 if e.trigger
                 else e.sent_at is not None and e.sent_at < sent_before
-            )
+            ),
+            # a packed run's chunks went out in order: those sent before `sent_before`
+            lambda e, packed: bisect.bisect_left(packed.sent, sent_before)
+            if e.sent_generation == generation else 0,
         )
 
-    def _prune(self, covered: Any) -> list[Entry]:
+    def _prune(self, covered: Callable[[Entry], bool],
+               chunks: Callable[[Entry, Packed], int] | None = None) -> list[Entry]:
+        """Take out the entries `covered` says a handle covers; of a packed run, the first
+        `chunks` says (the rest stays packed)."""
+        if chunks is not None:
+            self._split_covered(chunks)
         gone = [e for e in self._entries if covered(e)]
         self._forget(gone)
         # the pool is bounded by what the session needs now: the audio entries it made since
@@ -355,6 +511,36 @@ class Journal:
                     spare.append(e)
         return gone
 
+    def _split_covered(self, chunks: Callable[[Entry, Packed], int]) -> None:
+        """Split each packed run a handle covers in part: its covered chunks become a run of
+        their own (whose last send `covered` then reads as covered), before the rest."""
+        out: list[Entry] | None = None
+        for i, entry in enumerate(self._entries):
+            payload = entry.payload
+            if type(payload) is Packed:
+                m = chunks(entry, payload)
+                if 0 < m < entry.run:
+                    if out is None:
+                        out = self._entries[:i]
+                    out.append(_split(entry, m))
+                    self._folded -= 1  # one entry more for as many inputs
+            if out is not None:
+                out.append(entry)
+        if out is not None:
+            self._entries = out
+
+    def _unpack(self) -> None:
+        """Every packed run back to one entry per chunk (a resume sends them one by one)."""
+        if any(type(e.payload) is Packed for e in self._entries):
+            out: list[Entry] = []
+            for entry in self._entries:
+                if type(entry.payload) is Packed:
+                    self._folded -= entry.run - 1
+                    out.extend(_members(entry))
+                else:
+                    out.append(entry)
+            self._entries = out
+
     def remove(self, entries: list[Entry]) -> None:
         doomed = {id(e) for e in entries}
         self._forget(e for e in self._entries if id(e) in doomed)
@@ -368,6 +554,7 @@ class Journal:
 
     def plan_replay(self, now: float, policy: ReplayPolicy) -> ReplayPlan:
         """What to send after a resume, in order, and what to drop (with the reason)."""
+        self._unpack()
         items: list[ReplayItem] = []
         dropped: list[tuple[Entry, str]] = []
         gone: list[Entry] = []  # the entries held for what is dropped (a run for its chunks)
