@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import attrs
 import pytest
 
 from statemachine import (
@@ -880,12 +881,14 @@ def test_stale_audio_lets_go_of_its_payload_and_a_resume_still_drops_it() -> Non
     assert released and all(e.created_at < d.now - 1.0 for e in released)
     assert all(e.payload is not None for e in entries if e.created_at >= d.now - 1.0)
     assert all(isinstance(a, Send) and a.entry.payload == "q" for a in queued)
+    seqs = {a.entry.seq for a in queued if isinstance(a, Send)}
     for action in queued:  # the writer catches up: released at the next look
         assert isinstance(action, Send)
         engine.written(action.entry, 1, d.now)
     for _ in range(64):
         send(d, InputKind.AUDIO, turn_complete=False)
-    assert all(isinstance(a, Send) and a.entry.payload is None for a in queued)
+    # (the entries themselves may be made again for later chunks: the journal is asked)
+    assert [e.payload for e in engine.journal if e.seq in seqs] == [None] * len(seqs)
     entries = list(engine.journal)
     released = [e for e in entries if e.payload is None]
     d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
@@ -910,15 +913,18 @@ def test_covered_audio_entries_are_made_again_and_nothing_of_them_is_left() -> N
     d.tick(1.0)
     d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="h1", resumable=True))
     assert [e.payload for e in engine.journal] == ["held"]  # not written: not covered
-    again = [a.entry for i in range(25)
+    # each new chunk's entry as it was sent (once written, the journal may pack it and make
+    # it again for a later chunk: the shell holds no entry past its write)
+    again = [(id(a.entry), attrs.evolve(a.entry)) for i in range(25)
              for a in d.feed(ClientInput(at=d.tick(), kind=InputKind.AUDIO, payload=f"new{i}"))]
-    assert {id(e) for e in again[:20]} == {id(e) for e in first}
-    assert all(id(e) not in {id(f) for f in first} for e in again[20:])
-    assert isinstance(pending, Send) and pending.entry not in again
-    assert [e.payload for e in again] == [f"new{i}" for i in range(25)]
-    assert [e.seq for e in again] == sorted(e.seq for e in again)
+    covered = {id(f) for f in first}
+    assert again[0][0] in covered  # made from the pool before any new entry
+    assert len({i for i, _ in again} & covered) >= 10
+    assert isinstance(pending, Send) and id(pending.entry) not in {i for i, _ in again}
+    assert [e.payload for _, e in again] == [f"new{i}" for i in range(25)]
+    assert [e.seq for _, e in again] == sorted(e.seq for _, e in again)
     assert all(e.sends == 1 and e.sent_generation == 1 and e.sent_at is not None
-               and e.sent_at >= e.created_at and not e.answered for e in again)
+               and e.sent_at >= e.created_at and not e.answered for _, e in again)
     d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))  # replayed with new payloads
     d.feed(SetupComplete(at=d.tick(), generation=2))
     replayed = [a.entry.payload for a in d.actions if isinstance(a, Send) and a.generation == 2]

@@ -219,18 +219,21 @@ class Journal:
     and a full collection (60-120 ms for every session of a process) comes each time those
     moves add up to a quarter of the objects there. Made again, they never move: at 100
     sessions full collections went from one every 20 s to none in the benchmark's window.
-    The pool holds what the session needs now, no more: at each handle, as many entries as
-    it made since the handle before (a session that stops sending keeps none)."""
+    The pool holds what the session needs now, no more: written audio is packed at each pass
+    (`release_stale_audio`, every `RELEASE_SLACK` of input), its entries taken back up to as
+    many as the session made since the pass before; at each handle it is cut to as many as
+    the session made since the handle before (a session that stops sending keeps none)."""
 
     #: one per session: an attribute dict would be most of an idle session's journal
-    __slots__ = ("_entries", "_folded", "_made", "_pack_due", "_release_due", "_released_seq",
-                 "_spare")
+    __slots__ = ("_entries", "_folded", "_fresh", "_made", "_pack_due", "_release_due",
+                 "_released_seq", "_spare")
 
     def __init__(self) -> None:
         self._entries: list[Entry] = []
         self._released_seq = 0  # entries up to this seq have no payload to release
         self._spare: list[Entry] = []
         self._made = 0  # audio entries made (new or again) since the last prune
+        self._fresh = 0  # audio entries made since the last time written audio was packed
         self._folded = 0  # inputs beyond one per entry that runs stand for (`__len__`)
         self._release_due = float("-inf")  # no payload to release before this
         self._pack_due = float("-inf")  # no written audio to pack before this
@@ -238,6 +241,7 @@ class Journal:
     def audio(self, seq: int, payload: Any, created_at: float) -> Entry:
         """A new audio entry: a covered one made again when there is one."""
         self._made += 1
+        self._fresh += 1
         if not self._spare:
             return Entry(seq=seq, kind=InputKind.AUDIO, payload=payload, created_at=created_at,
                          turn_complete=False, trigger=False)
@@ -366,6 +370,9 @@ class Journal:
         entries = self._entries
         kept: list[Entry] = []
         spare, packed = self._spare, False
+        # written audio is packed at every pass: till the next one the session needs about as
+        # many entries as it made since the last (a handle trims the pool: `_prune`)
+        need, self._fresh = self._fresh, 0
         for entry in entries[start:]:
             run = kept[-1] if kept else None
             if run is None or not _joins(run, entry):
@@ -380,7 +387,7 @@ class Journal:
             run.run += 1
             run.sent_at, run.sent_index = entry.sent_at, entry.sent_index
             self._folded += 1
-            if len(spare) < self._made:
+            if len(spare) < need:
                 entry.payload = None
                 spare.append(entry)
         if packed:
