@@ -210,6 +210,13 @@ def table(results: dict[str, Any]) -> str:
                  "rate reached per session (50 = real rate; lower: the machine saturated)")
     lines.append(f"  duplicated per rotation over every run: {sc.get('duplicated_per_rotation')}; "
                  "skipped: raw audio sent while it had no connection (lost to the application)")
+    for run in sc["runs"]:
+        if scale.saturated(run["chunks_per_s"], run.get("raw", {}).get("chunks_per_s", 50.0)):
+            lines.append(
+                f"  SATURATED at {run['sessions']} sessions: this machine carried "
+                f"{run['chunks_per_s']} chunks/s per session for ours and "
+                f"{run.get('raw', {}).get('chunks_per_s')} for the raw SDK, not the real rate "
+                f"of 50: the figures at this N are not those of a real-rate fleet")
     if results.get("memory"):
         lines.extend(memory.table(results["memory"]))
     if "capacity" in results:

@@ -24,6 +24,17 @@ from typing import Any
 from ..audit.stats import percentile
 from . import fleet
 
+#: audio chunks per second of a session's time at real rate (20 ms chunks)
+REAL_RATE = 50.0
+#: below this share of the real rate a fleet is taken as saturated: the machine could not carry
+#: it, and its figures are not those of sessions at real rate
+CARRIED = 0.9
+
+
+def saturated(*rates: float) -> bool:
+    """Whether a fleet (ours or the baseline beside it) fell short of the real audio rate."""
+    return any(rate < REAL_RATE * CARRIED for rate in rates)
+
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else round(seconds * 1000, 2)
@@ -80,6 +91,10 @@ async def run(sizes: list[int], seconds: float, lifetime_s: float,
         "runs": runs,
         "sessions": last["sessions"],
         "kb_per_session": last["kb_per_session"],
+        # the audio rate the largest fleet reached (50 = real rate), ours and the raw SDK's
+        "chunks_per_s": last["chunks_per_s"],
+        "raw_chunks_per_s": last["raw"]["chunks_per_s"],
+        "saturated": saturated(last["chunks_per_s"], last["raw"]["chunks_per_s"]),
         "lost": sum(r["lost"] for r in runs),
         "duplicated": duplicated,
         "rotations": rotations,

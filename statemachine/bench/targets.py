@@ -79,6 +79,13 @@ TARGETS: tuple[Target, ...] = (
            meaning="inputs taken in twice per rotation with hundreds of voice sessions"),
     Target(figure="capacity.duplicated_per_rotation_loaded", op="<=", bound=1, unit="inputs",
            meaning="inputs taken in twice per rotation at the largest N ours carries"),
+    Target(figure="scale.chunks_per_s", op=">=", bound=45, unit="chunks/s",
+           meaning="audio rate per session the largest fleet reached (1,000 sessions in the "
+                   "full run; real rate 50): below it the machine could not carry the fleet, "
+                   "and its figures are not a real-rate fleet's"),
+    Target(figure="memory.busy.chunks_per_s.ours", op=">=", bound=45, unit="chunks/s",
+           meaning="audio rate per second of the busy sessions' time while their memory was "
+                   "traced (real rate 50): below it they held less than real sessions do"),
 )
 
 
