@@ -30,7 +30,7 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import handoff, table, wording, writethrough
+from . import failures, handoff, table, wording, writethrough
 from .actions import (
     Action,
     ArmTimer,
@@ -437,6 +437,10 @@ class Lifecycle:
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused | CallbackFailed):
             event = self._redacted(event)
+        if type(event) is ConnectionLost:  # what the shell saw, settled as what it was
+            event = failures.settle(event)
+        elif type(event) is Close and self.state in table.FINAL:
+            return []  # already ended: nothing to do, nothing to record
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
         self._record("event", name, cause=cause, stale=stale)
@@ -487,6 +491,8 @@ class Lifecycle:
                   | CallbackFailed) -> Event:
         if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
+        if isinstance(event, ConnectionLost) and event.sent_reason:
+            event = attrs.evolve(event, sent_reason=self.redact(event.sent_reason))
         return attrs.evolve(event, reason=self.redact(event.reason))
 
     def model_chunk(self, generation: int, text: str) -> bool:
