@@ -55,6 +55,7 @@ from ..core.events import (
     InputKind,
     Latency,
     ModelOutput,
+    Operation,
     SendRefused,
     SetupComplete,
     Timer,
@@ -201,6 +202,7 @@ class LiveSession:
                                 f"under (store={type(store).__name__}, session_key=None)")
         adapter.check_model(client, model)
         adapter.quiet_websocket_logs(client)
+        adapter.watch_connections(client)
         if token_provider is not None:
             _check_token_provider(client, token_provider)
         self._token_provider = token_provider
@@ -573,8 +575,7 @@ class LiveSession:
 
     async def close(self) -> None:
         """Close the session: the socket is closed, every task stops, nothing reconnects."""
-        if self._core.state not in FINAL:
-            self._feed(Close(at=self._now()))
+        self._feed(Close(at=self._now()))  # the core ignores it once the session has ended
         await self._shutdown()
 
     async def __aenter__(self) -> LiveSession:
@@ -744,15 +745,19 @@ class LiveSession:
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
         gen = conn.generation
         live = False
+        operation = Operation.TOKEN
+        opened = adapter.watch_connect()
         try:
             if self._closing:  # the old socket of the session is closed first
                 await asyncio.wait(list(self._closing))
             client = self._client
             if self._token_provider is not None:
                 client = await self._client_with_fresh_token(gen)
+            operation = Operation.REQUEST
             async with client.aio.live.connect(
                 model=self._model, config=self._config_for(action)
             ) as sdk:
+                operation = Operation.RECEIVE
                 conn.sdk = sdk
                 if not self._core.transparent:  # Vertex's consumed index needs no timing
                     conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
@@ -769,7 +774,9 @@ class LiveSession:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._read_failed(conn, exc, live=live)
+            if operation is Operation.REQUEST and opened():
+                operation = Operation.SETUP  # a connection was made: the server took part
+            self._read_failed(conn, exc, operation, live=live)
         finally:
             conn.sdk = None
             if conn.writer is not None:
@@ -803,18 +810,21 @@ class LiveSession:
 
     def _read_lost(self, conn: _Conn, exc: BaseException) -> None:
         """The application's own read of a live connection failed."""
-        self._read_failed(conn, exc, live=True)
+        self._read_failed(conn, exc, Operation.RECEIVE, live=True)
 
-    def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
-        """Tell the core what ended a connection (the adapter says what it was; the core decides
-        what it calls for), whichever task was reading."""
+    def _read_failed(self, conn: _Conn, exc: BaseException, operation: Operation, *,
+                     live: bool) -> None:
+        """Tell the core what ended a connection during `operation` (the adapter says what it
+        saw; the core decides what it was and what it calls for), whichever task was reading."""
         if conn.closing:
             return
         self._last_error = exc
-        seen = adapter.observe(exc)
+        seen = adapter.observe(exc, operation)
         self._feed(ConnectionLost(
             at=self._now(), generation=conn.generation, code=seen.code, reason=seen.reason,
-            http_status=seen.http_status, during_setup=not live, failure=seen.failure))
+            http_status=seen.http_status, during_setup=not live, failure=seen.failure,
+            operation=seen.operation, close_received=seen.close_received,
+            sent_code=seen.sent_code, sent_reason=seen.sent_reason))
 
     async def _measure_rtt(self, conn: _Conn, sdk: AsyncSession) -> None:
         """One WebSocket ping after setup: the round trip bounds which input may cross a handle
