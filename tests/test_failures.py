@@ -160,6 +160,28 @@ async def test_an_oversized_server_frame_reports_the_close_the_client_sent(
     await app.stop()
 
 
+async def test_an_unanswered_keepalive_reports_the_1011_the_client_sent(
+        slow_emu: LiveEmulator) -> None:
+    """A server that stops reading never answers the client's ping: websockets closes with 1011
+    and gets no close frame back. The record says both, and the session resumes."""
+    keepalive = {"ping_interval": 0.1, "ping_timeout": 0.2, "close_timeout": 0.2}
+    trace = Trace()
+    client = slow_emu.client(**{**statemachine.websocket_args(), **keepalive})
+    async with statemachine.connect(client, model=MODEL, config=TEXT, policy=fast_policy(),
+                                    audit=trace.record) as session:
+        app = App(session, trace)
+        trace.on_change = app.changed
+        assert "before" in await app.ask("before")
+        slow_emu.connections[-1].stop_reading()
+        await app.wait_until(lambda: session.core.counters.resumes >= 1)
+        event, = lost_events(trace.records)
+        assert event["close_received"] is False
+        assert event["sent_code"] == 1011 and "keepalive" in event["sent_reason"]
+        assert event["code"] == 1006 and "keepalive ping" in event["reason"]
+        assert "before" in await app.ask("after")
+        await app.stop()
+
+
 @pytest.mark.parametrize("reader", ["application", "background"])
 async def test_a_malformed_message_on_a_live_connection_is_malformed(
         slow_emu: LiveEmulator, reader: str) -> None:
