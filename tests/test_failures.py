@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection
 
 import statemachine
 from statemachine import SessionTerminated
+from statemachine.aio import sdk as adapter
 from statemachine.core.events import ConnectionLost, Failure, Operation
 from statemachine.core.table import State
 from statemachine.emulator import ConnectionPlan, LiveEmulator
@@ -277,6 +278,20 @@ async def test_the_applications_own_connection_factory_still_makes_the_connectio
     event, = lost_events(trace.records)
     assert event["operation"] == "setup" and event["failure"] == "malformed"
     assert len(made) == 2
+
+
+async def test_without_a_way_to_watch_the_connect_the_shell_says_it_cannot_tell(
+        slow_emu: LiveEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a websockets whose connect takes no `create_connection` (as `CAN_WATCH` says), the
+    shell does not guess: the operation is None, and the core takes the data as the server's
+    (a retry is bounded; a local verdict would end the session)."""
+    monkeypatch.setattr(adapter, "CAN_WATCH", False)
+    slow_emu.plan(ConnectionPlan(setup_garbage="text"))
+    app = await start(slow_emu)
+    event, = lost_events(app.records)
+    assert event["operation"] is None and event["failure"] == "malformed"
+    assert "hello" in await app.ask("hello")
+    await app.stop()
 
 
 async def test_a_failing_token_provider_is_reported_as_such(slow_emu: LiveEmulator) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import logging
 import re
 import ssl
@@ -26,6 +27,7 @@ import attrs
 from google import genai
 from google.genai import _transformers as sdk_transformers
 from google.genai import errors as genai_errors
+from google.genai import live as genai_live
 from google.genai import types
 from google.genai.live import AsyncSession
 from websockets.asyncio.client import ClientConnection
@@ -211,7 +213,7 @@ class Observed:
     what they amount to, `core/failures.py`)."""
 
     failure: Failure
-    operation: Operation
+    operation: Operation | None
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
@@ -222,9 +224,10 @@ class Observed:
     sent_reason: str = ""
 
 
-def observe(exc: BaseException, operation: Operation) -> Observed:
-    """What an exception from connecting or reading says happened, during `operation` (the core
-    decides what it calls for). The order is the lookup order: the first matching row wins."""
+def observe(exc: BaseException, operation: Operation | None) -> Observed:
+    """What an exception from connecting or reading says happened, during `operation` (None:
+    the shell cannot tell; the core decides what it calls for). The order is the lookup order:
+    the first matching row wins."""
     if isinstance(exc, TokenProviderError):
         return Observed(failure=Failure.TOKEN_PROVIDER, operation=operation,
                         reason=str(exc)[:200])
@@ -275,10 +278,22 @@ _OPENED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
     "statemachine_connection_opened", default=None)
 
 
-def watch_connect() -> Callable[[], bool]:
-    """Watch the connect about to run in the current task: the returned function says whether
-    google-genai got as far as opening a connection (`watch_connections` must have been called
-    on the client). Before that, it was building the request; after, the server took part."""
+def _unknown() -> bool | None:
+    return None
+
+
+#: what `watch_connect` returns when it cannot watch the client's connect
+NOT_WATCHED: Callable[[], bool | None] = _unknown
+
+
+def watch_connect(client: Any) -> Callable[[], bool | None]:
+    """Watch the connect about to run in the current task on `client`: the returned function
+    says whether google-genai got as far as opening a connection (before that it was building
+    the request; after, the server took part), or None when the client's connections cannot be
+    watched (`watch_connections` could not hook them)."""
+    options = _websocket_options(client)
+    if options is None or not isinstance(options.get("create_connection"), _Opening):
+        return NOT_WATCHED
     opened: list[bool] = []
     _OPENED.set(opened)
     return lambda: bool(opened)
@@ -297,11 +312,30 @@ class _Opening:
         return self.make(*args, **kwargs)
 
 
+def _websocket_options(client: Any) -> dict[str, Any] | None:
+    options = getattr(getattr(client, "_api_client", None), "_websocket_ssl_ctx", None)
+    return options if isinstance(options, dict) else None
+
+
+def _connect_takes_create_connection() -> bool:
+    """Whether the websockets connect google-genai calls takes `create_connection` (websockets'
+    asyncio client, 13.0 on; google-genai falls back to the legacy one without it)."""
+    try:
+        connect = getattr(genai_live, "ws_connect")  # noqa: B009  (not in its __all__)
+        return "create_connection" in inspect.signature(connect).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+CAN_WATCH = _connect_takes_create_connection()
+
+
 def watch_connections(client: Any) -> None:
     """Let `watch_connect` see the client's WebSocket connections open: websockets makes each
     with `create_connection` (the application's own, if it gave one, still does the work).
-    Without the member (another google-genai) the watch never sees one open."""
-    options = getattr(getattr(client, "_api_client", None), "_websocket_ssl_ctx", None)
-    if not isinstance(options, dict) or isinstance(options.get("create_connection"), _Opening):
+    Without the member or the parameter, nothing changes and the watch says it cannot tell."""
+    options = _websocket_options(client)
+    if not CAN_WATCH or options is None or isinstance(options.get("create_connection"),
+                                                      _Opening):
         return
     options["create_connection"] = _Opening(options.get("create_connection") or ClientConnection)

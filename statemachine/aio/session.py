@@ -745,8 +745,8 @@ class LiveSession:
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
         gen = conn.generation
         live = False
-        operation = Operation.TOKEN
-        opened = adapter.watch_connect()
+        operation: Operation | None = Operation.TOKEN
+        opened = adapter.NOT_WATCHED
         try:
             if self._closing:  # the old socket of the session is closed first
                 await asyncio.wait(list(self._closing))
@@ -754,6 +754,7 @@ class LiveSession:
             if self._token_provider is not None:
                 client = await self._client_with_fresh_token(gen)
             operation = Operation.REQUEST
+            opened = adapter.watch_connect(client)
             async with client.aio.live.connect(
                 model=self._model, config=self._config_for(action)
             ) as sdk:
@@ -774,8 +775,9 @@ class LiveSession:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            if operation is Operation.REQUEST and opened():
-                operation = Operation.SETUP  # a connection was made: the server took part
+            if operation is Operation.REQUEST:  # did the connect get as far as a connection?
+                made = opened()
+                operation = None if made is None else Operation.SETUP if made else operation
             self._read_failed(conn, exc, operation, live=live)
         finally:
             conn.sdk = None
@@ -812,10 +814,11 @@ class LiveSession:
         """The application's own read of a live connection failed."""
         self._read_failed(conn, exc, Operation.RECEIVE, live=True)
 
-    def _read_failed(self, conn: _Conn, exc: BaseException, operation: Operation, *,
+    def _read_failed(self, conn: _Conn, exc: BaseException, operation: Operation | None, *,
                      live: bool) -> None:
-        """Tell the core what ended a connection during `operation` (the adapter says what it
-        saw; the core decides what it was and what it calls for), whichever task was reading."""
+        """Tell the core what ended a connection during `operation` (None: the shell cannot
+        tell; the adapter says what it saw; the core decides what it was and what it calls
+        for), whichever task was reading."""
         if conn.closing:
             return
         self._last_error = exc
