@@ -559,7 +559,7 @@ class LiveSession:
                 await self._store_settled.wait()
         except TimeoutError:
             return False
-        return not self._core.durable.degraded
+        return self._core.store_holds_handle
 
     def events(self) -> AsyncIterator[AuditRecord]:
         """Every audit record of this session (the same records as the audit log), live. Each
@@ -625,7 +625,7 @@ class LiveSession:
             self._store_settled.set()
         else:
             self._store_settled.clear()
-        if core.durable.waiting and core.state not in FINAL:
+        if core.sends_wait_for_store:
             self._stored.clear()
         else:
             self._stored.set()

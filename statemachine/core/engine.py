@@ -12,11 +12,12 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
-(input until a handle covers it). The engine keeps dispatch, entry actions, timers and records.
-
-The bookkeeping is a few records, each replaced whole when what it describes starts anew: the
-current `Connection` on every open, the `Turn` when a connection ends, the `Resumption` handle and
-the server-side `Span` on a fresh restart.
+(input until a handle covers it), `tokens.py`, `toolcalls.py`, `context.py`, `margin.py`,
+`oldsocket.py`. Two owners are parts the engine holds: the store side (`storesync.StoreSync`)
+and the hand-off (`handoff.HandOffs`); they act through the engine's outputs (`_emit`, `_arm`,
+`_cancel`, `_notify`, `_fire`), so their actions come out in order with the rest. The engine
+keeps dispatch, entry actions, timers and records; its bookkeeping records are in
+`bookkeeping.py`.
 """
 
 from __future__ import annotations
@@ -30,40 +31,27 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import handoff, table, wording, writethrough
+from . import table, wording, writethrough
 from .actions import (
     Action,
     ArmTimer,
-    AudioGap,
     CancelTimer,
     CloseConnection,
     ContextLost,
     Ended,
-    ForgetHandle,
-    HandedOff,
-    HandOffFailed,
-    HandOver,
     InputDropped,
     Notice,
     Notify,
     OpenConnection,
-    Reclaim,
-    ReleaseLease,
-    RenewLease,
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
     ResumeWaiting,
-    SaveHandle,
     Send,
-    StoreAction,
-    StoreDegraded,
-    StoreRecovered,
     TokenExpiring,
-    TookOver,
     ToolCallsCancelled,
-    WriteJournal,
 )
+from .bookkeeping import Calls, Connection, Counters, Loss, Resumption, Span, Turn
 from .budget import RetryBudget
 from .closecodes import (
     TOKEN_REFUSED_HINT,
@@ -98,7 +86,6 @@ from .events import (
     SetupComplete,
     StoreDone,
     StoreFailed,
-    StoreOp,
     Timer,
     TimerFired,
     TokenIssued,
@@ -109,12 +96,12 @@ from .events import (
     is_turn_trigger,
 )
 from .guards import GUARDS
-from .handoff import HandOffRequest
+from .handoff import HandOffRequest, HandOffs
 from .journal import OWED, Entry, Journal, inputs
 from .machine import STATES, fire
 from .margin import ReconnectTimes
 from .oldsocket import OldSocketWait
-from .persistence import Persistence, StoredHandle
+from .persistence import Persistence
 from .policy import Backend, Policy
 from .records import (
     AuditRecord,
@@ -128,126 +115,10 @@ from .records import (
     notice_name,
 )
 from .secrets import Secrets
+from .storesync import Durability, StoreSync
 from .table import Guard, State, Trigger
 from .tokens import Tokens
 from .toolcalls import ANSWERED, CANCELLED, LOST, CallOutcomes
-
-
-@attrs.frozen(kw_only=True)
-class Loss:
-    """Why the current connection is gone, classified."""
-
-    disposition: Disposition
-    why: str
-    code: int | None = None
-    reason: str = ""
-    http_status: int | None = None
-    failure: Failure = Failure.CLOSED
-    spends_budget: bool = True
-    hint: str = ""
-
-
-@attrs.define(kw_only=True, slots=True)
-class Counters:
-    """Running totals for the audit summary and the application."""
-
-    inputs: int = 0
-    sent: int = 0
-    replayed: int = 0
-    replayed_as_history: int = 0
-    repeated_replies: int = 0
-    continued: int = 0
-    dropped: int = 0
-    confirmed: int = 0
-    rotations: int = 0
-    resumes: int = 0
-    fresh_restarts: int = 0
-    connections: int = 0
-
-
-@attrs.define(kw_only=True, slots=True)
-class Connection:
-    """The current connection (generation 0: none yet); replaced by every open."""
-
-    generation: int = 0
-    open: bool = False  # opened and not yet left or lost
-    setup_done: bool = False
-    rtt: float | None = None  # measured round trip (bounds the crossing window)
-    next_index: int = 1  # index of the next client message (transparent mode)
-    go_away_deadline: float | None = None
-    live_at: float | None = None  # when setup completed
-    opened_at: float | None = None  # when it was opened (the reconnect time ends at setup)
-    answered: bool = False  # a turn completed on it: it stayed up long enough to work
-
-
-@attrs.define(kw_only=True, slots=True)
-class Resumption:
-    """The latest resumable handle and when it was issued (monotonic); emptied by a fresh
-    restart."""
-
-    handle: str | None = attrs.field(default=None, repr=False)
-    at: float | None = None
-
-
-@attrs.define(kw_only=True, slots=True)
-class Span:
-    """The server-side session that the caps and compression apply to; a fresh restart starts a
-    new one."""
-
-    started_at: float | None = None
-    video_sent: bool = False
-    compressed: bool = False
-    prompt_tokens: int = 0
-    #: the server holds something of the session (a resumable handle, a turn answered): a
-    #: fresh session then loses context; before, it loses nothing
-    confirmed: bool = False
-
-
-@attrs.define(kw_only=True, slots=True)
-class Turn:
-    """The model's turn on the current connection; a connection's end replaces it."""
-
-    in_flight: bool = False
-    #: when its first message (a model chunk or a tool call) arrived
-    began_at: float | None = None
-    text: list[str] = attrs.Factory(list)
-    #: the turn completed but the service says the interaction is still going on (3.x
-    #: `interactionStatus: IN_PROGRESS`, extended thinking): not a safe point yet
-    busy: bool = False
-
-
-@attrs.define(kw_only=True, slots=True)
-class Calls:
-    """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
-    application's response; `cancelled` (id -> why) were cancelled by the server, or issued
-    after the handle a resume used, so the
-    resumed session never knew them (their responses are dropped, not sent blindly)."""
-
-    pending: dict[str, float] = attrs.Factory(dict)
-    issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
-    cancelled: dict[str, str] = attrs.Factory(dict)
-
-
-@attrs.define(kw_only=True, slots=True)
-class Durability:
-    """The store side: what was handed to the store, what waits, and whether it answers."""
-
-    saved: str | None = attrs.field(default=None, repr=False)  # the handle last queued
-    pending: StoreAction | None = None  # the next save/forget, once nothing is in flight
-    in_flight: StoreAction | None = None  # the save/forget the store is performing
-    renewing: bool = False
-    degraded: bool = False
-    failures: int = 0  # consecutive, for the retry backoff
-    #: write-throughs with the store, oldest first (their entries wait to go on the wire);
-    #: tuples here: empty ones cost a session nothing
-    writing: tuple[tuple[Entry, ...], ...] = ()
-    #: stored entries to forget: covered by a handle (only with a handle's save), or dropped
-    covered: tuple[int, ...] = ()
-    dropped: tuple[int, ...] = ()
-    audio: str = ""  # the audio mark last handed to the store
-    waiting: int = 0  # entries written through whose write the store has not confirmed
-    fenced: bool = False  # another worker took the lease: never write again
-
 
 _SERVER_CANCELLED = "the server cancelled the tool call (toolCallCancellation)"
 
@@ -280,14 +151,12 @@ class Lifecycle:
         "calls",
         "conn",
         "counters",
-        "durable",
         "end",
-        "handoff",
+        "handoffs",
         "journal",
         "loss",
         "old_socket",
         "outcomes",
-        "persistence",
         "policy",
         "reconnects",
         "resumption",
@@ -295,6 +164,7 @@ class Lifecycle:
         "session_id",
         "setup_context",
         "span",
+        "store",
         "tokens",
         "transparent",
         "turn",
@@ -328,7 +198,6 @@ class Lifecycle:
             else backend is Backend.VERTEX
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
-        self.persistence = persistence
         self._audit = captured(audit if audit is not None else default_sink())
         self._wall = wall_clock
         self._rng = rng or _RNG
@@ -342,7 +211,10 @@ class Lifecycle:
         self.outcomes = CallOutcomes()
         self.setup_context = SetupContext()
         self.budget = RetryBudget(policy=self.policy.retry)
-        self.durable = Durability()
+        #: the store side (`storesync.py`) and the hand-off (`handoff.py`): parts acting
+        #: through the engine's outputs
+        self.store = StoreSync(self, persistence)
+        self.handoffs = HandOffs(self)
         self.tokens = Tokens(fresh=fresh_tokens)
         #: how long connections took to come up: the goAway margin is learned from them
         self.reconnects = ReconnectTimes()
@@ -350,7 +222,6 @@ class Lifecycle:
         self.old_socket = OldSocketWait()
         self.loss: Loss | None = None
         self.end: Ended | None = None
-        self.handoff: HandOffRequest | None = None
         self._timers: dict[Timer, int] = {}
         self._token = 0
         self._next_seq = 0
@@ -416,8 +287,33 @@ class Lifecycle:
     @property
     def store_settled(self) -> bool:
         """Whether the store holds the latest handle (nothing queued or in flight) or is down."""
-        d = self.durable
-        return d.degraded or (d.pending is None and d.in_flight is None)
+        return self.store.settled
+
+    @property
+    def sends_wait_for_store(self) -> bool:
+        """Whether an input just given waits for the store before it goes on the wire
+        (write-through, `writethrough.py`): the application's send call waits with it."""
+        return self.store.holds_sends
+
+    @property
+    def store_holds_handle(self) -> bool:
+        """Whether the store holds the latest handle (and is not down)."""
+        return self.store.holds_handle
+
+    @property
+    def persistence(self) -> Persistence | None:
+        """Where the session's handle is kept, None without a store."""
+        return self.store.persistence
+
+    @property
+    def durable(self) -> Durability:
+        """The store side's bookkeeping (`storesync.Durability`), read-only by convention."""
+        return self.store.durable
+
+    @property
+    def handoff(self) -> HandOffRequest | None:
+        """The hand-off asked for and not failed (`handoff.HandOffRequest`), or None."""
+        return self.handoffs.request
 
     def feed(self, event: Event) -> list[Action]:
         """Advance the lifecycle by one event; return what the I/O layer must do, in order.
@@ -431,8 +327,8 @@ class Lifecycle:
             self._on_input(event)
             if self._followups:
                 self._drain_followups()
-            if self.persistence is not None:
-                self._persist()
+            if self.store.persistence is not None:
+                self.store.after_event()
             return self._actions
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused | CallbackFailed):
@@ -445,8 +341,7 @@ class Lifecycle:
         elif isinstance(event, Connect):
             if not self._can(Trigger.CONNECT):
                 raise InvalidTransition("connect", self.state.value, "a session connects only once")
-            if self.persistence is not None:
-                self._arm(Timer.LEASE, self.persistence.lease_ttl / 3)
+            self.store.start()
             self._fire(Trigger.CONNECT, {})
         elif isinstance(event, Close):
             if self._can(Trigger.CLOSE):
@@ -457,17 +352,17 @@ class Lifecycle:
         elif isinstance(event, TimerFired):
             self._on_timer(event)
         elif isinstance(event, StoreDone | StoreFailed | LeaseLost):
-            self._on_store(event)
+            self.store.on_event(event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
         elif isinstance(event, HandOff):
-            self._on_hand_off(event)
+            self.handoffs.asked(event)
         elif isinstance(event, CallbackFailed):
             self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
-        self._persist()
+        self.store.after_event()
         return self._actions
 
     def add_secret(self, value: str, shown_as: str) -> None:
@@ -521,7 +416,7 @@ class Lifecycle:
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
-        self.durable.saved = handle
+        self.store.restored(handle)
         return True
 
     def note(self, name: str, *, at: float, **cause: Any) -> None:
@@ -537,7 +432,7 @@ class Lifecycle:
         self._actions = []
         self._fire(trigger, cause)
         self._drain_followups()
-        self._persist()
+        self.store.after_event()
         return self._actions
 
     def snapshot(self) -> dict[str, Any]:
@@ -552,7 +447,7 @@ class Lifecycle:
             "journal": len(self.journal),
             "drop_attempts": self.budget.drop_attempts,
             "session_attempts": self.session_attempts,
-            "store_degraded": self.durable.degraded,
+            "store_degraded": self.store.durable.degraded,
             "counters": attrs.asdict(self.counters),
         }
 
@@ -602,11 +497,11 @@ class Lifecycle:
             self.span.video_sent = True
             self._arm_session_cap()
         conn = self.conn
-        if self.persistence is not None and event.kind is not InputKind.AUDIO \
+        if self.store.persistence is not None and event.kind is not InputKind.AUDIO \
                 and writethrough.written_through(event.kind):
-            self._write_through(entry)
+            self.store.write_through(entry)
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
-            if self.durable.waiting:
+            if self.store.holds_sends:
                 return  # it goes out once the store has it, in order (`_release_waiting`)
             self._send(entry, replay=False, as_history=False)
 
@@ -725,7 +620,7 @@ class Lifecycle:
             covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
         self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
-        self._forget(covered, covered=True)
+        self.store.forget(covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
@@ -859,318 +754,11 @@ class Lifecycle:
         elif event.timer is Timer.BACKOFF:
             self._fire(Trigger.RETRY, cause)
         elif event.timer is Timer.LEASE:
-            self._renew_lease()
+            self.store.renew_lease()
         elif event.timer is Timer.STORE_RETRY:
-            self._retry_store()
+            self.store.retry()
         elif event.timer is Timer.HAND_OFF:
-            self._hand_off_at_limit()
-
-    # -- persistence: what the store must hold, decided here, performed by the shell ------------
-
-    def _persist(self) -> None:
-        """After each event: hand the store the latest resumable handle (or its removal)."""
-        if self.persistence is None or self.state in table.FINAL or self.state is State.HANDING_OFF:
-            return  # a hand-over decides what the store holds
-        self._queue_latest()
-        self._store_next()
-
-    def _queue_latest(self) -> None:
-        """Make the latest handle (or its removal) the store's next write, if it changed; it
-        replaces a waiting one: only the latest matters."""
-        p, d = self.persistence, self.durable
-        handle, at = self.resumption.handle, self.resumption.at
-        if p is None or handle == d.saved:
-            return
-        d.saved = handle
-        if handle is None or at is None:
-            d.pending = ForgetHandle(key=p.key)
-            return
-        if isinstance(d.pending, SaveHandle) and d.pending.forget:
-            d.covered = (*d.pending.forget, *d.covered)  # the newer handle covers them too
-        d.pending = SaveHandle(key=p.key, record=self._latest_record(handle, at))
-
-    def _latest_record(self, handle: str, at: float) -> StoredHandle:
-        issued = self._wall() - (self._now - at)
-        return StoredHandle(handle=handle, issued_at=issued,
-                            expires_at=issued + self.handle_validity,
-                            generation=self.conn.generation, compressed=self.span.compressed)
-
-    def _store_next(self, *, probing: bool = False) -> None:
-        """Send the waiting write, one at a time; while the store is down only the retry timer
-        sends (`probing`)."""
-        d = self.durable
-        if d.pending is None or d.in_flight is not None or (d.degraded and not probing):
-            return
-        action, d.pending = d.pending, None
-        if isinstance(action, SaveHandle):
-            action = attrs.evolve(action, forget=(*action.forget, *d.covered, *d.dropped),
-                                  audio=self._audio_mark())
-            d.covered = d.dropped = ()
-        d.in_flight = action
-        self._actions.append(action)
-
-    def _renew_lease(self) -> None:
-        p = self.persistence
-        if p is None or self.state in table.FINAL:
-            return
-        self._arm(Timer.LEASE, p.lease_ttl / 3)
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return  # the hand-over released the lease: renewing would take it back
-        if not self.durable.degraded and not self.durable.renewing:
-            self.durable.renewing = True
-            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
-            mark = self._audio_mark()
-            if mark is not None:  # audio flows: what a crash would cost, refreshed
-                self._write(WriteJournal(key=p.key, audio=mark), ())
-
-    def _retry_store(self) -> None:
-        """While the store is down: try the waiting write again, or renew the lease as a
-        probe when nothing waits."""
-        p, d = self.persistence, self.durable
-        if p is None or self.state in table.FINAL:
-            return
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return
-        if d.pending is not None:
-            self._store_next(probing=True)
-        elif d.in_flight is None and not d.renewing:
-            d.renewing = True
-            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
-
-    def _on_store(self, event: StoreDone | StoreFailed | LeaseLost) -> None:
-        d, p = self.durable, self.persistence
-        if isinstance(event, LeaseLost):
-            d.renewing = False
-            if self.handoff is not None and self.state is State.HANDING_OFF:
-                self._fire(Trigger.HANDED_OFF, {"by": "another worker took the lease"})
-                return
-            d.fenced = True
-            if self._can(Trigger.FATAL_ERROR):
-                key = p.key if p is not None else "?"
-                self._fire(Trigger.FATAL_ERROR, {
-                    "reason": f"lease on session {key!r} lost: another worker holds it (this "
-                              "worker was cut off from the store for longer than the lease); "
-                              "the session goes on there"})
-            return
-        if event.op in (StoreOp.HAND_OVER, StoreOp.RECLAIM):
-            self._on_hand_off_store(event)
-            return
-        failed = None
-        if event.op is StoreOp.RENEW:
-            d.renewing = False
-        elif event.op is StoreOp.WRITE:
-            self._written(ok=isinstance(event, StoreDone))
-        elif d.in_flight is not None and d.in_flight.op is event.op:
-            failed, d.in_flight = d.in_flight, None
-        if isinstance(event, StoreFailed):
-            if failed is not None and d.pending is None:
-                d.pending = failed  # tried again by the retry timer
-            d.failures += 1
-            if not d.degraded:
-                d.degraded = True
-                self._notify(StoreDegraded(error=event.error[:200]))
-            if p is not None and self.state not in table.FINAL:
-                self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
-            return
-        d.failures = 0
-        if d.degraded:
-            d.degraded = False
-            self._cancel(Timer.STORE_RETRY)
-            self._notify(StoreRecovered())
-            self._resync()
-        self._store_next()
-
-    # -- write-through (`writethrough.py`): what a crash may cost ----------------------------------
-
-    def _write_through(self, entry: Entry) -> None:
-        """Ask the store to hold `entry` before it goes on the wire; it and what follows wait
-        for the answer. Not while the store is down (resynced when it answers again) nor while
-        a hand-over decides what the store holds."""
-        d, p = self.durable, self.persistence
-        if p is None or d.degraded or d.fenced or (
-                self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING):
-            return
-        entry.storing = True
-        d.waiting += 1
-        self._write(WriteJournal(key=p.key, put=(entry,), audio=self._audio_mark()), (entry,))
-
-    def _write(self, action: WriteJournal, entries: tuple[Entry, ...]) -> None:
-        d = self.durable
-        if d.dropped:
-            action = attrs.evolve(action, forget=(*action.forget, *d.dropped))
-            d.dropped = ()
-        d.writing = (*d.writing, entries)
-        self._actions.append(action)
-
-    def _written(self, *, ok: bool) -> None:
-        """A `WriteJournal` was answered (they are answered in order): its entries go out, and
-        the ones waiting behind them; on failure every waiting entry goes out unwritten."""
-        d = self.durable
-        entries, d.writing = (d.writing[0], d.writing[1:]) if d.writing else ((), ())
-        if ok:
-            for entry in entries:
-                if entry.storing:
-                    entry.storing = False
-                    d.waiting -= 1
-                entry.stored = True
-        else:
-            for entry in self.journal:
-                entry.storing = False
-            d.waiting = 0
-        self._release_waiting()
-
-    def _release_waiting(self) -> None:
-        """Send, in order, what waited for a write-through, up to the next one still waiting."""
-        if not self.live:
-            return  # the next connection's replay sends it
-        generation = self.conn.generation
-        for entry in list(self.journal):
-            if entry.storing:
-                break
-            if entry.sent_generation == generation or entry.seq == OWED or self._held(entry):
-                continue
-            self._send(entry, replay=entry.sends > 0, as_history=False)
-
-    def _resync(self) -> None:
-        """The store answers again: write what it missed while it was down."""
-        p = self.persistence
-        put = writethrough.unstored(self.journal)
-        if p is not None and not self.durable.fenced and (put or self.durable.dropped):
-            self._write(WriteJournal(key=p.key, put=put, audio=self._audio_mark()), put)
-
-    def _forget(self, entries: Any, *, covered: bool) -> None:
-        """Stored entries leaving the journal: covered ones are forgotten with the handle that
-        covers them (never before: a crash in between would lose them), dropped ones with the
-        next write."""
-        if self.persistence is None:
-            return
-        seqs = [e.seq for e in entries if (e.stored or e.storing) and e.seq != OWED]
-        if seqs and covered:
-            self.durable.covered = (*self.durable.covered, *seqs)
-        elif seqs:
-            self.durable.dropped = (*self.durable.dropped, *seqs)
-
-    def _audio_mark(self) -> str | None:
-        """The audio mark to send with a write, None when the store has it already."""
-        now, wall = self._now, self._wall()
-        mark = writethrough.audio_mark(self.journal, lambda t: wall - (now - t))
-        if mark == self.durable.audio:
-            return None
-        self.durable.audio = mark
-        return mark
-
-    # -- hand-off (`handoff.py`) -----------------------------------------------------------------
-
-    def _on_hand_off(self, event: HandOff) -> None:
-        p = self.persistence
-        if p is None:
-            raise LocalMisuse("hand_off() needs a session_key and a store the next worker shares "
-                              "(RedisStore, SQLiteStore): connect(..., store=..., session_key=...)")
-        if self.state is table.INITIAL:
-            raise LocalMisuse("cannot hand off before connect(): open the session first")
-        if self.state in table.FINAL or self.handoff is not None:
-            return
-        self.handoff = HandOffRequest(requested_at=self._now, limit=event.limit)
-        self._arm(Timer.HAND_OFF, event.limit)
-        self._check_hand_off()  # not live (connecting, resuming): at the next setup
-
-    def _check_hand_off(self) -> None:
-        """Hand off if nothing would be cut now (guard `at_hand_off_point` of `hand_off`)."""
-        h = self.handoff
-        if h is not None and h.phase is handoff.Phase.WAITING:
-            self._offer(Trigger.HAND_OFF, {"limit": h.limit, "journal": len(self.journal)})
-
-    def _hand_off_at_limit(self) -> None:
-        h = self.handoff
-        if h is None or h.phase is not handoff.Phase.WAITING:
-            return
-        if self.state not in table.LIVE:  # no connection yet: hand off as soon as one is up
-            h.limit = 0.0
-            return
-        unanswered = sum(1 for e in self.journal if e.trigger and not e.answered
-                         and e.sent_generation is not None)
-        h.cut = handoff.cut_by_limit(self.turn.in_flight, self.turn.busy, self.calls.pending,
-                                     unanswered)
-        self._fire(Trigger.HAND_OFF_DEADLINE, {"limit": h.limit, "cut": h.cut})
-
-    def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
-        h, p, d = self.handoff, self.persistence, self.durable
-        assert h is not None and p is not None
-        if self.turn.in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
-        for timer in (Timer.HAND_OFF, Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.TOKEN):
-            self._cancel(timer)
-        self._leave_connection("handed off to another worker")
-        self.turn = Turn()
-        record = None
-        if self._check(Guard.HANDLE_VALID):
-            assert self.resumption.handle is not None and self.resumption.at is not None
-            record = self._latest_record(self.resumption.handle, self.resumption.at)
-        entries = tuple(self.journal)
-        for entry in entries:
-            entry.stored = True  # the hand-over replaces the store's journal with these
-        h.snapshot, h.transferred, h.phase = self._next_seq, inputs(entries), handoff.Phase.WRITING
-        d.pending = None  # the hand-over holds the latest handle
-        d.saved = self.resumption.handle
-        d.covered = d.dropped = ()
-        self._actions.append(HandOver(key=p.key, record=record, entries=entries, cut=h.cut))
-
-    def _on_hand_off_store(self, event: StoreDone | StoreFailed) -> None:
-        h, p = self.handoff, self.persistence
-        if h is None or p is None or self.state is not State.HANDING_OFF:
-            return
-        if event.op is StoreOp.HAND_OVER:
-            if isinstance(event, StoreDone):
-                self._fire(Trigger.HANDED_OFF, {"transferred": h.transferred})
-            else:  # the write may have landed and its answer been lost: ask for the lease back
-                h.phase = handoff.Phase.RECLAIMING
-                self._actions.append(Reclaim(key=p.key, ttl=p.lease_ttl))
-                h.error = event.error[:200]
-            return
-        error = h.error
-        if isinstance(event, StoreDone):
-            self._hand_off_failed(f"the store did not take the hand-off ({error}); the session "
-                                  "took its lease back and goes on here: try again later")
-            self._resync()
-            return
-        self._hand_off_failed(
-            f"the store did not take the hand-off ({error}) and cannot be asked whether another "
-            f"worker took it ({event.error[:200]}); the session goes on here, and ends if the "
-            "store later says another worker holds it")
-        d = self.durable
-        d.failures += 1
-        if not d.degraded:
-            d.degraded = True
-            self._notify(StoreDegraded(error=event.error[:200]))
-        self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
-
-    def _hand_off_failed(self, reason: str) -> None:
-        self.handoff = None
-        self._notify(HandOffFailed(reason=reason))
-        self._fire(Trigger.HAND_OFF_FAILED, {"reason": reason})
-
-    def _end_handed_off(self) -> None:
-        """The store holds the session: what came after the hand-over is reported dropped, then
-        the application is told where the session went."""
-        h, p = self.handoff, self.persistence
-        assert h is not None and p is not None
-        audio, rest = handoff.after_snapshot(self.journal.take_all(), h.snapshot)
-        for entry in rest:
-            self._drop(entry, "it came after the session was handed off to another worker: "
-                              "send it there", remove=False)
-        if audio:
-            now, wall = self._now, self._wall()
-            self._count(dropped=len(audio))
-            self._notify(AudioGap(
-                since=wall - (now - audio[0].created_at), until=wall - (now - audio[-1].created_at),
-                chunks=len(audio), at_least=False,
-                reason="sent after the session was handed off to another worker"))
-        record_kept = self._check(Guard.HANDLE_VALID)
-        self._notify(HandedOff(key=p.key, transferred=h.transferred, resumable=record_kept,
-                               cut=h.cut))
-        self.end = Ended(reason=f"handed off to another worker: connect with session_key "
-                                f"{p.key!r} to go on", by_application=True)
-        self._notify(self.end)
+            self.handoffs.at_limit()
 
     def restore_journal(self, entries: list[Entry], *, handed_off: bool,
                         audio: tuple[float, float, int] | None) -> list[Action]:
@@ -1181,25 +769,11 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore_journal() only before connect, not in state "
                               f"{self.state.value!r}")
-        p = self.persistence
-        assert p is not None
+        if self.store.persistence is None:
+            raise LocalMisuse("restore_journal() needs a store: connect(..., store=..., "
+                              "session_key=...)")
         self._actions = []
-        entries = sorted(entries, key=lambda e: e.seq)
-        for entry in entries:
-            entry.sent_generation = entry.sent_index = entry.sent_at = None
-            entry.stored, entry.storing = True, False
-            self.journal.append(entry)
-        self._next_seq = max([self._next_seq, *(e.seq for e in entries)])
-        for entry in handoff.unknown_call_responses(entries):
-            self._drop(entry, "tool response to a call the resumed session never issued: not "
-                              "replayed (the model asks again)")
-        self.durable.audio = "(the previous worker's)"  # the first write replaces that mark
-        self._notify(TookOver(key=p.key, handed_off=handed_off, restored=inputs(entries)))
-        if audio is not None and audio[2] > 0:
-            self._notify(AudioGap(
-                since=audio[0], until=audio[1], chunks=audio[2], at_least=True,
-                reason="the worker that held the session stopped without a hand-off; audio is "
-                       "not stored per chunk"))
+        self.handoffs.take_over(entries, handed_off=handed_off, audio=audio)
         return self._actions
 
     # -- the machine -----------------------------------------------------------------------------
@@ -1302,7 +876,7 @@ class Lifecycle:
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
-        self._forget(plan.settled, covered=True)
+        self.store.forget(plan.settled, covered=True)
         history = repeated = continued = 0
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
@@ -1333,11 +907,7 @@ class Lifecycle:
                     continued=continued,
                 )
             )
-        if self.handoff is not None:
-            if self.handoff.limit <= 0.0:  # its limit passed while there was no connection
-                self._hand_off_at_limit()
-            else:
-                self._check_hand_off()
+        self.handoffs.live_again()
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
         deadline = self.conn.go_away_deadline
@@ -1378,6 +948,9 @@ class Lifecycle:
             retry_in=round(delay, 4), gives_up_in=round(wait.gives_up_in(self._now, retry), 4)))
         self._arm(Timer.BACKOFF, delay)
 
+    def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
+        self.handoffs.enter(source, trigger)
+
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         self._leave_connection("session expired")
         self._mark_cut(source, trigger)  # before the fresh session's reply can begin
@@ -1391,7 +964,8 @@ class Lifecycle:
         for timer in list(self._timers):
             self._cancel(timer)
         if trigger is Trigger.HANDED_OFF:
-            self._end_handed_off()
+            self.end = self.handoffs.end()
+            self._notify(self.end)
             return
         by_app = trigger is Trigger.CLOSE
         if not by_app:  # the application that closed reads no more; anyone else is told
@@ -1404,7 +978,7 @@ class Lifecycle:
                            remove=False)
         self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
                                                         "answered"))
-        self._final_store_actions()
+        self.store.at_end()
         lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
             or self.loss.failure is Failure.CALLBACK)
@@ -1415,23 +989,6 @@ class Lifecycle:
             failure=self.loss.failure.value if lost and self.loss else None,
         )
         self._notify(self.end)
-
-    def _final_store_actions(self) -> None:
-        """At the end: the latest handle to the store (a later process may resume it), then the
-        lease back. Tried once even while the store is down."""
-        p, d = self.persistence, self.durable
-        if p is None:
-            return
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return  # the hand-over in flight decides what the store holds
-        if not d.fenced:
-            self._queue_latest()
-            if d.pending is not None:
-                self._actions.append(d.pending)
-                d.pending = None
-            # the session is over: nothing of its journal is replayed by a later one
-            self._actions.append(WriteJournal(key=p.key, clear=True, audio=""))
-        self._actions.append(ReleaseLease(key=p.key))
 
     def _end_reason(self, trigger: Trigger) -> str:
         return wording.end_reason(self, trigger, self._cause)
@@ -1445,7 +1002,7 @@ class Lifecycle:
         """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row); with
         a hand-off asked for, hand off instead (guard `at_hand_off_point`)."""
         if self.handoff is not None:
-            self._check_hand_off()
+            self.handoffs.check()
             return
         self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
 
@@ -1565,7 +1122,7 @@ class Lifecycle:
         server cancelled): it is no turn."""
         if remove:
             self.journal.remove([entry])
-        self._forget((entry,), covered=False)
+        self.store.forget((entry,), covered=False)
         self._count(dropped=1)
         turn = owed and entry.trigger and not entry.answered
         if turn and not marked and entry.sends and self._cut_marks:
@@ -1583,6 +1140,10 @@ class Lifecycle:
         limits = self.policy.limits
         cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
         self._arm(Timer.SESSION_CAP, max(0.0, started + cap - self._now))
+
+    def _emit(self, action: Action) -> None:
+        """An action for the shell, in order with the others this event causes."""
+        self._actions.append(action)
 
     def _arm(self, timer: Timer, delay: float) -> None:
         self._token += 1
