@@ -1,7 +1,7 @@
 """The engine's bookkeeping: a few records, each replaced whole when what it describes starts
 anew (the current `Connection` on every open, the `Turn` when a connection ends, the
 `Resumption` handle and the server-side `Span` on a fresh restart), and why the last connection
-ended (`Loss`)."""
+ended (`Loss`). Tool calls have their own record, with their owner (`toolcalls.Calls`)."""
 
 from __future__ import annotations
 
@@ -92,15 +92,3 @@ class Turn:
     #: the turn completed but the service says the interaction is still going on (3.x
     #: `interactionStatus: IN_PROGRESS`, extended thinking): not a safe point yet
     busy: bool = False
-
-
-@attrs.define(kw_only=True, slots=True)
-class Calls:
-    """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
-    application's response; `cancelled` (id -> why) were cancelled by the server, or issued
-    after the handle a resume used, so the
-    resumed session never knew them (their responses are dropped, not sent blindly)."""
-
-    pending: dict[str, float] = attrs.Factory(dict)
-    issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
-    cancelled: dict[str, str] = attrs.Factory(dict)

@@ -13,8 +13,9 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
 (input until a handle covers it), `tokens.py`, `toolcalls.py`, `context.py`, `margin.py`,
-`oldsocket.py`. Two owners are parts the engine holds: the store side (`storesync.StoreSync`)
-and the hand-off (`handoff.HandOffs`); they act through the engine's outputs (`_emit`, `_arm`,
+`oldsocket.py`. Three owners are parts the engine holds: the store side
+(`storesync.StoreSync`), the hand-off (`handoff.HandOffs`) and the tool calls
+(`toolcalls.ToolCalls`); they act through the engine's outputs (`_emit`, `_arm`,
 `_cancel`, `_notify`, `_fire`), so their actions come out in order with the rest. The engine
 keeps dispatch, entry actions, timers and records; its bookkeeping records are in
 `bookkeeping.py`.
@@ -49,9 +50,8 @@ from .actions import (
     ResumeWaiting,
     Send,
     TokenExpiring,
-    ToolCallsCancelled,
 )
-from .bookkeeping import Calls, Connection, Counters, Loss, Resumption, Span, Turn
+from .bookkeeping import Connection, Counters, Loss, Resumption, Span, Turn
 from .budget import RetryBudget
 from .closecodes import (
     TOKEN_REFUSED_HINT,
@@ -97,7 +97,7 @@ from .events import (
 )
 from .guards import GUARDS
 from .handoff import HandOffRequest, HandOffs
-from .journal import OWED, Entry, Journal, inputs
+from .journal import OWED, Entry, Journal, cover, inputs
 from .machine import STATES, fire
 from .margin import ReconnectTimes
 from .oldsocket import OldSocketWait
@@ -118,9 +118,7 @@ from .secrets import Secrets
 from .storesync import Durability, StoreSync
 from .table import Guard, State, Trigger
 from .tokens import Tokens
-from .toolcalls import ANSWERED, CANCELLED, LOST, CallOutcomes
-
-_SERVER_CANCELLED = "the server cancelled the tool call (toolCallCancellation)"
+from .toolcalls import Calls, ToolCalls
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
@@ -148,7 +146,6 @@ class Lifecycle:
         "_wall",
         "backend",
         "budget",
-        "calls",
         "conn",
         "counters",
         "end",
@@ -156,7 +153,6 @@ class Lifecycle:
         "journal",
         "loss",
         "old_socket",
-        "outcomes",
         "policy",
         "reconnects",
         "resumption",
@@ -166,6 +162,7 @@ class Lifecycle:
         "span",
         "store",
         "tokens",
+        "tools",
         "transparent",
         "turn",
     )
@@ -207,8 +204,7 @@ class Lifecycle:
         self.resumption = Resumption()
         self.span = Span()
         self.turn = Turn()
-        self.calls = Calls()
-        self.outcomes = CallOutcomes()
+        self.tools = ToolCalls(self)
         self.setup_context = SetupContext()
         self.budget = RetryBudget(policy=self.policy.retry)
         #: the store side (`storesync.py`) and the hand-off (`handoff.py`): parts acting
@@ -244,6 +240,7 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
+        """The current state of the table (`table.State`)."""
         return STATES[self._machine_state]
 
     @property
@@ -299,6 +296,11 @@ class Lifecycle:
     def store_holds_handle(self) -> bool:
         """Whether the store holds the latest handle (and is not down)."""
         return self.store.holds_handle
+
+    @property
+    def calls(self) -> Calls:
+        """The tool calls waiting, issued and cancelled (`toolcalls.Calls`)."""
+        return self.tools.calls
 
     @property
     def persistence(self) -> Persistence | None:
@@ -380,6 +382,7 @@ class Lifecycle:
 
     def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused
                   | CallbackFailed) -> Event:
+        """`event` with every secret the engine knows replaced in its text from outside."""
         if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
         return attrs.evolve(event, reason=self.redact(event.reason))
@@ -454,6 +457,9 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
 
     def _on_input(self, event: ClientInput) -> None:
+        """A client message: journal it, then send it now if the connection carries input
+        and nothing holds it (a draining state or a hand-off holds new turns; a write-through
+        holds everything behind it). Raises for a send before `connect()` or after the end."""
         # the hot path (50 audio chunks a second per session): the state is read once
         state = self.state
         if state is table.INITIAL:
@@ -479,20 +485,12 @@ class Lifecycle:
         # at once when nothing is due (most inputs); folds stale audio into runs when it is
         self.journal.release_stale_audio(self._now - self.policy.replay.audio_staleness)
         if event.kind is InputKind.TOOL_RESPONSE:
-            for call in event.tool_ids:
-                self.calls.pending.pop(call, None)
-            cancelled = self.calls.cancelled
-            if event.tool_ids and all(c in cancelled for c in event.tool_ids):
-                why = cancelled[event.tool_ids[0]]
-                for call in event.tool_ids:
-                    del cancelled[call]
-                # its cut was marked where the call was cancelled (or no reply was owed)
-                self._drop(entry, why, marked=True, owed=not why.startswith(_SERVER_CANCELLED))
-                return
+            if self.tools.responded(entry):
+                return  # dropped: every call it answers was cancelled
         elif event.kind is InputKind.CONTEXT_UPDATE:
             self.setup_context.sent(event.payload)
         elif entry.trigger:  # a new user turn: a call is a repeat only within its turn
-            self.outcomes.new_turn()
+            self.tools.outcomes.new_turn()
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
@@ -539,6 +537,7 @@ class Lifecycle:
         )
 
     def _on_connection_event(self, event: Event) -> None:
+        """An event of the current connection, from the server or the shell's reading of it."""
         if isinstance(event, SetupComplete):
             if self.conn.open and self._can(Trigger.SETUP_COMPLETE):
                 self._fire(Trigger.SETUP_COMPLETE, {"session_id": event.session_id})
@@ -562,12 +561,9 @@ class Lifecycle:
                 self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
             self._began(event.at)
-            for call in event.ids:
-                self.calls.pending[call] = event.at
-                self.calls.issued[call] = event.at
-            self._notify_all(self.outcomes.issued(event.ids, event.keys))
+            self.tools.issued(event)
         elif isinstance(event, ToolCallCancellation):
-            self._server_cancelled(event.ids)
+            self.tools.server_cancelled(event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
@@ -575,8 +571,7 @@ class Lifecycle:
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
-            if not self.calls.pending:
-                self.outcomes.new_turn()
+            self.tools.turn_ended()
             self._check_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
@@ -591,33 +586,27 @@ class Lifecycle:
             pass
 
     def _began(self, at: float) -> None:
+        """A reply (or a tool call) began: the turn is in flight from `at`."""
         turn = self.turn
         if not turn.in_flight:
             turn.in_flight, turn.began_at = True, at
             self._cut_marks = 0  # a new reply: an earlier cut's marker is behind it
 
     def _on_update(self, event: ResumptionUpdate) -> None:
+        """`sessionResumptionUpdate`: a resumable one becomes the handle a resume uses, and
+        what it covers leaves the journal (`journal.cover`); a non-resumable one changes
+        nothing."""
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
         self.secrets.add_handle(event.handle)
-        self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
+        self.tools.covered(event.at)
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
-        reply_chars = sum(map(len, self.turn.text)) if began is not None else 0
-        if self.transparent and event.last_consumed_index is not None:
-            covered = self.journal.prune_by_index(
-                self.conn.generation, event.last_consumed_index,
-                (began, reply_chars) if began is not None else None)
-        else:
-            replay = self.policy.replay
-            window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
-            sent_before = event.at - window - replay.crossing_slack - event.lag
-            covered = []
-            if began is not None:
-                covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
-                                                      reply_chars)
-            covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
+        covered = cover(self.journal, self.conn.generation, at=event.at, lag=event.lag,
+                        last_consumed=event.last_consumed_index, transparent=self.transparent,
+                        rtt=self.conn.rtt, policy=self.policy.replay,
+                        reply=None if began is None else (began, sum(map(len, self.turn.text))))
         self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
         self.store.forget(covered, covered=True)
@@ -625,6 +614,8 @@ class Lifecycle:
         self._check_safe_point()
 
     def _on_token(self, event: TokenIssued) -> None:
+        """The shell got a token for the connection: arm the timer that acts before it expires,
+        or end the session if the provider gave one that has expired already."""
         tokens = self.tokens
         tokens.expires_at = event.expires_at
         if event.expires_at is not None and event.expires_at <= event.at and self.conn.open:
@@ -639,6 +630,7 @@ class Lifecycle:
             self._arm_token_timer()
 
     def _arm_token_timer(self) -> None:
+        """Arm the token timer `token_lead` before the current token expires (if it does)."""
         delay = self.tokens.timer_delay(self._now, self.policy.limits.token_lead)
         if delay is not None:
             self._arm(Timer.TOKEN, delay)
@@ -663,6 +655,8 @@ class Lifecycle:
                 expires_at - self._now, 3)})
 
     def _on_usage(self, event: Usage) -> None:
+        """`usageMetadata`: a prompt count that falls past the compression target means the
+        server's sliding window trimmed the context: the session is compressed."""
         previous = self.span.prompt_tokens
         self.span.prompt_tokens = event.prompt_tokens
         # The context only ever grows, except when the sliding window trims it; the server
@@ -681,6 +675,7 @@ class Lifecycle:
                 )
 
     def _on_lost(self, event: ConnectionLost) -> None:
+        """The connection is gone: classify why (`closecodes.py`) and let the table decide."""
         if not self.conn.open:
             return
         during_setup = event.during_setup or not self.conn.setup_done
@@ -727,6 +722,7 @@ class Lifecycle:
         self._fire(trigger, cause)
 
     def _on_timer(self, event: TimerFired) -> None:
+        """A timer the engine armed fell due (a stale token means it was cancelled or re-armed)."""
         if self._timers.get(event.timer) != event.token:
             return  # cancelled or re-armed since
         del self._timers[event.timer]
@@ -783,6 +779,8 @@ class Lifecycle:
         return bool(table.rows_for(trigger, self.state))
 
     def _fire(self, trigger: Trigger, cause: dict[str, Any]) -> bool:
+        """Fire `trigger` with `cause` through the shared machine; a trigger the table has no row
+        for here is recorded as rejected. True when a transition happened."""
         self._cause = cause
         if not self._can(trigger):
             self._audit_trigger(trigger, None)
@@ -790,6 +788,7 @@ class Lifecycle:
         return fire(self, trigger)
 
     def _drain_followups(self) -> None:
+        """Fire, in order, the triggers queued while an event or an entry action ran."""
         while self._followups:
             trigger, cause = self._followups.pop(0)
             self._fire(trigger, cause)
@@ -814,13 +813,15 @@ class Lifecycle:
         getattr(self, f"_enter_{self.state.value}")(source, trigger)
 
     def _enter_idle(self, source: State, trigger: Trigger) -> None:
+        """The initial state: nothing to do (no row enters it)."""
         pass  # the initial state has no entering row
 
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
+        """Open a connection: the first, a fresh session after expiry (`restart_or_give_up`:
+        what the old context held is reported lost), or again after a backoff."""
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            self._notify_all(self.outcomes.settle_all(
-                LOST, "context lost: a fresh session started, which never issued it"))
+            self.tools.all_lost("context lost: a fresh session started, which never issued it")
             self.old_socket.reset()
             if self.span.confirmed:
                 taken = self.journal.take_all()
@@ -838,7 +839,7 @@ class Lifecycle:
             self.resumption = Resumption()
             self.span = Span()
             self.turn = Turn()
-            self.calls = Calls()
+            self.tools.forget_all()
             if self.loss is None or self._stayed_up():
                 self.budget.streak_over()  # not a failure streak (a cap, a good connection)
             if self.budget.fresh_at_once(self._now):
@@ -851,14 +852,19 @@ class Lifecycle:
             self._open()
 
     def _enter_streaming(self, source: State, trigger: Trigger) -> None:
+        """Setup completed: the connection carries input (`_enter_live`)."""
         if trigger is Trigger.SETUP_COMPLETE:
             self._enter_live(source)
 
     def _enter_compressed(self, source: State, trigger: Trigger) -> None:
+        """As `streaming`, on a session whose context the server compressed."""
         if trigger is Trigger.SETUP_COMPLETE:
             self._enter_live(source)
 
     def _enter_live(self, source: State) -> None:
+        """The connection is set up: replay the journal (`journal.plan_replay`), arm the caps
+        and the token timer, tell the application of a resume, and go on with a hand-off
+        that waited for a connection."""
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
@@ -910,6 +916,8 @@ class Lifecycle:
         self.handoffs.live_again()
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
+        """A goAway (or an expiring token): rotate at the next safe point, or at the deadline
+        minus the learned margin."""
         deadline = self.conn.go_away_deadline
         if deadline is None:
             deadline = self._now
@@ -918,10 +926,13 @@ class Lifecycle:
         self._check_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
+        """Leave the connection and resume on a new one: at once (a rotation, a first
+        attempt), after a wait for an old socket the server holds, or after a backoff."""
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
         self._mark_cut(source, trigger)
-        self._cancel_unknown_calls()
+        self.tools.cancel_unknown(
+            self.resumption.at if self.resumption.handle is not None else None)
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.budget.streak_over()
@@ -949,9 +960,12 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, delay)
 
     def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
+        """Give the session to the store for another worker (`handoff.HandOffs.enter`)."""
         self.handoffs.enter(source, trigger)
 
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
+        """The session can no longer be resumed: mark the cut reply, stop the timers, and ask
+        the table whether to start fresh or give up."""
         self._leave_connection("session expired")
         self._mark_cut(source, trigger)  # before the fresh session's reply can begin
         for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
@@ -960,6 +974,8 @@ class Lifecycle:
             (Trigger.RESTART_OR_GIVE_UP, {"reason": self._expiry_reason(trigger)}))
 
     def _enter_terminated(self, source: State, trigger: Trigger) -> None:
+        """The end: every input not delivered is reported dropped, every open tool call lost,
+        the store told (`storesync.StoreSync.at_end`), then `Ended`."""
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
@@ -976,8 +992,7 @@ class Lifecycle:
             elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
                 self._drop(entry, "the session ended before the model answered it",
                            remove=False)
-        self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
-                                                        "answered"))
+        self.tools.all_lost("the session ended before it was answered")
         self.store.at_end()
         lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
@@ -991,9 +1006,11 @@ class Lifecycle:
         self._notify(self.end)
 
     def _end_reason(self, trigger: Trigger) -> str:
+        """Why the session ended, in words (`wording.end_reason`)."""
         return wording.end_reason(self, trigger, self._cause)
 
     def _expiry_reason(self, trigger: Trigger) -> str:
+        """Why the session expired, in words (`wording.expiry_reason`)."""
         return wording.expiry_reason(self, trigger)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -1005,52 +1022,6 @@ class Lifecycle:
             self.handoffs.check()
             return
         self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
-
-    def _cancel_unknown_calls(self) -> None:
-        """Calls issued after the handle the resume uses are unknown to the resumed session:
-        the application is told they are cancelled (in-band, as the service does on barge-in),
-        and their responses, journaled or still to come, are never sent (a strict server closes
-        on a response to a call it never issued). The replayed turn makes the model ask again.
-        Calls the handle covers stay pending: the resumed session waits for their answers."""
-        handle_at = self.resumption.at if self.resumption.handle is not None else None
-        unknown = {c for c, t in self.calls.issued.items() if handle_at is None or t > handle_at}
-        if not unknown:
-            return
-        pending = sorted(c for c in self.calls.pending if c in unknown)
-        for call in pending:
-            del self.calls.pending[call]
-        why = ("the tool call was cancelled: the connection that issued it ended before a "
-               "handle covered it (the model asks again)")
-        self.calls.cancelled.update(dict.fromkeys(unknown, why))
-        for call in unknown:
-            del self.calls.issued[call]
-        stale = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE
-                 and e.tool_ids and set(e.tool_ids) <= unknown]
-        for entry in stale:
-            for call in entry.tool_ids:
-                self.calls.cancelled.pop(call, None)
-            self._drop(entry, "tool response to a call the resumed session never issued: "
-                              "not replayed (the model asks again)", marked=True)
-        if pending:
-            self._notify(ToolCallsCancelled(ids=tuple(pending)))
-            self._notify_all(self.outcomes.settle(pending, LOST, why))
-
-    def _server_cancelled(self, ids: tuple[str, ...]) -> None:
-        """The server cancelled calls (`toolCallCancellation`: barge-in, or new input during a
-        BLOCKING call on 3.8 with Vertex): they are never answered. A response the application
-        sends for one later is dropped; one journaled and not yet sent leaves the journal."""
-        why = _SERVER_CANCELLED + ": a response to it is never sent"
-        for call in ids:
-            self.calls.pending.pop(call, None)
-            if self.outcomes.is_open(call):
-                self.calls.cancelled[call] = why
-        unsent = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE and e.sends == 0
-                  and e.tool_ids and set(e.tool_ids) <= set(ids)]
-        self._notify_all(self.outcomes.settle(ids, CANCELLED, why))
-        for entry in unsent:
-            for call in entry.tool_ids:
-                self.calls.cancelled.pop(call, None)
-            self._drop(entry, why, owed=False)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1064,6 +1035,8 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
+        """A new connection: resume with the handle when resuming, else a new session whose
+        setup carries the latest context (`context.py`)."""
         self.conn = Connection(generation=self.conn.generation + 1, open=True,
                                opened_at=self._now)
         self._count(connections=1)
@@ -1080,6 +1053,7 @@ class Lifecycle:
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
     def _leave_connection(self, reason: str) -> None:
+        """Close the current connection (if open) with `reason`."""
         self._cancel(Timer.TOKEN)  # the token's expiry ends that connection only
         if self.conn.open:
             self._actions.append(
@@ -1090,6 +1064,8 @@ class Lifecycle:
 
     def _send(self, entry: Entry, *, replay: bool, as_history: bool,
               continuation: bool = False) -> None:
+        """Put `entry` on the current connection, in order; a tool response's first send
+        answers its calls."""
         conn = self.conn
         self.journal.mark_sent(entry, conn.generation, conn.next_index)
         conn.next_index += 1
@@ -1097,8 +1073,7 @@ class Lifecycle:
         counters.sent += 1
         if replay:
             counters.replayed += 1
-        if entry.kind is InputKind.TOOL_RESPONSE and entry.sends == 1:
-            self._notify_all(self.outcomes.settle(entry.tool_ids, ANSWERED))
+        self.tools.sent(entry)
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
                  continuation=continuation)
@@ -1130,10 +1105,12 @@ class Lifecycle:
             marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
                                   turn=turn, in_band=turn and not marked))
-        if entry.kind is InputKind.TOOL_RESPONSE:
-            self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
+        self.tools.dropped(entry, reason)
 
     def _arm_session_cap(self) -> None:
+        """Arm the server's session cap (`Limits.session_cap_audio`, or `session_cap_video`
+        once video was sent) from the span's start, unless context-window compression is
+        configured, which lifts the cap."""
         started = self.span.started_at
         if self.policy.compression or started is None:
             return
@@ -1146,23 +1123,28 @@ class Lifecycle:
         self._actions.append(action)
 
     def _arm(self, timer: Timer, delay: float) -> None:
+        """Arm `timer` (re-arming replaces it): the shell feeds `TimerFired` with this token."""
         self._token += 1
         self._timers[timer] = self._token
         self._actions.append(ArmTimer(timer=timer, delay=delay, token=self._token))
 
     def _cancel(self, timer: Timer) -> None:
+        """Cancel `timer` if armed."""
         if self._timers.pop(timer, None) is not None:
             self._actions.append(CancelTimer(timer=timer))
 
     def _notify_all(self, notices: list[Notice]) -> None:
+        """Tell the application each notice, in order."""
         for notice in notices:
             self._notify(notice)
 
     def _notify(self, notice: Notice) -> None:
+        """Tell the application (`Notify`), and record it in the audit log."""
         self._actions.append(Notify(notice=notice))
         self._record("notice", notice_name(notice), cause=notice_fields(notice))
 
     def _count(self, **deltas: int) -> None:
+        """Add to the running counters."""
         c = self.counters
         for key, delta in deltas.items():
             setattr(c, key, getattr(c, key) + delta)
@@ -1170,6 +1152,7 @@ class Lifecycle:
     # -- audit -----------------------------------------------------------------------------------
 
     def _audit_trigger(self, trigger: Trigger, transition: Any) -> None:
+        """The audit record of a trigger: a transition, or rejected when no row took it."""
         if transition is None:
             self._record(
                 "rejected", trigger.value, cause=self._cause, source=self.state.value, dest=None
@@ -1184,12 +1167,14 @@ class Lifecycle:
             )
 
     def _handle_fp(self) -> str | None:
+        """The latest handle's fingerprint, computed once per handle."""
         handle = self.resumption.handle
         if self._fp_of != handle:
             self._fp_of, self._fp = handle, fingerprint(handle)
         return self._fp
 
     def _record(self, kind: str, name: str, *, cause: dict[str, Any], **extra: Any) -> None:
+        """Write one audit record: the event, transition or notice, with the engine's state."""
         self._audit_seq += 1
         record: AuditRecord = {
             "session": self.session_id,
