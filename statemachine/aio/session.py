@@ -62,7 +62,7 @@ from ..core.events import (
     TokenIssued,
 )
 from ..core.persistence import Persistence
-from ..core.policy import Backend, Policy, session_policy
+from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
 from ..core.table import FINAL
 from ..core.wording import terminated_error
@@ -76,7 +76,7 @@ from ..errors import (
 from ..stores import HandleStore, MemoryStore
 from ..telemetry import Telemetry, session_observer
 from ..telemetry import resolve as telemetry_settings
-from . import dropin, fleet, frames, lag, tokens, translate
+from . import dropin, fleet, frames, lag, setupconfig, tokens, translate
 from . import sdk as adapter
 from .arguments import check_session_args
 from .callbacks import Callbacks
@@ -168,7 +168,6 @@ class LiveSession:
         "_timers",
         "_token_client",
         "_token_provider",
-        "_tokens_seen",
         "backend",
     )
 
@@ -204,8 +203,6 @@ class LiveSession:
         if token_provider is not None:
             _check_token_provider(client, token_provider)
         self._token_provider = token_provider
-        #: the latest tokens, kept secret (older ones are forgotten: a session may see many)
-        self._tokens_seen: list[str] = []
         self._token_client: tuple[str, genai.Client] | None = None
         self._store: StoreWorker | None = None
         persistence = None
@@ -217,21 +214,8 @@ class LiveSession:
         #: audio chunks are journaled as bytes and MIME text, written as the SDK would (`frames`)
         self._frames = frames.available(client)
         self._model = model
-        base = types.LiveConnectConfig.model_validate(config or {})
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
-        cwc = base.context_window_compression
-        given = cwc is not None and bool(cwc.trigger_tokens)
-        policy = session_policy(
-            policy, time_scale=adapter.time_scale(client),
-            trigger_tokens=cwc.trigger_tokens if cwc is not None and given else None,
-            target_tokens=(cwc.sliding_window.target_tokens
-                           if cwc is not None and given and cwc.sliding_window else None))
-        if not given and policy.compression:
-            cwc = types.ContextWindowCompressionConfig(
-                trigger_tokens=policy.compression_trigger_tokens,
-                sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
-            )
-        self._base_config = base.model_copy(update={"context_window_compression": cwc})
+        policy, self._base_config = setupconfig.base_config(client, config, policy)
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = _with_captures(on_notice)
@@ -731,16 +715,6 @@ class LiveSession:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _config_for(self, action: OpenConnection) -> types.LiveConnectConfig:
-        resumption = types.SessionResumptionConfig(
-            handle=action.handle, transparent=True if action.transparent else None
-        )
-        update: dict[str, Any] = {"session_resumption": resumption}
-        if action.context:  # the context updates the setup carries (core/context.py)
-            given = types.LiveConnectConfig(**action.context)
-            update.update({name: getattr(given, name) for name in action.context})
-        return self._base_config.model_copy(update=update)
-
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
         gen = conn.generation
         live = False
@@ -751,7 +725,7 @@ class LiveSession:
             if self._token_provider is not None:
                 client = await self._client_with_fresh_token(gen)
             async with client.aio.live.connect(
-                model=self._model, config=self._config_for(action)
+                model=self._model, config=setupconfig.for_open(self._base_config, action)
             ) as sdk:
                 conn.sdk = sdk
                 if not self._core.transparent:  # Vertex's consumed index needs no timing
@@ -784,11 +758,7 @@ class LiveSession:
         secret, tell the core when it expires, and make a client that dials with it."""
         assert self._token_provider is not None
         token = await tokens.fetch(self._token_provider, self._core.policy.limits.setup_timeout)
-        if token.value not in self._tokens_seen:
-            self._core.add_secret(token.value, "[token]")
-            self._tokens_seen.append(token.value)
-            if len(self._tokens_seen) > 4:
-                self._core.forget_secret(self._tokens_seen.pop(0))
+        self._core.add_token(token.value)
         left = token.seconds_left()
         now = self._now()
         self._feed(TokenIssued(at=now, generation=gen,

@@ -372,6 +372,11 @@ class Lifecycle:
         (a close reason, an error) would carry it into a record, a notice or an error."""
         self.secrets.add(value, shown_as)
 
+    def add_token(self, token: str) -> None:
+        """An ephemeral token a connection dials with: never shown (the latest few are kept:
+        `secrets.TOKENS_KEPT`)."""
+        self.secrets.add_token(token)
+
     def forget_secret(self, value: str) -> None:
         """Stop looking for a value added with `add_secret` (an ephemeral token long replaced)."""
         self.secrets.forget(value)
