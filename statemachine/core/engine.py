@@ -13,10 +13,11 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
 (input until a handle covers it), `tokens.py`, `toolcalls.py`, `context.py`, `margin.py`,
-`oldsocket.py`. Three owners are parts the engine holds: the store side
-(`storesync.StoreSync`), the hand-off (`handoff.HandOffs`) and the tool calls
-(`toolcalls.ToolCalls`); they act through the engine's outputs (`_emit`, `_arm`,
-`_cancel`, `_notify`, `_fire`), so their actions come out in order with the rest. The engine
+`oldsocket.py`. Three owners run steps of their own: the store side (`storesync.py`), the
+hand-off (`handoff.py`) and the tool calls (`toolcalls.py`). Like the guards they are functions
+of the engine (the state stays in its records, so a session pays for no extra object), and they
+act through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their
+actions come out in order with the rest. The engine
 keeps dispatch, entry actions, timers and records; its bookkeeping records are in
 `bookkeeping.py`.
 """
@@ -32,7 +33,7 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import table, wording, writethrough
+from . import handoff, storesync, table, toolcalls, wording, writethrough
 from .actions import (
     Action,
     ArmTimer,
@@ -96,7 +97,7 @@ from .events import (
     is_turn_trigger,
 )
 from .guards import GUARDS
-from .handoff import HandOffRequest, HandOffs
+from .handoff import HandOffRequest
 from .journal import OWED, Entry, Journal, cover, inputs
 from .machine import STATES, fire
 from .margin import ReconnectTimes
@@ -115,10 +116,10 @@ from .records import (
     notice_name,
 )
 from .secrets import Secrets
-from .storesync import Durability, StoreSync
+from .storesync import Durability
 from .table import Guard, State, Trigger
 from .tokens import Tokens
-from .toolcalls import Calls, ToolCalls
+from .toolcalls import CallOutcomes, Calls
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
@@ -146,13 +147,17 @@ class Lifecycle:
         "_wall",
         "backend",
         "budget",
+        "calls",
         "conn",
         "counters",
+        "durable",
         "end",
-        "handoffs",
+        "handoff",
         "journal",
         "loss",
         "old_socket",
+        "outcomes",
+        "persistence",
         "policy",
         "reconnects",
         "resumption",
@@ -160,9 +165,7 @@ class Lifecycle:
         "session_id",
         "setup_context",
         "span",
-        "store",
         "tokens",
-        "tools",
         "transparent",
         "turn",
     )
@@ -204,13 +207,16 @@ class Lifecycle:
         self.resumption = Resumption()
         self.span = Span()
         self.turn = Turn()
-        self.tools = ToolCalls(self)
+        #: the model's tool calls and the outcome of each (`toolcalls.py` decides with them)
+        self.calls = Calls()
+        self.outcomes = CallOutcomes()
         self.setup_context = SetupContext()
         self.budget = RetryBudget(policy=self.policy.retry)
-        #: the store side (`storesync.py`) and the hand-off (`handoff.py`): parts acting
-        #: through the engine's outputs
-        self.store = StoreSync(self, persistence)
-        self.handoffs = HandOffs(self)
+        self.persistence = persistence
+        #: the store side's state (`storesync.py` decides with it)
+        self.durable = Durability()
+        #: the hand-off asked for and not failed (`handoff.py` runs it)
+        self.handoff: HandOffRequest | None = None
         self.tokens = Tokens(fresh=fresh_tokens)
         #: how long connections took to come up: the goAway margin is learned from them
         self.reconnects = ReconnectTimes()
@@ -284,38 +290,18 @@ class Lifecycle:
     @property
     def store_settled(self) -> bool:
         """Whether the store holds the latest handle (nothing queued or in flight) or is down."""
-        return self.store.settled
+        return storesync.settled(self)
 
     @property
     def sends_wait_for_store(self) -> bool:
         """Whether an input just given waits for the store before it goes on the wire
         (write-through, `writethrough.py`): the application's send call waits with it."""
-        return self.store.holds_sends
+        return storesync.holds_sends(self)
 
     @property
     def store_holds_handle(self) -> bool:
         """Whether the store holds the latest handle (and is not down)."""
-        return self.store.holds_handle
-
-    @property
-    def calls(self) -> Calls:
-        """The tool calls waiting, issued and cancelled (`toolcalls.Calls`)."""
-        return self.tools.calls
-
-    @property
-    def persistence(self) -> Persistence | None:
-        """Where the session's handle is kept, None without a store."""
-        return self.store.persistence
-
-    @property
-    def durable(self) -> Durability:
-        """The store side's bookkeeping (`storesync.Durability`), read-only by convention."""
-        return self.store.durable
-
-    @property
-    def handoff(self) -> HandOffRequest | None:
-        """The hand-off asked for and not failed (`handoff.HandOffRequest`), or None."""
-        return self.handoffs.request
+        return storesync.holds_handle(self)
 
     def feed(self, event: Event) -> list[Action]:
         """Advance the lifecycle by one event; return what the I/O layer must do, in order.
@@ -329,8 +315,8 @@ class Lifecycle:
             self._on_input(event)
             if self._followups:
                 self._drain_followups()
-            if self.store.persistence is not None:
-                self.store.after_event()
+            if self.persistence is not None:
+                storesync.after_event(self)
             return self._actions
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused | CallbackFailed):
@@ -343,7 +329,7 @@ class Lifecycle:
         elif isinstance(event, Connect):
             if not self._can(Trigger.CONNECT):
                 raise InvalidTransition("connect", self.state.value, "a session connects only once")
-            self.store.start()
+            storesync.start(self)
             self._fire(Trigger.CONNECT, {})
         elif isinstance(event, Close):
             if self._can(Trigger.CLOSE):
@@ -354,17 +340,17 @@ class Lifecycle:
         elif isinstance(event, TimerFired):
             self._on_timer(event)
         elif isinstance(event, StoreDone | StoreFailed | LeaseLost):
-            self.store.on_event(event)
+            storesync.on_event(self, event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
         elif isinstance(event, HandOff):
-            self.handoffs.asked(event)
+            handoff.asked(self, event)
         elif isinstance(event, CallbackFailed):
             self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
-        self.store.after_event()
+        storesync.after_event(self)
         return self._actions
 
     def add_secret(self, value: str, shown_as: str) -> None:
@@ -424,7 +410,7 @@ class Lifecycle:
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
-        self.store.restored(handle)
+        storesync.restored(self, handle)
         return True
 
     def note(self, name: str, *, at: float, **cause: Any) -> None:
@@ -440,7 +426,7 @@ class Lifecycle:
         self._actions = []
         self._fire(trigger, cause)
         self._drain_followups()
-        self.store.after_event()
+        storesync.after_event(self)
         return self._actions
 
     def snapshot(self) -> dict[str, Any]:
@@ -455,7 +441,7 @@ class Lifecycle:
             "journal": len(self.journal),
             "drop_attempts": self.budget.drop_attempts,
             "session_attempts": self.session_attempts,
-            "store_degraded": self.store.durable.degraded,
+            "store_degraded": self.durable.degraded,
             "counters": attrs.asdict(self.counters),
         }
 
@@ -490,21 +476,21 @@ class Lifecycle:
         # at once when nothing is due (most inputs); folds stale audio into runs when it is
         self.journal.release_stale_audio(self._now - self.policy.replay.audio_staleness)
         if event.kind is InputKind.TOOL_RESPONSE:
-            if self.tools.responded(entry):
+            if toolcalls.responded(self, entry):
                 return  # dropped: every call it answers was cancelled
         elif event.kind is InputKind.CONTEXT_UPDATE:
             self.setup_context.sent(event.payload)
         elif entry.trigger:  # a new user turn: a call is a repeat only within its turn
-            self.tools.outcomes.new_turn()
+            self.outcomes.new_turn()
         if event.kind is InputKind.VIDEO and not self.span.video_sent:
             self.span.video_sent = True
             self._arm_session_cap()
         conn = self.conn
-        if self.store.persistence is not None and event.kind is not InputKind.AUDIO \
+        if self.persistence is not None and event.kind is not InputKind.AUDIO \
                 and writethrough.written_through(event.kind):
-            self.store.write_through(entry)
+            storesync.write_through(self, entry)
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
-            if self.store.holds_sends:
+            if self.durable.waiting:
                 return  # it goes out once the store has it, in order (`_release_waiting`)
             self._send(entry, replay=False, as_history=False)
 
@@ -566,9 +552,9 @@ class Lifecycle:
                 self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
             self._began(event.at)
-            self.tools.issued(event)
+            toolcalls.issued(self, event)
         elif isinstance(event, ToolCallCancellation):
-            self.tools.server_cancelled(event.ids)
+            toolcalls.server_cancelled(self, event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
@@ -576,7 +562,7 @@ class Lifecycle:
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
-            self.tools.turn_ended()
+            toolcalls.turn_ended(self)
             self._check_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
@@ -605,7 +591,7 @@ class Lifecycle:
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
         self.secrets.add_handle(event.handle)
-        self.tools.covered(event.at)
+        toolcalls.covered(self, event.at)
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
         covered = cover(self.journal, self.conn.generation, at=event.at, lag=event.lag,
@@ -614,7 +600,7 @@ class Lifecycle:
                         reply=None if began is None else (began, sum(map(len, self.turn.text))))
         self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
-        self.store.forget(covered, covered=True)
+        storesync.forget(self, covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
@@ -755,11 +741,11 @@ class Lifecycle:
         elif event.timer is Timer.BACKOFF:
             self._fire(Trigger.RETRY, cause)
         elif event.timer is Timer.LEASE:
-            self.store.renew_lease()
+            storesync.renew_lease(self)
         elif event.timer is Timer.STORE_RETRY:
-            self.store.retry()
+            storesync.retry_store(self)
         elif event.timer is Timer.HAND_OFF:
-            self.handoffs.at_limit()
+            handoff.at_limit(self)
 
     def restore_journal(self, entries: list[Entry], *, handed_off: bool,
                         audio: tuple[float, float, int] | None) -> list[Action]:
@@ -770,11 +756,11 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore_journal() only before connect, not in state "
                               f"{self.state.value!r}")
-        if self.store.persistence is None:
+        if self.persistence is None:
             raise LocalMisuse("restore_journal() needs a store: connect(..., store=..., "
                               "session_key=...)")
         self._actions = []
-        self.handoffs.take_over(entries, handed_off=handed_off, audio=audio)
+        handoff.take_over(self, entries, handed_off=handed_off, audio=audio)
         return self._actions
 
     # -- the machine -----------------------------------------------------------------------------
@@ -826,7 +812,8 @@ class Lifecycle:
         what the old context held is reported lost), or again after a backoff."""
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            self.tools.all_lost("context lost: a fresh session started, which never issued it")
+            toolcalls.all_lost(self, "context lost: a fresh session started, which never "
+                                     "issued it")
             self.old_socket.reset()
             if self.span.confirmed:
                 taken = self.journal.take_all()
@@ -844,7 +831,7 @@ class Lifecycle:
             self.resumption = Resumption()
             self.span = Span()
             self.turn = Turn()
-            self.tools.forget_all()
+            toolcalls.forget_all(self)
             if self.loss is None or self._stayed_up():
                 self.budget.streak_over()  # not a failure streak (a cap, a good connection)
             if self.budget.fresh_at_once(self._now):
@@ -887,7 +874,7 @@ class Lifecycle:
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
-        self.store.forget(plan.settled, covered=True)
+        storesync.forget(self, plan.settled, covered=True)
         history = repeated = continued = 0
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
@@ -918,7 +905,7 @@ class Lifecycle:
                     continued=continued,
                 )
             )
-        self.handoffs.live_again()
+        handoff.live_again(self)
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
         """A goAway (or an expiring token): rotate at the next safe point, or at the deadline
@@ -936,7 +923,7 @@ class Lifecycle:
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
         self._mark_cut(source, trigger)
-        self.tools.cancel_unknown(
+        toolcalls.cancel_unknown(self,
             self.resumption.at if self.resumption.handle is not None else None)
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
@@ -965,8 +952,8 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, delay)
 
     def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
-        """Give the session to the store for another worker (`handoff.HandOffs.enter`)."""
-        self.handoffs.enter(source, trigger)
+        """Give the session to the store for another worker (`handoff.enter`)."""
+        handoff.enter(self, source, trigger)
 
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
         """The session can no longer be resumed: mark the cut reply, stop the timers, and ask
@@ -980,12 +967,12 @@ class Lifecycle:
 
     def _enter_terminated(self, source: State, trigger: Trigger) -> None:
         """The end: every input not delivered is reported dropped, every open tool call lost,
-        the store told (`storesync.StoreSync.at_end`), then `Ended`."""
+        the store told (`storesync.at_end`), then `Ended`."""
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
         if trigger is Trigger.HANDED_OFF:
-            self.end = self.handoffs.end()
+            self.end = handoff.end(self)
             self._notify(self.end)
             return
         by_app = trigger is Trigger.CLOSE
@@ -997,8 +984,8 @@ class Lifecycle:
             elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
                 self._drop(entry, "the session ended before the model answered it",
                            remove=False)
-        self.tools.all_lost("the session ended before it was answered")
-        self.store.at_end()
+        toolcalls.all_lost(self, "the session ended before it was answered")
+        storesync.at_end(self)
         lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
             or self.loss.failure is Failure.CALLBACK)
@@ -1024,7 +1011,7 @@ class Lifecycle:
         """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row); with
         a hand-off asked for, hand off instead (guard `at_hand_off_point`)."""
         if self.handoff is not None:
-            self.handoffs.check()
+            handoff.check(self)
             return
         self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
 
@@ -1078,7 +1065,7 @@ class Lifecycle:
         counters.sent += 1
         if replay:
             counters.replayed += 1
-        self.tools.sent(entry)
+        toolcalls.sent(self, entry)
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
                  continuation=continuation)
@@ -1102,7 +1089,7 @@ class Lifecycle:
         server cancelled): it is no turn."""
         if remove:
             self.journal.remove([entry])
-        self.store.forget((entry,), covered=False)
+        storesync.forget(self, (entry,), covered=False)
         self._count(dropped=1)
         turn = owed and entry.trigger and not entry.answered
         if turn and not marked and entry.sends and self._cut_marks:
@@ -1110,7 +1097,7 @@ class Lifecycle:
             marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
                                   turn=turn, in_band=turn and not marked))
-        self.tools.dropped(entry, reason)
+        toolcalls.dropped(self, entry, reason)
 
     def _arm_session_cap(self) -> None:
         """Arm the server's session cap (`Limits.session_cap_audio`, or `session_cap_video`
