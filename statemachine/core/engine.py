@@ -13,8 +13,8 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
 (input until a handle covers it), `tokens.py`, `toolcalls.py`, `context.py`, `margin.py`,
-`oldsocket.py`. Three owners run steps of their own: the store side (`storesync.py`), the
-hand-off (`handoff.py`) and the tool calls (`toolcalls.py`). Like the guards they are functions
+`oldsocket.py`. Four owners run steps of their own: the store side (`storesync.py`), the
+hand-off (`handoff.py`), the tool calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions
 of the engine (the state stays in its records, so a session pays for no extra object), and they
 act through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their
 actions come out in order with the rest. The engine
@@ -33,7 +33,7 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import handoff, storesync, table, toolcalls, wording, writethrough
+from . import handoff, storesync, table, tokens, toolcalls, wording, writethrough
 from .actions import (
     Action,
     ArmTimer,
@@ -50,7 +50,6 @@ from .actions import (
     Resumed,
     ResumeWaiting,
     Send,
-    TokenExpiring,
 )
 from .bookkeeping import Connection, Counters, Loss, Resumption, Span, Turn
 from .budget import RetryBudget
@@ -572,7 +571,7 @@ class Lifecycle:
         elif isinstance(event, Latency):
             self.conn.rtt = event.rtt
         elif isinstance(event, TokenIssued):
-            self._on_token(event)
+            tokens.issued(self, event)
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
@@ -603,47 +602,6 @@ class Lifecycle:
         storesync.forget(self, covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
-
-    def _on_token(self, event: TokenIssued) -> None:
-        """The shell got a token for the connection: arm the timer that acts before it expires,
-        or end the session if the provider gave one that has expired already."""
-        tokens = self.tokens
-        tokens.expires_at = event.expires_at
-        if event.expires_at is not None and event.expires_at <= event.at and self.conn.open:
-            # dialing with it would be refused: end here, saying whose token it is
-            self._actions.append(CloseConnection(generation=self.conn.generation, code=1000,
-                                                 reason="expired token"))
-            ago = event.at - event.expires_at
-            self._lose(Loss(disposition=Disposition.FATAL, failure=Failure.TOKEN_PROVIDER,
-                            why=f"the token provider returned a token that expired {ago:.1f}s "
-                                "ago", hint=TOKEN_REFUSED_HINT), {})
-        elif self.conn.setup_done:  # normally before setup: `_enter_live` arms the timer
-            self._arm_token_timer()
-
-    def _arm_token_timer(self) -> None:
-        """Arm the token timer `token_lead` before the current token expires (if it does)."""
-        delay = self.tokens.timer_delay(self._now, self.policy.limits.token_lead)
-        if delay is not None:
-            self._arm(Timer.TOKEN, delay)
-
-    def _token_expiring(self, cause: dict[str, Any]) -> None:
-        """The connection's token expires within `token_lead`: move to a connection with a
-        fresh one when that buys time (`Tokens.renewing`). Either way the application is
-        told."""
-        tokens, lead = self.tokens, self.policy.limits.token_lead
-        expires_at = tokens.expires_at
-        if expires_at is None:
-            return
-        renewing = self._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
-        self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
-                                   renewing=renewing))
-        if renewing:
-            tokens.moved_from = expires_at
-            current = self.conn.go_away_deadline
-            self.conn.go_away_deadline = (expires_at if current is None
-                                          else min(current, expires_at))
-            self._fire(Trigger.TOKEN_EXPIRING, {**cause, "expires_in": round(
-                expires_at - self._now, 3)})
 
     def _on_usage(self, event: Usage) -> None:
         """`usageMetadata`: a prompt count that falls past the compression target means the
@@ -737,7 +695,7 @@ class Lifecycle:
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
         elif event.timer is Timer.TOKEN:
-            self._token_expiring(cause)
+            tokens.expiring(self, cause)
         elif event.timer is Timer.BACKOFF:
             self._fire(Trigger.RETRY, cause)
         elif event.timer is Timer.LEASE:
@@ -870,7 +828,7 @@ class Lifecycle:
             self._arm_session_cap()
         if source is State.RESUMING:
             self._count(resumes=1)
-        self._arm_token_timer()
+        tokens.arm_timer(self)
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
