@@ -12,14 +12,13 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
-(input until a handle covers it), `tokens.py`, `toolcalls.py`, `context.py`, `margin.py`,
-`oldsocket.py`. Four owners run steps of their own: the store side (`storesync.py`), the
-hand-off (`handoff.py`), the tool calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions
-of the engine (the state stays in its records, so a session pays for no extra object), and they
-act through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their
-actions come out in order with the rest. The engine
-keeps dispatch, entry actions, timers and records; its bookkeeping records are in
-`bookkeeping.py`.
+(input until a handle covers it), `context.py`, `margin.py`, `oldsocket.py`. Four owners run
+steps of their own: the store side (`storesync.py`), the hand-off (`handoff.py`), the tool
+calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions of the
+engine (the state stays in its records, so a session pays for no extra object), and they act
+through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their actions
+come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
+its bookkeeping records are in `bookkeeping.py`.
 """
 
 from __future__ import annotations
@@ -490,7 +489,7 @@ class Lifecycle:
             storesync.write_through(self, entry)
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
             if self.durable.waiting:
-                return  # it goes out once the store has it, in order (`_release_waiting`)
+                return  # it goes out once the store has it, in order (`storesync._release_waiting`)
             self._send(entry, replay=False, as_history=False)
 
     def _on_refused(self, event: SendRefused) -> None:
@@ -837,7 +836,7 @@ class Lifecycle:
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
             if barrier is not None and item.entry.seq >= barrier:
-                continue  # behind a write-through: `_release_waiting` sends it
+                continue  # behind a write-through: `storesync._release_waiting` sends it
             replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)

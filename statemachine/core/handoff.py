@@ -103,7 +103,7 @@ def unknown_call_responses(entries: Iterable[Entry]) -> list[Entry]:
     """Restored tool responses to calls the handle the new worker resumes cannot know: they
     answer calls issued after a turn input the handle does not hold (still in the journal,
     unanswered and not held), so the resumed session never issued them. A local resume drops
-    them too (`Lifecycle._cancel_unknown_calls`); the replayed turn makes the model ask again."""
+    them too (`toolcalls.cancel_unknown`); the replayed turn makes the model ask again."""
     unknown: list[Entry] = []
     open_turn = False
     for entry in entries:

@@ -413,7 +413,7 @@ class Journal:
                     history_turn = True
                 elif entry.kind is InputKind.TOOL_RESPONSE and history_turn and not entry.tool_ids:
                     # with ids, a call the resumed session knows waits for its response (3.x);
-                    # one it does not know was dropped already (`_cancel_unknown_calls`)
+                    # one it does not know was dropped already (`toolcalls.cancel_unknown`)
                     gone.append(entry)
                     dropped.append((entry, "answered tool response: covered by history replay"))
                 else:
