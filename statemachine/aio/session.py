@@ -282,6 +282,7 @@ class LiveSession:
 
     @property
     def session_id(self) -> str:
+        """The session's id in every audit record (given, or made up)."""
         return self._core.session_id
 
     @property
@@ -291,6 +292,7 @@ class LiveSession:
 
     @property
     def ended(self) -> Ended | None:
+        """How the session ended (`Ended`), None while it runs."""
         return self._core.end
 
     async def start(self) -> None:
@@ -336,6 +338,7 @@ class LiveSession:
         return await fleet.hand_off(self, within)
 
     def _await_hand_off(self) -> asyncio.Future[Notice]:
+        """The future a hand-off's outcome (`HandedOff` or `HandOffFailed`) completes."""
         if self._handoff is None or self._handoff.done():
             self._handoff = self._loop.create_future()
         return self._handoff
@@ -424,6 +427,7 @@ class LiveSession:
         await self._send_deprecated(input, end_of_turn)
 
     async def _send_deprecated(self, input: Any, end_of_turn: bool | None) -> None:
+        """The SDK's deprecated `send()`, mapped to the send method its input calls for."""
         if not input:  # the SDK's: no input is the end of the turn
             await self.send_client_content(turns=None, turn_complete=True)
             return
@@ -465,6 +469,8 @@ class LiveSession:
     async def _start_stream(
         self, stream: AsyncIterator[bytes], mime_type: str
     ) -> AsyncIterator[Message]:
+        """`start_stream`: send the stream's chunks while yielding the server's messages; the
+        stream ending ends it."""
         pump = self._loop.create_task(self._pump(stream, mime_type))
         messages = self.receive()
         try:
@@ -489,6 +495,7 @@ class LiveSession:
                 await pump
 
     async def _pump(self, stream: AsyncIterator[bytes], mime_type: str) -> None:
+        """Send each chunk of the application's stream as realtime input."""
         async for data in stream:
             await self.send_realtime_input(media=types.Blob(data=data, mime_type=mime_type))
 
@@ -527,6 +534,7 @@ class LiveSession:
                 yield message
 
     def _deliver(self, item: Any) -> None:
+        """Queue a message for `receive()` and wake it."""
         self._messages.append(item)
         self._app_wake.set()
 
@@ -580,6 +588,8 @@ class LiveSession:
 
     async def _input(self, kind: InputKind, payload: dict[str, Any], *, turn_complete: bool = False,
                      tool_ids: tuple[str, ...] = ()) -> None:
+        """Journal an input with the core (which sends it when it may), then wait while it is
+        written through to the store."""
         self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
                                      turn_complete=turn_complete, tool_ids=tool_ids))
         await self._durable()
@@ -615,6 +625,7 @@ class LiveSession:
             self._stored.set()
 
     async def _feed_one(self, event: Event) -> None:
+        """`_feed` for one event, as a coroutine (the store worker's callback)."""
         self._feed(event)
 
     def _report_callback_error(self) -> None:
@@ -645,6 +656,8 @@ class LiveSession:
         return error
 
     def _perform(self, actions: list[Action]) -> None:
+        """Perform the core's actions, in order: sends, connections, closes, timers, store
+        operations, notices. Nothing here decides: each action says what to do."""
         for action in actions:
             if isinstance(action, Send):
                 conn = self._conns.get(action.generation)
@@ -674,21 +687,26 @@ class LiveSession:
                 self._store.perform(action)
 
     def _timer_fired(self, timer: Timer, token: int) -> None:
+        """A timer the core armed fell due: feed it back with its token."""
         self._timers.pop(timer, None)
         self._feed(TimerFired(at=self._now(), timer=timer, token=token))
 
     def _cancel_timer(self, timer: Timer) -> None:
+        """Cancel a timer the core no longer wants."""
         handle = self._timers.pop(timer, None)
         if handle is not None:
             handle.cancel()
 
     def _audit(self, record: AuditRecord) -> None:
+        """One audit record: to the audit sink, the live `events()` stream and `on_event`."""
         self._callbacks.call("audit", self._sink, record)
         self._events.put(record)
         if self._on_event is not None:
             self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
+        """One notice: to the live `notices()` stream, `on_notice`, and, for a cut reply or a
+        dropped turn, a mark in the stream where the application reads."""
         if self._seen is None:
             self._seen = deque(maxlen=NOTICES_KEPT)
         self._seen.append(notice)
@@ -716,6 +734,8 @@ class LiveSession:
     # -- connections -----------------------------------------------------------------------------
 
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
+        """Open a connection as the core asked and read from it until it ends; what ended it
+        goes back to the core (`_read_failed`)."""
         gen = conn.generation
         live = False
         try:
@@ -837,6 +857,7 @@ class LiveSession:
         task.add_done_callback(self._closing.discard)
 
     async def _closed(self, conn: _Conn) -> None:
+        """Close a connection the core left: its writer, its socket (bounded), its task."""
         if conn.writer is not None:
             conn.writer.cancel()
         if conn.sdk is not None:
@@ -848,6 +869,7 @@ class LiveSession:
                 await task
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Start a task this session owns (`_shutdown` stops every one)."""
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
