@@ -327,14 +327,24 @@ async def test_closing_an_ended_session_records_nothing(slow_emu: LiveEmulator) 
 async def test_an_instrumented_connect_with_a_refused_config_is_local(
         slow_emu: LiveEmulator) -> None:
     """Through `wrap_client` (what frameworks get), a config google-genai refuses is local too:
-    the framework sees google-genai's APIError at once, and nothing was dialed."""
+    the framework sees the exception google-genai itself raises for it (a ValueError, which no
+    framework retries as it would an APIError), at once, with the session's account chained,
+    and nothing was dialed."""
     trace = Trace()
     client = statemachine.wrap_client(slow_emu.client(**statemachine.websocket_args()),
                                       policy=fast_policy(), audit=trace.record)
-    with pytest.raises(genai_errors.APIError) as err:
+    plain = slow_emu.client(**statemachine.websocket_args())
+    with pytest.raises(ValueError) as bare:
+        async with plain.aio.live.connect(model=MODEL, config=REFUSED_CONFIGS["connect"]):
+            pass
+    with pytest.raises(ValueError) as err:
         async with client.aio.live.connect(model=MODEL, config=REFUSED_CONFIGS["connect"]):
             pass
-    assert "check the arguments of connect()" in str(err.value)
+    assert not isinstance(err.value, genai_errors.APIError)
+    assert str(err.value) == str(bare.value)
+    assert isinstance(err.value.__cause__, SessionTerminated)
+    assert "check the arguments of connect()" in str(err.value.__cause__)
+    assert err.value.__cause__.__cause__ is None  # no loop in the chain
     event, = lost_events(trace.records)
     assert event["operation"] == "request" and event["failure"] == "local"
     assert not slow_emu.connections
