@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..errors import LocalMisuse
+from ..errors import LocalMisuse, SessionClosed
 from . import storesync, table
 from .actions import (
     AudioGap,
@@ -123,8 +123,11 @@ def asked(s: Lifecycle, event: HandOff) -> None:
                           "(RedisStore, SQLiteStore): connect(..., store=..., session_key=...)")
     if s.state is table.INITIAL:
         raise LocalMisuse("cannot hand off before connect(): open the session first")
-    if s.state in table.FINAL or s.handoff is not None:
-        return
+    if s.state in table.FINAL:
+        raise SessionClosed(f"cannot hand off: the session has ended "
+                            f"({s.end.reason if s.end else 'terminated'})")
+    if s.handoff is not None:
+        return  # one is under way: its outcome answers this call too
     s.handoff = HandOffRequest(requested_at=s.now, limit=event.limit)
     s._arm(Timer.HAND_OFF, event.limit)
     check(s)  # not live (connecting, resuming): at the next setup
