@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from statemachine.core import events, guards
-from statemachine.core.engine import Resumption
+from statemachine.core.bookkeeping import Resumption
 from statemachine.core.events import Timer
 from statemachine.core.table import Guard, State, Transition, Trigger
 from statemachine.testing import CoreDriver

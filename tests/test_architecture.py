@@ -101,6 +101,8 @@ def test_google_genai_private_members_are_present() -> None:
     init = inspect.getsource(AsyncSession.__init__)
     assert "self._ws" in init, "AsyncSession._ws is no longer set by AsyncSession.__init__"
     assert callable(_transformers.t_model), "google.genai._transformers.t_model"
+    assert sdk.CAN_WATCH, ("the websockets connect google-genai calls no longer takes "
+                           "create_connection: watch_connect cannot see a connection open")
 
 
 async def test_adapter_members_work_on_a_live_connection() -> None:

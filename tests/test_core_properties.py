@@ -86,8 +86,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.feed(Connect(at=self.now))
 
     def feed(self, event: Event) -> None:
-        self.fed += 1
-        for action in self.engine.feed(event):
+        ended = self.engine.state in FINAL
+        if not (isinstance(event, Close) and ended):  # a Close after the end records nothing
+            self.fed += 1
+        out = self.engine.feed(event)
+        if isinstance(event, Close) and ended:
+            assert out == [], "a Close after the end did something"
+        for action in out:
             self.perform(action)
 
     def perform(self, action: Any) -> None:

@@ -376,3 +376,31 @@ async def test_drain_summarises_each_session(emu: LiveEmulator) -> None:
     assert plain.state == "streaming" and not summary.complete and summary.handed_off == 1
     await plain.close()
     assert (await store.load_journal("keyed")).hand_off is not None
+
+
+async def test_handing_off_an_ended_session_is_refused_by_the_core(emu: LiveEmulator) -> None:
+    """hand_off() on a session that has ended raises SessionClosed with the end's reason (the
+    core's refusal, as for a send after the end), and a second hand_off() while one is under way
+    shares its outcome."""
+    import statemachine
+    from statemachine.stores import MemoryStore
+
+    from .app import fast_policy
+
+    store = MemoryStore()
+    session = statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview",
+                                   policy=fast_policy(), store=store, session_key="ended",
+                                   audit=lambda r: None)
+    await session.start()
+    first, second = await asyncio.gather(session.hand_off(within=5.0),
+                                         session.hand_off(within=5.0))
+    assert first.handed_off and second.handed_off and session.state == "terminated"
+    with pytest.raises(statemachine.SessionClosed, match=r"cannot hand off: .*handed off"):
+        await session.hand_off(within=1.0)
+    closed = statemachine.connect(emu.client(), model="gemini-live-2.5-flash-preview",
+                                  policy=fast_policy(), store=MemoryStore(), session_key="closed",
+                                  audit=lambda r: None)
+    await closed.start()
+    await closed.close()
+    with pytest.raises(statemachine.SessionClosed, match="cannot hand off: the session has ended"):
+        await closed.hand_off(within=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from statemachine import Ended, Policy, RetryPolicy, fingerprint
 from statemachine.core import wording
-from statemachine.core.secrets import HANDLES_KEPT, Secrets
+from statemachine.core.secrets import HANDLES_KEPT, TOKENS_KEPT, Secrets
 from statemachine.core.table import Trigger
 from statemachine.testing import CoreDriver
 
@@ -32,6 +32,21 @@ def test_many_handles_never_push_a_key_out() -> None:
     assert secrets.redact("AIzaKEY") == "[api key]"
     assert secrets.redact(f"handle-{HANDLES_KEPT * 3 - 1}") != f"handle-{HANDLES_KEPT * 3 - 1}"
     assert secrets.redact("handle-0") == "handle-0"
+
+
+def test_the_latest_tokens_stay_secret_and_long_replaced_ones_are_let_go() -> None:
+    """A token per connection for hours: the latest few are redacted, older ones forgotten,
+    and neither pushes out the key."""
+    secrets = Secrets()
+    secrets.add("AIzaKEY", "[api key]")
+    for n in range(TOKENS_KEPT * 3):
+        secrets.add_token(f"auth_tokens/{n}")
+        secrets.add_token(f"auth_tokens/{n}")  # the same token again is one token
+    latest = [f"auth_tokens/{n}" for n in range(TOKENS_KEPT * 2, TOKENS_KEPT * 3)]
+    assert [secrets.redact(t) for t in latest] == ["[token]"] * TOKENS_KEPT
+    assert secrets.redact(f"auth_tokens/{TOKENS_KEPT * 2 - 1}") == \
+        f"auth_tokens/{TOKENS_KEPT * 2 - 1}"
+    assert secrets.redact("AIzaKEY") == "[api key]"
 
 
 def test_a_fatal_close_ends_with_what_happened_and_what_to_do() -> None:

@@ -20,8 +20,7 @@ import attrs
 
 from ..core.actions import HandedOff, HandOffFailed, Notice
 from ..core.events import HandOff
-from ..core.table import FINAL
-from ..errors import SessionClosed, SettingsError, WorkerDraining
+from ..errors import SettingsError, WorkerDraining
 
 if TYPE_CHECKING:
     from .session import LiveSession
@@ -87,12 +86,12 @@ async def hand_off(session: LiveSession, within: float) -> HandOffResult:
     core = session.core
     key = core.persistence.key if core.persistence is not None else None
     started = time.monotonic()
-    if core.state in FINAL:
-        end = core.end
-        raise SessionClosed(f"cannot hand off: the session has ended "
-                            f"({end.reason if end else 'terminated'})")
     outcome = session._await_hand_off()
-    session._feed(HandOff(at=session._now(), limit=within))
+    try:
+        session._feed(HandOff(at=session._now(), limit=within))  # the core refuses an ended one
+    except BaseException:
+        outcome.cancel()
+        raise
     store_timeout = core.persistence.store_timeout if core.persistence is not None else 0.0
     bound = within + 3 * store_timeout + core.policy.keepalive.close_timeout
     try:
@@ -126,7 +125,7 @@ async def drain(deadline: float = 25.0, *, reason: str = "") -> DrainSummary:
     started = time.monotonic()
     _draining = reason or f"drain() called, deadline {deadline:g}s"
     loop = asyncio.get_running_loop()  # sessions live on the loop that runs them
-    sessions = [s for s in list(_live) if s.core.state not in FINAL and s.loop is loop]
+    sessions = [s for s in list(_live) if s.ended is None and s.loop is loop]
     # the hand-off limit leaves time for the store writes within the deadline
     store = max((s.core.persistence.store_timeout for s in sessions
                  if s.core.persistence is not None), default=0.0)

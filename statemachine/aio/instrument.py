@@ -25,7 +25,8 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from google.genai.live import AsyncLive
 
-from ..core.actions import Notice
+from ..core.actions import Ended, Notice
+from ..core.events import Failure
 from ..core.policy import Policy
 from ..core.records import AuditRecord, AuditSink
 from ..errors import SessionTerminated
@@ -203,13 +204,20 @@ async def _open(
     try:
         await lifecycle.start()
     except SessionTerminated as exc:
-        raise _as_api_error(exc) from exc
+        raise _as_sdk_error(exc, lifecycle.ended) from exc
     return InstrumentedSession(lifecycle)
 
 
-def _as_api_error(exc: SessionTerminated) -> genai_errors.APIError:
-    """What google-genai raises when the server ends a connection, so a framework's own error
-    handling sees what it was written for."""
+def _as_sdk_error(exc: SessionTerminated, ended: Ended | None) -> BaseException:
+    """What google-genai itself raises for the same end, so a framework's own error handling
+    sees what it was written for: a request the SDK refused before dialing (a local failure:
+    a config it rejects) as the SDK's own exception, which no framework retries; an end the
+    service caused as `APIError` with its close code (1011 when there was none). Raise it
+    `from exc`: the session's account (what happened, what to do) stays its cause."""
+    cause = exc.__cause__
+    if ended is not None and ended.failure == Failure.LOCAL.value and isinstance(cause, Exception):
+        exc.__cause__ = None  # the SDK's exception is raised with this one as its cause
+        return cause
     code = exc.code if exc.code is not None else 1011
     return genai_errors.APIError(code, {"message": f"session ended: {exc}", "status": None})
 
@@ -326,7 +334,7 @@ class InstrumentedSession:
                     1000, {"message": "the session was closed", "status": None}) from None
             except SessionTerminated as exc:
                 self._stream = None
-                raise _as_api_error(exc) from exc
+                raise _as_sdk_error(exc, self.lifecycle.ended) from exc
             except BaseException:
                 self._stream = None  # a cancelled read ended the generator: start a new one
                 raise

@@ -6,18 +6,20 @@ members named in `PRIVATE_MEMBERS`. `tests/test_architecture.py` checks each of 
 installed release and fails naming the member when a release changes it; CI runs it against the
 oldest and the newest google-genai that `pyproject.toml` allows.
 
-It also says how an exception raised by the SDK or websockets maps to a `Failure` (data, like the
-close-code table the core reads), and what the close code and reason of a close were.
+It also says what an exception raised by the SDK or websockets shows happened (`observe`: the
+kind of failure, whether a close frame came and which one this client sent), and whether a
+connect got as far as opening a connection (`watch_connect`); the core decides what that means.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import inspect
 import logging
 import re
 import ssl
-import traceback
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -25,11 +27,13 @@ import attrs
 from google import genai
 from google.genai import _transformers as sdk_transformers
 from google.genai import errors as genai_errors
+from google.genai import live as genai_live
 from google.genai import types
 from google.genai.live import AsyncSession
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from ..core.events import Failure
+from ..core.events import Failure, Operation
 from ..errors import SettingsError, TokenProviderError
 
 Message = types.LiveServerMessage
@@ -41,7 +45,8 @@ PRIVATE_MEMBERS: dict[str, str] = {
                         "write audio chunks encoded once (frames.py, checked against the SDK)",
     "google.genai._transformers.t_model": "check the model name when the session is made",
     "BaseApiClient._websocket_ssl_ctx": "give the library's connections a logger that never "
-                                         "shows the API key or a handle",
+                                         "shows the API key or a handle, and see when a "
+                                         "connect opens its connection (watch_connect)",
     "BaseApiClient.api_key": "keep the key out of every text the library produces",
     "BaseApiClient._http_options": "a client for one ephemeral token with the application's "
                                    "base URL, TLS and headers",
@@ -182,6 +187,7 @@ def with_token(client: genai.Client, token: str) -> genai.Client:
         update={"api_version": "v1alpha", "headers": headers}))
     made._statemachine_time_scale = time_scale(client)  # type: ignore[attr-defined]
     quiet_websocket_logs(made)
+    watch_connections(made)
     return made
 
 
@@ -203,50 +209,133 @@ def check_model(client: genai.Client, model: str) -> None:
 
 @attrs.frozen(kw_only=True)
 class Observed:
-    """What the shell saw end a connection, for `ConnectionLost`."""
+    """What the shell saw end a connection, for `ConnectionLost` (facts only: the core settles
+    what they amount to, `core/failures.py`)."""
 
     failure: Failure
+    operation: Operation | None
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
+    #: whether a close frame came from the server (None: not a close)
+    close_received: bool | None = None
+    #: the close frame this client sent, if any
+    sent_code: int | None = None
+    sent_reason: str = ""
 
 
-#: Modules whose exceptions mean the SDK refused the request locally, before sending it.
-LOCAL_SOURCES = ("google/genai/_transformers.py",)
-
-
-def observe(exc: BaseException) -> Observed:
-    """Map an exception from connecting or reading to what happened (the core decides what it
-    calls for). The order is the lookup order: the first matching row wins."""
+def observe(exc: BaseException, operation: Operation | None) -> Observed:
+    """What an exception from connecting or reading says happened, during `operation` (None:
+    the shell cannot tell; the core decides what it calls for). The order is the lookup order:
+    the first matching row wins."""
     if isinstance(exc, TokenProviderError):
-        return Observed(failure=Failure.TOKEN_PROVIDER, reason=str(exc)[:200])
-    if isinstance(exc, genai_errors.APIError):
-        return Observed(failure=Failure.CLOSED, code=exc.code,
+        return Observed(failure=Failure.TOKEN_PROVIDER, operation=operation,
+                        reason=str(exc)[:200])
+    closed = _closed_by(exc)
+    if closed is not None:  # google-genai's APIError for a close wraps what websockets saw
+        rcvd, sent = closed.rcvd, closed.sent
+        return Observed(failure=Failure.CLOSED, operation=operation,
+                        code=rcvd.code if rcvd is not None else None,
+                        reason=rcvd.reason if rcvd is not None else "",
+                        close_received=rcvd is not None,
+                        sent_code=sent.code if sent is not None else None,
+                        sent_reason=sent.reason if sent is not None else "")
+    if isinstance(exc, genai_errors.APIError):  # an error message from the server
+        return Observed(failure=Failure.CLOSED, operation=operation, code=exc.code,
                         reason=str(exc.details or exc.message or ""))
-    if isinstance(exc, ConnectionClosed):
-        code = exc.rcvd.code if exc.rcvd else 1006
-        return Observed(failure=Failure.CLOSED, code=code,
-                        reason=exc.rcvd.reason if exc.rcvd else "")
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
-        return Observed(failure=Failure.REFUSED, http_status=status,
+        return Observed(failure=Failure.REFUSED, operation=operation, http_status=status,
                         reason=f"handshake refused: HTTP {status}")
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Observed(failure=Failure.TLS, reason=f"{exc.verify_message}")
+        return Observed(failure=Failure.TLS, operation=operation, reason=f"{exc.verify_message}")
     if isinstance(exc, OSError | InvalidHandshake | TimeoutError):
-        return Observed(failure=Failure.NETWORK, reason=_describe(exc))
+        return Observed(failure=Failure.NETWORK, operation=operation, reason=_describe(exc))
     if isinstance(exc, ValueError | TypeError | AttributeError | KeyError):
-        if _raised_in(exc, LOCAL_SOURCES):
-            return Observed(failure=Failure.LOCAL, reason=_describe(exc))
-        return Observed(failure=Failure.MALFORMED,
-                        reason=f"malformed server frame: {_describe(exc)}"[:200])
-    return Observed(failure=Failure.LOCAL, reason=f"unexpected {_describe(exc)}")
+        return Observed(failure=Failure.INVALID_DATA, operation=operation,
+                        reason=_describe(exc))
+    return Observed(failure=Failure.UNEXPECTED, operation=operation, reason=_describe(exc))
+
+
+def _closed_by(exc: BaseException) -> ConnectionClosed | None:
+    """The websockets close behind `exc`: itself, or the one google-genai's `APIError` was
+    raised while handling (the SDK raises it inside `except ConnectionClosed`, and gives 1006
+    when no close frame came; the close itself says whether one did)."""
+    if isinstance(exc, ConnectionClosed):
+        return exc
+    context = exc.__context__
+    if isinstance(exc, genai_errors.APIError) and isinstance(context, ConnectionClosed):
+        return context
+    return None
 
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _raised_in(exc: BaseException, sources: tuple[str, ...]) -> bool:
-    frames: Any = traceback.extract_tb(exc.__traceback__)
-    return any(any(s in frame.filename for s in sources) for frame in frames)
+#: set in the task that connects (`watch_connect`): whether google-genai opened a connection
+_OPENED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "statemachine_connection_opened", default=None)
+
+
+def _unknown() -> bool | None:
+    return None
+
+
+#: what `watch_connect` returns when it cannot watch the client's connect
+NOT_WATCHED: Callable[[], bool | None] = _unknown
+
+
+def watch_connect(client: Any) -> Callable[[], bool | None]:
+    """Watch the connect about to run in the current task on `client`: the returned function
+    says whether google-genai got as far as opening a connection (before that it was building
+    the request; after, the server took part), or None when the client's connections cannot be
+    watched (`watch_connections` could not hook them)."""
+    options = _websocket_options(client)
+    if options is None or not isinstance(options.get("create_connection"), _Opening):
+        return NOT_WATCHED
+    opened: list[bool] = []
+    _OPENED.set(opened)
+    return lambda: bool(opened)
+
+
+class _Opening:
+    """websockets' `create_connection`, marking the connect of the current task as opened."""
+
+    def __init__(self, make: Callable[..., Any]) -> None:
+        self.make = make
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        opened = _OPENED.get()
+        if opened is not None:
+            opened.append(True)
+        return self.make(*args, **kwargs)
+
+
+def _websocket_options(client: Any) -> dict[str, Any] | None:
+    options = getattr(getattr(client, "_api_client", None), "_websocket_ssl_ctx", None)
+    return options if isinstance(options, dict) else None
+
+
+def _connect_takes_create_connection() -> bool:
+    """Whether the websockets connect google-genai calls takes `create_connection` (websockets'
+    asyncio client, 13.0 on; google-genai falls back to the legacy one without it)."""
+    try:
+        connect = getattr(genai_live, "ws_connect")  # noqa: B009  (not in its __all__)
+        return "create_connection" in inspect.signature(connect).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+CAN_WATCH = _connect_takes_create_connection()
+
+
+def watch_connections(client: Any) -> None:
+    """Let `watch_connect` see the client's WebSocket connections open: websockets makes each
+    with `create_connection` (the application's own, if it gave one, still does the work).
+    Without the member or the parameter, nothing changes and the watch says it cannot tell."""
+    options = _websocket_options(client)
+    if not CAN_WATCH or options is None or isinstance(options.get("create_connection"),
+                                                      _Opening):
+        return
+    options["create_connection"] = _Opening(options.get("create_connection") or ClientConnection)

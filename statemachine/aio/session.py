@@ -55,6 +55,7 @@ from ..core.events import (
     InputKind,
     Latency,
     ModelOutput,
+    Operation,
     SendRefused,
     SetupComplete,
     Timer,
@@ -62,9 +63,8 @@ from ..core.events import (
     TokenIssued,
 )
 from ..core.persistence import Persistence
-from ..core.policy import Backend, Policy, session_policy
+from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
-from ..core.table import FINAL
 from ..core.wording import terminated_error
 from ..errors import (
     CallbackError,
@@ -76,7 +76,7 @@ from ..errors import (
 from ..stores import HandleStore, MemoryStore
 from ..telemetry import Telemetry, session_observer
 from ..telemetry import resolve as telemetry_settings
-from . import dropin, fleet, frames, lag, tokens, translate
+from . import dropin, fleet, frames, lag, setupconfig, tokens, translate
 from . import sdk as adapter
 from .arguments import check_session_args
 from .callbacks import Callbacks
@@ -168,7 +168,6 @@ class LiveSession:
         "_timers",
         "_token_client",
         "_token_provider",
-        "_tokens_seen",
         "backend",
     )
 
@@ -201,11 +200,10 @@ class LiveSession:
                                 f"under (store={type(store).__name__}, session_key=None)")
         adapter.check_model(client, model)
         adapter.quiet_websocket_logs(client)
+        adapter.watch_connections(client)
         if token_provider is not None:
             _check_token_provider(client, token_provider)
         self._token_provider = token_provider
-        #: the latest tokens, kept secret (older ones are forgotten: a session may see many)
-        self._tokens_seen: list[str] = []
         self._token_client: tuple[str, genai.Client] | None = None
         self._store: StoreWorker | None = None
         persistence = None
@@ -217,21 +215,8 @@ class LiveSession:
         #: audio chunks are journaled as bytes and MIME text, written as the SDK would (`frames`)
         self._frames = frames.available(client)
         self._model = model
-        base = types.LiveConnectConfig.model_validate(config or {})
         self.backend = Backend.VERTEX if client.vertexai else Backend.GEMINI
-        cwc = base.context_window_compression
-        given = cwc is not None and bool(cwc.trigger_tokens)
-        policy = session_policy(
-            policy, time_scale=adapter.time_scale(client),
-            trigger_tokens=cwc.trigger_tokens if cwc is not None and given else None,
-            target_tokens=(cwc.sliding_window.target_tokens
-                           if cwc is not None and given and cwc.sliding_window else None))
-        if not given and policy.compression:
-            cwc = types.ContextWindowCompressionConfig(
-                trigger_tokens=policy.compression_trigger_tokens,
-                sliding_window=types.SlidingWindow(target_tokens=policy.compression_target_tokens),
-            )
-        self._base_config = base.model_copy(update={"context_window_compression": cwc})
+        policy, self._base_config = setupconfig.base_config(client, config, policy)
         self._sink = audit if audit is not None else default_sink()
         self._on_event = on_event
         self._on_notice = _with_captures(on_notice)
@@ -298,6 +283,7 @@ class LiveSession:
 
     @property
     def session_id(self) -> str:
+        """The session's id in every audit record (given, or made up)."""
         return self._core.session_id
 
     @property
@@ -307,6 +293,7 @@ class LiveSession:
 
     @property
     def ended(self) -> Ended | None:
+        """How the session ended (`Ended`), None while it runs."""
         return self._core.end
 
     async def start(self) -> None:
@@ -352,6 +339,7 @@ class LiveSession:
         return await fleet.hand_off(self, within)
 
     def _await_hand_off(self) -> asyncio.Future[Notice]:
+        """The future a hand-off's outcome (`HandedOff` or `HandOffFailed`) completes."""
         if self._handoff is None or self._handoff.done():
             self._handoff = self._loop.create_future()
         return self._handoff
@@ -440,6 +428,7 @@ class LiveSession:
         await self._send_deprecated(input, end_of_turn)
 
     async def _send_deprecated(self, input: Any, end_of_turn: bool | None) -> None:
+        """The SDK's deprecated `send()`, mapped to the send method its input calls for."""
         if not input:  # the SDK's: no input is the end of the turn
             await self.send_client_content(turns=None, turn_complete=True)
             return
@@ -481,6 +470,8 @@ class LiveSession:
     async def _start_stream(
         self, stream: AsyncIterator[bytes], mime_type: str
     ) -> AsyncIterator[Message]:
+        """`start_stream`: send the stream's chunks while yielding the server's messages; the
+        stream ending ends it."""
         pump = self._loop.create_task(self._pump(stream, mime_type))
         messages = self.receive()
         try:
@@ -505,6 +496,7 @@ class LiveSession:
                 await pump
 
     async def _pump(self, stream: AsyncIterator[bytes], mime_type: str) -> None:
+        """Send each chunk of the application's stream as realtime input."""
         async for data in stream:
             await self.send_realtime_input(media=types.Blob(data=data, mime_type=mime_type))
 
@@ -543,6 +535,7 @@ class LiveSession:
                 yield message
 
     def _deliver(self, item: Any) -> None:
+        """Queue a message for `receive()` and wake it."""
         self._messages.append(item)
         self._app_wake.set()
 
@@ -559,7 +552,7 @@ class LiveSession:
                 await self._store_settled.wait()
         except TimeoutError:
             return False
-        return not self._core.durable.degraded
+        return self._core.store_holds_handle
 
     def events(self) -> AsyncIterator[AuditRecord]:
         """Every audit record of this session (the same records as the audit log), live. Each
@@ -573,8 +566,7 @@ class LiveSession:
 
     async def close(self) -> None:
         """Close the session: the socket is closed, every task stops, nothing reconnects."""
-        if self._core.state not in FINAL:
-            self._feed(Close(at=self._now()))
+        self._feed(Close(at=self._now()))  # the core ignores it once the session has ended
         await self._shutdown()
 
     async def __aenter__(self) -> LiveSession:
@@ -596,6 +588,8 @@ class LiveSession:
 
     async def _input(self, kind: InputKind, payload: dict[str, Any], *, turn_complete: bool = False,
                      tool_ids: tuple[str, ...] = ()) -> None:
+        """Journal an input with the core (which sends it when it may), then wait while it is
+        written through to the store."""
         self._feed(ClientInput(at=self._now(), kind=kind, payload=payload,
                                      turn_complete=turn_complete, tool_ids=tool_ids))
         await self._durable()
@@ -625,12 +619,13 @@ class LiveSession:
             self._store_settled.set()
         else:
             self._store_settled.clear()
-        if core.durable.waiting and core.state not in FINAL:
+        if core.sends_wait_for_store:
             self._stored.clear()
         else:
             self._stored.set()
 
     async def _feed_one(self, event: Event) -> None:
+        """`_feed` for one event, as a coroutine (the store worker's callback)."""
         self._feed(event)
 
     def _report_callback_error(self) -> None:
@@ -661,6 +656,8 @@ class LiveSession:
         return error
 
     def _perform(self, actions: list[Action]) -> None:
+        """Perform the core's actions, in order: sends, connections, closes, timers, store
+        operations, notices. Nothing here decides: each action says what to do."""
         for action in actions:
             if isinstance(action, Send):
                 conn = self._conns.get(action.generation)
@@ -690,21 +687,26 @@ class LiveSession:
                 self._store.perform(action)
 
     def _timer_fired(self, timer: Timer, token: int) -> None:
+        """A timer the core armed fell due: feed it back with its token."""
         self._timers.pop(timer, None)
         self._feed(TimerFired(at=self._now(), timer=timer, token=token))
 
     def _cancel_timer(self, timer: Timer) -> None:
+        """Cancel a timer the core no longer wants."""
         handle = self._timers.pop(timer, None)
         if handle is not None:
             handle.cancel()
 
     def _audit(self, record: AuditRecord) -> None:
+        """One audit record: to the audit sink, the live `events()` stream and `on_event`."""
         self._callbacks.call("audit", self._sink, record)
         self._events.put(record)
         if self._on_event is not None:
             self._callbacks.call("on_event", self._on_event, record)
 
     def _notify(self, notice: Notice) -> None:
+        """One notice: to the live `notices()` stream, `on_notice`, and, for a cut reply or a
+        dropped turn, a mark in the stream where the application reads."""
         if self._seen is None:
             self._seen = deque(maxlen=NOTICES_KEPT)
         self._seen.append(notice)
@@ -731,28 +733,25 @@ class LiveSession:
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _config_for(self, action: OpenConnection) -> types.LiveConnectConfig:
-        resumption = types.SessionResumptionConfig(
-            handle=action.handle, transparent=True if action.transparent else None
-        )
-        update: dict[str, Any] = {"session_resumption": resumption}
-        if action.context:  # the context updates the setup carries (core/context.py)
-            given = types.LiveConnectConfig(**action.context)
-            update.update({name: getattr(given, name) for name in action.context})
-        return self._base_config.model_copy(update=update)
-
     async def _run_connection(self, conn: _Conn, action: OpenConnection) -> None:
+        """Open a connection as the core asked and read from it until it ends; what ended it
+        goes back to the core (`_read_failed`)."""
         gen = conn.generation
         live = False
+        operation: Operation | None = Operation.TOKEN
+        opened = adapter.NOT_WATCHED
         try:
             if self._closing:  # the old socket of the session is closed first
                 await asyncio.wait(list(self._closing))
             client = self._client
             if self._token_provider is not None:
                 client = await self._client_with_fresh_token(gen)
+            operation = Operation.REQUEST
+            opened = adapter.watch_connect(client)
             async with client.aio.live.connect(
-                model=self._model, config=self._config_for(action)
+                model=self._model, config=setupconfig.for_open(self._base_config, action)
             ) as sdk:
+                operation = Operation.RECEIVE
                 conn.sdk = sdk
                 if not self._core.transparent:  # Vertex's consumed index needs no timing
                     conn.arrived = adapter.stamp_arrivals(sdk, self._lag.arrived)
@@ -769,7 +768,10 @@ class LiveSession:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self._read_failed(conn, exc, live=live)
+            if operation is Operation.REQUEST:  # did the connect get as far as a connection?
+                made = opened()
+                operation = None if made is None else Operation.SETUP if made else operation
+            self._read_failed(conn, exc, operation, live=live)
         finally:
             conn.sdk = None
             if conn.writer is not None:
@@ -784,11 +786,7 @@ class LiveSession:
         secret, tell the core when it expires, and make a client that dials with it."""
         assert self._token_provider is not None
         token = await tokens.fetch(self._token_provider, self._core.policy.limits.setup_timeout)
-        if token.value not in self._tokens_seen:
-            self._core.add_secret(token.value, "[token]")
-            self._tokens_seen.append(token.value)
-            if len(self._tokens_seen) > 4:
-                self._core.forget_secret(self._tokens_seen.pop(0))
+        self._core.add_token(token.value)
         left = token.seconds_left()
         now = self._now()
         self._feed(TokenIssued(at=now, generation=gen,
@@ -803,18 +801,22 @@ class LiveSession:
 
     def _read_lost(self, conn: _Conn, exc: BaseException) -> None:
         """The application's own read of a live connection failed."""
-        self._read_failed(conn, exc, live=True)
+        self._read_failed(conn, exc, Operation.RECEIVE, live=True)
 
-    def _read_failed(self, conn: _Conn, exc: BaseException, *, live: bool) -> None:
-        """Tell the core what ended a connection (the adapter says what it was; the core decides
-        what it calls for), whichever task was reading."""
+    def _read_failed(self, conn: _Conn, exc: BaseException, operation: Operation | None, *,
+                     live: bool) -> None:
+        """Tell the core what ended a connection during `operation` (None: the shell cannot
+        tell; the adapter says what it saw; the core decides what it was and what it calls
+        for), whichever task was reading."""
         if conn.closing:
             return
         self._last_error = exc
-        seen = adapter.observe(exc)
+        seen = adapter.observe(exc, operation)
         self._feed(ConnectionLost(
             at=self._now(), generation=conn.generation, code=seen.code, reason=seen.reason,
-            http_status=seen.http_status, during_setup=not live, failure=seen.failure))
+            http_status=seen.http_status, during_setup=not live, failure=seen.failure,
+            operation=seen.operation, close_received=seen.close_received,
+            sent_code=seen.sent_code, sent_reason=seen.sent_reason))
 
     async def _measure_rtt(self, conn: _Conn, sdk: AsyncSession) -> None:
         """One WebSocket ping after setup: the round trip bounds which input may cross a handle
@@ -867,6 +869,7 @@ class LiveSession:
         task.add_done_callback(self._closing.discard)
 
     async def _closed(self, conn: _Conn) -> None:
+        """Close a connection the core left: its writer, its socket (bounded), its task."""
         if conn.writer is not None:
             conn.writer.cancel()
         if conn.sdk is not None:
@@ -878,6 +881,7 @@ class LiveSession:
                 await task
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Start a task this session owns (`_shutdown` stops every one)."""
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -54,12 +54,46 @@ class Rule:
 MODEL_NOT_FOUND = "is not found for api version"
 _DIALED = re.compile(r"for api version (v\w+)")
 
+#: The close code of a connection that closed without a close frame from the server: RFC 6455
+#: (section 7.1.5) says the close code is then "considered to be 1006", a code no endpoint may
+#: send. The shell reports that no frame came (`ConnectionLost.close_received` False); the core
+#: records the code this rule gives, so old and new audit logs read the same (`code` 1006).
+NO_CLOSE_FRAME = 1006
+
+
+def close_code(code: int | None, close_received: bool | None) -> int | None:
+    """The close code of a close as the shell saw it: `NO_CLOSE_FRAME` when no close frame came,
+    the received frame's code otherwise (None when the shell did not say: `code` as given)."""
+    return NO_CLOSE_FRAME if close_received is False else code
+
+
+def sent_close_note(sent_code: int | None, sent_reason: str) -> str:
+    """What a close frame this client sent says about a connection that got none back: websockets
+    fails a connection with 1009 when a server frame is over its size limit and with 1011 when
+    the server does not answer its keepalive ping."""
+    if sent_code is None:
+        return ""
+    said = f"{sent_code}" + (f" ({sent_reason})" if sent_reason else "")
+    meaning = SENT_MEANINGS.get(sent_code)
+    return f"the client closed with {said}" + (f": {meaning}" if meaning else "")
+
+
+#: What the close frame this client sent means, for the codes websockets sends itself.
+SENT_MEANINGS: dict[int, str] = {
+    1000: "the client closed the connection",
+    1002: "the server broke the WebSocket protocol",
+    1007: "the server sent text that is not UTF-8",
+    1009: "a server message was over the client's size limit (websockets max_size)",
+    1011: "the server did not answer the client's keepalive ping in time",
+}
+
+
 CLOSE_RULES: tuple[Rule, ...] = (
     Rule(code=1000, phase=None, reason_contains=None, disposition=Disposition.RESUME,
          why="normal close; some clients see it at rotation"),
     Rule(code=1001, phase=None, reason_contains=None, disposition=Disposition.RESUME,
          why="server going away"),
-    Rule(code=1006, phase=None, reason_contains=None, disposition=Disposition.RESUME,
+    Rule(code=NO_CLOSE_FRAME, phase=None, reason_contains=None, disposition=Disposition.RESUME,
          why="no close frame: network loss or keepalive failure"),
     Rule(code=1011, phase=None, reason_contains="deadline expired", disposition=Disposition.RESUME,
          why="connection lifetime ended after goAway"),

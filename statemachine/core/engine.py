@@ -12,11 +12,13 @@ the table whether a trigger applies (`_can`, `_offer`); it keeps no list of stat
 
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
-(input until a handle covers it). The engine keeps dispatch, entry actions, timers and records.
-
-The bookkeeping is a few records, each replaced whole when what it describes starts anew: the
-current `Connection` on every open, the `Turn` when a connection ends, the `Resumption` handle and
-the server-side `Span` on a fresh restart.
+(input until a handle covers it), `context.py`, `margin.py`, `oldsocket.py`. Four owners run
+steps of their own: the store side (`storesync.py`), the hand-off (`handoff.py`), the tool
+calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions of the
+engine (the state stays in its records, so a session pays for no extra object), and they act
+through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their actions
+come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
+its bookkeeping records are in `bookkeeping.py`.
 """
 
 from __future__ import annotations
@@ -30,40 +32,25 @@ from typing import Any
 import attrs
 
 from ..errors import InvalidTransition, LocalMisuse, SessionClosed, SettingsError
-from . import handoff, table, wording, writethrough
+from . import failures, handoff, storesync, table, tokens, toolcalls, wording, writethrough
 from .actions import (
     Action,
     ArmTimer,
-    AudioGap,
     CancelTimer,
     CloseConnection,
     ContextLost,
     Ended,
-    ForgetHandle,
-    HandedOff,
-    HandOffFailed,
-    HandOver,
     InputDropped,
     Notice,
     Notify,
     OpenConnection,
-    Reclaim,
-    ReleaseLease,
-    RenewLease,
     RepeatedReply,
     ReplyInterrupted,
     Resumed,
     ResumeWaiting,
-    SaveHandle,
     Send,
-    StoreAction,
-    StoreDegraded,
-    StoreRecovered,
-    TokenExpiring,
-    TookOver,
-    ToolCallsCancelled,
-    WriteJournal,
 )
+from .bookkeeping import Connection, Counters, Loss, Resumption, Span, Turn
 from .budget import RetryBudget
 from .closecodes import (
     TOKEN_REFUSED_HINT,
@@ -98,7 +85,6 @@ from .events import (
     SetupComplete,
     StoreDone,
     StoreFailed,
-    StoreOp,
     Timer,
     TimerFired,
     TokenIssued,
@@ -110,11 +96,11 @@ from .events import (
 )
 from .guards import GUARDS
 from .handoff import HandOffRequest
-from .journal import OWED, Entry, Journal, inputs
+from .journal import OWED, Entry, Journal, cover, inputs
 from .machine import STATES, fire
 from .margin import ReconnectTimes
 from .oldsocket import OldSocketWait
-from .persistence import Persistence, StoredHandle
+from .persistence import Persistence
 from .policy import Backend, Policy
 from .records import (
     AuditRecord,
@@ -128,128 +114,10 @@ from .records import (
     notice_name,
 )
 from .secrets import Secrets
+from .storesync import Durability
 from .table import Guard, State, Trigger
 from .tokens import Tokens
-from .toolcalls import ANSWERED, CANCELLED, LOST, CallOutcomes
-
-
-@attrs.frozen(kw_only=True)
-class Loss:
-    """Why the current connection is gone, classified."""
-
-    disposition: Disposition
-    why: str
-    code: int | None = None
-    reason: str = ""
-    http_status: int | None = None
-    failure: Failure = Failure.CLOSED
-    spends_budget: bool = True
-    hint: str = ""
-
-
-@attrs.define(kw_only=True, slots=True)
-class Counters:
-    """Running totals for the audit summary and the application."""
-
-    inputs: int = 0
-    sent: int = 0
-    replayed: int = 0
-    replayed_as_history: int = 0
-    repeated_replies: int = 0
-    continued: int = 0
-    dropped: int = 0
-    confirmed: int = 0
-    rotations: int = 0
-    resumes: int = 0
-    fresh_restarts: int = 0
-    connections: int = 0
-
-
-@attrs.define(kw_only=True, slots=True)
-class Connection:
-    """The current connection (generation 0: none yet); replaced by every open."""
-
-    generation: int = 0
-    open: bool = False  # opened and not yet left or lost
-    setup_done: bool = False
-    rtt: float | None = None  # measured round trip (bounds the crossing window)
-    next_index: int = 1  # index of the next client message (transparent mode)
-    go_away_deadline: float | None = None
-    live_at: float | None = None  # when setup completed
-    opened_at: float | None = None  # when it was opened (the reconnect time ends at setup)
-    answered: bool = False  # a turn completed on it: it stayed up long enough to work
-
-
-@attrs.define(kw_only=True, slots=True)
-class Resumption:
-    """The latest resumable handle and when it was issued (monotonic); emptied by a fresh
-    restart."""
-
-    handle: str | None = attrs.field(default=None, repr=False)
-    at: float | None = None
-
-
-@attrs.define(kw_only=True, slots=True)
-class Span:
-    """The server-side session that the caps and compression apply to; a fresh restart starts a
-    new one."""
-
-    started_at: float | None = None
-    video_sent: bool = False
-    compressed: bool = False
-    prompt_tokens: int = 0
-    #: the server holds something of the session (a resumable handle, a turn answered): a
-    #: fresh session then loses context; before, it loses nothing
-    confirmed: bool = False
-
-
-@attrs.define(kw_only=True, slots=True)
-class Turn:
-    """The model's turn on the current connection; a connection's end replaces it."""
-
-    in_flight: bool = False
-    #: when its first message (a model chunk or a tool call) arrived
-    began_at: float | None = None
-    text: list[str] = attrs.Factory(list)
-    #: the turn completed but the service says the interaction is still going on (3.x
-    #: `interactionStatus: IN_PROGRESS`, extended thinking): not a safe point yet
-    busy: bool = False
-
-
-@attrs.define(kw_only=True, slots=True)
-class Calls:
-    """Tool calls the model issued: `pending` (id -> when it was issued) waits for the
-    application's response; `cancelled` (id -> why) were cancelled by the server, or issued
-    after the handle a resume used, so the
-    resumed session never knew them (their responses are dropped, not sent blindly)."""
-
-    pending: dict[str, float] = attrs.Factory(dict)
-    issued: dict[str, float] = attrs.Factory(dict)  # every call not yet covered by a handle
-    cancelled: dict[str, str] = attrs.Factory(dict)
-
-
-@attrs.define(kw_only=True, slots=True)
-class Durability:
-    """The store side: what was handed to the store, what waits, and whether it answers."""
-
-    saved: str | None = attrs.field(default=None, repr=False)  # the handle last queued
-    pending: StoreAction | None = None  # the next save/forget, once nothing is in flight
-    in_flight: StoreAction | None = None  # the save/forget the store is performing
-    renewing: bool = False
-    degraded: bool = False
-    failures: int = 0  # consecutive, for the retry backoff
-    #: write-throughs with the store, oldest first (their entries wait to go on the wire);
-    #: tuples here: empty ones cost a session nothing
-    writing: tuple[tuple[Entry, ...], ...] = ()
-    #: stored entries to forget: covered by a handle (only with a handle's save), or dropped
-    covered: tuple[int, ...] = ()
-    dropped: tuple[int, ...] = ()
-    audio: str = ""  # the audio mark last handed to the store
-    waiting: int = 0  # entries written through whose write the store has not confirmed
-    fenced: bool = False  # another worker took the lease: never write again
-
-
-_SERVER_CANCELLED = "the server cancelled the tool call (toolCallCancellation)"
+from .toolcalls import CallOutcomes, Calls
 
 #: retry jitter for sessions not given a generator of their own (one per session: 2.5 KB each)
 _RNG = random.Random()
@@ -328,7 +196,6 @@ class Lifecycle:
             else backend is Backend.VERTEX
         )
         self.session_id = session_id or uuid.uuid4().hex[:16]
-        self.persistence = persistence
         self._audit = captured(audit if audit is not None else default_sink())
         self._wall = wall_clock
         self._rng = rng or _RNG
@@ -338,11 +205,16 @@ class Lifecycle:
         self.resumption = Resumption()
         self.span = Span()
         self.turn = Turn()
+        #: the model's tool calls and the outcome of each (`toolcalls.py` decides with them)
         self.calls = Calls()
         self.outcomes = CallOutcomes()
         self.setup_context = SetupContext()
         self.budget = RetryBudget(policy=self.policy.retry)
+        self.persistence = persistence
+        #: the store side's state (`storesync.py` decides with it)
         self.durable = Durability()
+        #: the hand-off asked for and not failed (`handoff.py` runs it)
+        self.handoff: HandOffRequest | None = None
         self.tokens = Tokens(fresh=fresh_tokens)
         #: how long connections took to come up: the goAway margin is learned from them
         self.reconnects = ReconnectTimes()
@@ -350,7 +222,6 @@ class Lifecycle:
         self.old_socket = OldSocketWait()
         self.loss: Loss | None = None
         self.end: Ended | None = None
-        self.handoff: HandOffRequest | None = None
         self._timers: dict[Timer, int] = {}
         self._token = 0
         self._next_seq = 0
@@ -373,6 +244,7 @@ class Lifecycle:
 
     @property
     def state(self) -> State:
+        """The current state of the table (`table.State`)."""
         return STATES[self._machine_state]
 
     @property
@@ -416,8 +288,18 @@ class Lifecycle:
     @property
     def store_settled(self) -> bool:
         """Whether the store holds the latest handle (nothing queued or in flight) or is down."""
-        d = self.durable
-        return d.degraded or (d.pending is None and d.in_flight is None)
+        return storesync.settled(self)
+
+    @property
+    def sends_wait_for_store(self) -> bool:
+        """Whether an input just given waits for the store before it goes on the wire
+        (write-through, `writethrough.py`): the application's send call waits with it."""
+        return storesync.holds_sends(self)
+
+    @property
+    def store_holds_handle(self) -> bool:
+        """Whether the store holds the latest handle (and is not down)."""
+        return storesync.holds_handle(self)
 
     def feed(self, event: Event) -> list[Action]:
         """Advance the lifecycle by one event; return what the I/O layer must do, in order.
@@ -432,11 +314,15 @@ class Lifecycle:
             if self._followups:
                 self._drain_followups()
             if self.persistence is not None:
-                self._persist()
+                storesync.after_event(self)
             return self._actions
         if self.secrets and isinstance(event, ConnectionLost | FatalError | StoreFailed
                                         | SendRefused | CallbackFailed):
             event = self._redacted(event)
+        if type(event) is ConnectionLost:  # what the shell saw, settled as what it was
+            event = failures.settle(event)
+        elif type(event) is Close and self.state in table.FINAL:
+            return []  # already ended: nothing to do, nothing to record
         stale = isinstance(event, ConnectionEvent) and event.generation != self.conn.generation
         name, cause = describe(event)
         self._record("event", name, cause=cause, stale=stale)
@@ -445,8 +331,7 @@ class Lifecycle:
         elif isinstance(event, Connect):
             if not self._can(Trigger.CONNECT):
                 raise InvalidTransition("connect", self.state.value, "a session connects only once")
-            if self.persistence is not None:
-                self._arm(Timer.LEASE, self.persistence.lease_ttl / 3)
+            storesync.start(self)
             self._fire(Trigger.CONNECT, {})
         elif isinstance(event, Close):
             if self._can(Trigger.CLOSE):
@@ -457,23 +342,28 @@ class Lifecycle:
         elif isinstance(event, TimerFired):
             self._on_timer(event)
         elif isinstance(event, StoreDone | StoreFailed | LeaseLost):
-            self._on_store(event)
+            storesync.on_event(self, event)
         elif isinstance(event, SendRefused):
             self._on_refused(event)
         elif isinstance(event, HandOff):
-            self._on_hand_off(event)
+            handoff.asked(self, event)
         elif isinstance(event, CallbackFailed):
             self._on_callback_failed(event)
         elif not stale and self.state not in table.FINAL:
             self._on_connection_event(event)
         self._drain_followups()
-        self._persist()
+        storesync.after_event(self)
         return self._actions
 
     def add_secret(self, value: str, shown_as: str) -> None:
         """A value (an API key, a token) to replace by `shown_as` wherever text from outside
         (a close reason, an error) would carry it into a record, a notice or an error."""
         self.secrets.add(value, shown_as)
+
+    def add_token(self, token: str) -> None:
+        """An ephemeral token a connection dials with: never shown (the latest few are kept:
+        `secrets.TOKENS_KEPT`)."""
+        self.secrets.add_token(token)
 
     def forget_secret(self, value: str) -> None:
         """Stop looking for a value added with `add_secret` (an ephemeral token long replaced)."""
@@ -485,8 +375,11 @@ class Lifecycle:
 
     def _redacted(self, event: ConnectionLost | FatalError | StoreFailed | SendRefused
                   | CallbackFailed) -> Event:
+        """`event` with every secret the engine knows replaced in its text from outside."""
         if isinstance(event, StoreFailed | CallbackFailed):
             return attrs.evolve(event, error=self.redact(event.error))
+        if isinstance(event, ConnectionLost) and event.sent_reason:
+            event = attrs.evolve(event, sent_reason=self.redact(event.sent_reason))
         return attrs.evolve(event, reason=self.redact(event.reason))
 
     def model_chunk(self, generation: int, text: str) -> bool:
@@ -521,7 +414,7 @@ class Lifecycle:
         self.span.compressed = compressed
         self.span.confirmed = True
         self.conn = Connection(generation=generation)
-        self.durable.saved = handle
+        storesync.restored(self, handle)
         return True
 
     def note(self, name: str, *, at: float, **cause: Any) -> None:
@@ -537,7 +430,7 @@ class Lifecycle:
         self._actions = []
         self._fire(trigger, cause)
         self._drain_followups()
-        self._persist()
+        storesync.after_event(self)
         return self._actions
 
     def snapshot(self) -> dict[str, Any]:
@@ -559,6 +452,9 @@ class Lifecycle:
     # -- events --------------------------------------------------------------------------------
 
     def _on_input(self, event: ClientInput) -> None:
+        """A client message: journal it, then send it now if the connection carries input
+        and nothing holds it (a draining state or a hand-off holds new turns; a write-through
+        holds everything behind it). Raises for a send before `connect()` or after the end."""
         # the hot path (50 audio chunks a second per session): the state is read once
         state = self.state
         if state is table.INITIAL:
@@ -584,16 +480,8 @@ class Lifecycle:
         # at once when nothing is due (most inputs); folds stale audio into runs when it is
         self.journal.release_stale_audio(self._now - self.policy.replay.audio_staleness)
         if event.kind is InputKind.TOOL_RESPONSE:
-            for call in event.tool_ids:
-                self.calls.pending.pop(call, None)
-            cancelled = self.calls.cancelled
-            if event.tool_ids and all(c in cancelled for c in event.tool_ids):
-                why = cancelled[event.tool_ids[0]]
-                for call in event.tool_ids:
-                    del cancelled[call]
-                # its cut was marked where the call was cancelled (or no reply was owed)
-                self._drop(entry, why, marked=True, owed=not why.startswith(_SERVER_CANCELLED))
-                return
+            if toolcalls.responded(self, entry):
+                return  # dropped: every call it answers was cancelled
         elif event.kind is InputKind.CONTEXT_UPDATE:
             self.setup_context.sent(event.payload)
         elif entry.trigger:  # a new user turn: a call is a repeat only within its turn
@@ -604,10 +492,10 @@ class Lifecycle:
         conn = self.conn
         if self.persistence is not None and event.kind is not InputKind.AUDIO \
                 and writethrough.written_through(event.kind):
-            self._write_through(entry)
+            storesync.write_through(self, entry)
         if state in table.LIVE and conn.open and conn.setup_done and not self._held(entry):
             if self.durable.waiting:
-                return  # it goes out once the store has it, in order (`_release_waiting`)
+                return  # it goes out once the store has it, in order (`storesync._release_waiting`)
             self._send(entry, replay=False, as_history=False)
 
     def _on_refused(self, event: SendRefused) -> None:
@@ -644,6 +532,7 @@ class Lifecycle:
         )
 
     def _on_connection_event(self, event: Event) -> None:
+        """An event of the current connection, from the server or the shell's reading of it."""
         if isinstance(event, SetupComplete):
             if self.conn.open and self._can(Trigger.SETUP_COMPLETE):
                 self._fire(Trigger.SETUP_COMPLETE, {"session_id": event.session_id})
@@ -667,12 +556,9 @@ class Lifecycle:
                 self.turn.text.append(event.text)
         elif isinstance(event, ToolCall):
             self._began(event.at)
-            for call in event.ids:
-                self.calls.pending[call] = event.at
-                self.calls.issued[call] = event.at
-            self._notify_all(self.outcomes.issued(event.ids, event.keys))
+            toolcalls.issued(self, event)
         elif isinstance(event, ToolCallCancellation):
-            self._server_cancelled(event.ids)
+            toolcalls.server_cancelled(self, event.ids)
             self._check_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
@@ -680,8 +566,7 @@ class Lifecycle:
             if self.journal.mark_answered(reply):
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
-            if not self.calls.pending:
-                self.outcomes.new_turn()
+            toolcalls.turn_ended(self)
             self._check_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
@@ -691,83 +576,41 @@ class Lifecycle:
         elif isinstance(event, Latency):
             self.conn.rtt = event.rtt
         elif isinstance(event, TokenIssued):
-            self._on_token(event)
+            tokens.issued(self, event)
         elif isinstance(event, GenerationComplete | Interrupted):
             pass
 
     def _began(self, at: float) -> None:
+        """A reply (or a tool call) began: the turn is in flight from `at`."""
         turn = self.turn
         if not turn.in_flight:
             turn.in_flight, turn.began_at = True, at
             self._cut_marks = 0  # a new reply: an earlier cut's marker is behind it
 
     def _on_update(self, event: ResumptionUpdate) -> None:
+        """`sessionResumptionUpdate`: a resumable one becomes the handle a resume uses, and
+        what it covers leaves the journal (`journal.cover`); a non-resumable one changes
+        nothing."""
         if not (event.resumable and event.handle):
             return  # mid-turn or mid-tool-call: the last resumable handle stays in force
         self.resumption = Resumption(handle=event.handle, at=event.at)
         self.secrets.add_handle(event.handle)
-        self.calls.issued = {c: t for c, t in self.calls.issued.items() if t > event.at}
+        toolcalls.covered(self, event.at)
         # a handle issued while a reply streams (3.x) holds the turn and the reply so far
         began = self.turn.began_at
-        reply_chars = sum(map(len, self.turn.text)) if began is not None else 0
-        if self.transparent and event.last_consumed_index is not None:
-            covered = self.journal.prune_by_index(
-                self.conn.generation, event.last_consumed_index,
-                (began, reply_chars) if began is not None else None)
-        else:
-            replay = self.policy.replay
-            window = self.conn.rtt if self.conn.rtt is not None else replay.crossing_default
-            sent_before = event.at - window - replay.crossing_slack - event.lag
-            covered = []
-            if began is not None:
-                covered = self.journal.hold_in_flight(self.conn.generation, began, sent_before,
-                                                      reply_chars)
-            covered += self.journal.prune_covered(self.conn.generation, sent_before=sent_before)
+        covered = cover(self.journal, self.conn.generation, at=event.at, lag=event.lag,
+                        last_consumed=event.last_consumed_index, transparent=self.transparent,
+                        rtt=self.conn.rtt, policy=self.policy.replay,
+                        reply=None if began is None else (began, sum(map(len, self.turn.text))))
         self.setup_context.cover(covered)
         self._count(confirmed=inputs(covered))
-        self._forget(covered, covered=True)
+        storesync.forget(self, covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
         self._check_safe_point()
 
-    def _on_token(self, event: TokenIssued) -> None:
-        tokens = self.tokens
-        tokens.expires_at = event.expires_at
-        if event.expires_at is not None and event.expires_at <= event.at and self.conn.open:
-            # dialing with it would be refused: end here, saying whose token it is
-            self._actions.append(CloseConnection(generation=self.conn.generation, code=1000,
-                                                 reason="expired token"))
-            ago = event.at - event.expires_at
-            self._lose(Loss(disposition=Disposition.FATAL, failure=Failure.TOKEN_PROVIDER,
-                            why=f"the token provider returned a token that expired {ago:.1f}s "
-                                "ago", hint=TOKEN_REFUSED_HINT), {})
-        elif self.conn.setup_done:  # normally before setup: `_enter_live` arms the timer
-            self._arm_token_timer()
-
-    def _arm_token_timer(self) -> None:
-        delay = self.tokens.timer_delay(self._now, self.policy.limits.token_lead)
-        if delay is not None:
-            self._arm(Timer.TOKEN, delay)
-
-    def _token_expiring(self, cause: dict[str, Any]) -> None:
-        """The connection's token expires within `token_lead`: move to a connection with a
-        fresh one when that buys time (`Tokens.renewing`). Either way the application is
-        told."""
-        tokens, lead = self.tokens, self.policy.limits.token_lead
-        expires_at = tokens.expires_at
-        if expires_at is None:
-            return
-        renewing = self._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
-        self._notify(TokenExpiring(expires_in=max(0.0, expires_at - self._now),
-                                   renewing=renewing))
-        if renewing:
-            tokens.moved_from = expires_at
-            current = self.conn.go_away_deadline
-            self.conn.go_away_deadline = (expires_at if current is None
-                                          else min(current, expires_at))
-            self._fire(Trigger.TOKEN_EXPIRING, {**cause, "expires_in": round(
-                expires_at - self._now, 3)})
-
     def _on_usage(self, event: Usage) -> None:
+        """`usageMetadata`: a prompt count that falls past the compression target means the
+        server's sliding window trimmed the context: the session is compressed."""
         previous = self.span.prompt_tokens
         self.span.prompt_tokens = event.prompt_tokens
         # The context only ever grows, except when the sliding window trims it; the server
@@ -786,6 +629,7 @@ class Lifecycle:
                 )
 
     def _on_lost(self, event: ConnectionLost) -> None:
+        """The connection is gone: classify why (`closecodes.py`) and let the table decide."""
         if not self.conn.open:
             return
         during_setup = event.during_setup or not self.conn.setup_done
@@ -832,6 +676,7 @@ class Lifecycle:
         self._fire(trigger, cause)
 
     def _on_timer(self, event: TimerFired) -> None:
+        """A timer the engine armed fell due (a stale token means it was cancelled or re-armed)."""
         if self._timers.get(event.timer) != event.token:
             return  # cancelled or re-armed since
         del self._timers[event.timer]
@@ -855,322 +700,15 @@ class Lifecycle:
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
         elif event.timer is Timer.TOKEN:
-            self._token_expiring(cause)
+            tokens.expiring(self, cause)
         elif event.timer is Timer.BACKOFF:
             self._fire(Trigger.RETRY, cause)
         elif event.timer is Timer.LEASE:
-            self._renew_lease()
+            storesync.renew_lease(self)
         elif event.timer is Timer.STORE_RETRY:
-            self._retry_store()
+            storesync.retry_store(self)
         elif event.timer is Timer.HAND_OFF:
-            self._hand_off_at_limit()
-
-    # -- persistence: what the store must hold, decided here, performed by the shell ------------
-
-    def _persist(self) -> None:
-        """After each event: hand the store the latest resumable handle (or its removal)."""
-        if self.persistence is None or self.state in table.FINAL or self.state is State.HANDING_OFF:
-            return  # a hand-over decides what the store holds
-        self._queue_latest()
-        self._store_next()
-
-    def _queue_latest(self) -> None:
-        """Make the latest handle (or its removal) the store's next write, if it changed; it
-        replaces a waiting one: only the latest matters."""
-        p, d = self.persistence, self.durable
-        handle, at = self.resumption.handle, self.resumption.at
-        if p is None or handle == d.saved:
-            return
-        d.saved = handle
-        if handle is None or at is None:
-            d.pending = ForgetHandle(key=p.key)
-            return
-        if isinstance(d.pending, SaveHandle) and d.pending.forget:
-            d.covered = (*d.pending.forget, *d.covered)  # the newer handle covers them too
-        d.pending = SaveHandle(key=p.key, record=self._latest_record(handle, at))
-
-    def _latest_record(self, handle: str, at: float) -> StoredHandle:
-        issued = self._wall() - (self._now - at)
-        return StoredHandle(handle=handle, issued_at=issued,
-                            expires_at=issued + self.handle_validity,
-                            generation=self.conn.generation, compressed=self.span.compressed)
-
-    def _store_next(self, *, probing: bool = False) -> None:
-        """Send the waiting write, one at a time; while the store is down only the retry timer
-        sends (`probing`)."""
-        d = self.durable
-        if d.pending is None or d.in_flight is not None or (d.degraded and not probing):
-            return
-        action, d.pending = d.pending, None
-        if isinstance(action, SaveHandle):
-            action = attrs.evolve(action, forget=(*action.forget, *d.covered, *d.dropped),
-                                  audio=self._audio_mark())
-            d.covered = d.dropped = ()
-        d.in_flight = action
-        self._actions.append(action)
-
-    def _renew_lease(self) -> None:
-        p = self.persistence
-        if p is None or self.state in table.FINAL:
-            return
-        self._arm(Timer.LEASE, p.lease_ttl / 3)
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return  # the hand-over released the lease: renewing would take it back
-        if not self.durable.degraded and not self.durable.renewing:
-            self.durable.renewing = True
-            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
-            mark = self._audio_mark()
-            if mark is not None:  # audio flows: what a crash would cost, refreshed
-                self._write(WriteJournal(key=p.key, audio=mark), ())
-
-    def _retry_store(self) -> None:
-        """While the store is down: try the waiting write again, or renew the lease as a
-        probe when nothing waits."""
-        p, d = self.persistence, self.durable
-        if p is None or self.state in table.FINAL:
-            return
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return
-        if d.pending is not None:
-            self._store_next(probing=True)
-        elif d.in_flight is None and not d.renewing:
-            d.renewing = True
-            self._actions.append(RenewLease(key=p.key, ttl=p.lease_ttl))
-
-    def _on_store(self, event: StoreDone | StoreFailed | LeaseLost) -> None:
-        d, p = self.durable, self.persistence
-        if isinstance(event, LeaseLost):
-            d.renewing = False
-            if self.handoff is not None and self.state is State.HANDING_OFF:
-                self._fire(Trigger.HANDED_OFF, {"by": "another worker took the lease"})
-                return
-            d.fenced = True
-            if self._can(Trigger.FATAL_ERROR):
-                key = p.key if p is not None else "?"
-                self._fire(Trigger.FATAL_ERROR, {
-                    "reason": f"lease on session {key!r} lost: another worker holds it (this "
-                              "worker was cut off from the store for longer than the lease); "
-                              "the session goes on there"})
-            return
-        if event.op in (StoreOp.HAND_OVER, StoreOp.RECLAIM):
-            self._on_hand_off_store(event)
-            return
-        failed = None
-        if event.op is StoreOp.RENEW:
-            d.renewing = False
-        elif event.op is StoreOp.WRITE:
-            self._written(ok=isinstance(event, StoreDone))
-        elif d.in_flight is not None and d.in_flight.op is event.op:
-            failed, d.in_flight = d.in_flight, None
-        if isinstance(event, StoreFailed):
-            if failed is not None and d.pending is None:
-                d.pending = failed  # tried again by the retry timer
-            d.failures += 1
-            if not d.degraded:
-                d.degraded = True
-                self._notify(StoreDegraded(error=event.error[:200]))
-            if p is not None and self.state not in table.FINAL:
-                self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
-            return
-        d.failures = 0
-        if d.degraded:
-            d.degraded = False
-            self._cancel(Timer.STORE_RETRY)
-            self._notify(StoreRecovered())
-            self._resync()
-        self._store_next()
-
-    # -- write-through (`writethrough.py`): what a crash may cost ----------------------------------
-
-    def _write_through(self, entry: Entry) -> None:
-        """Ask the store to hold `entry` before it goes on the wire; it and what follows wait
-        for the answer. Not while the store is down (resynced when it answers again) nor while
-        a hand-over decides what the store holds."""
-        d, p = self.durable, self.persistence
-        if p is None or d.degraded or d.fenced or (
-                self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING):
-            return
-        entry.storing = True
-        d.waiting += 1
-        self._write(WriteJournal(key=p.key, put=(entry,), audio=self._audio_mark()), (entry,))
-
-    def _write(self, action: WriteJournal, entries: tuple[Entry, ...]) -> None:
-        d = self.durable
-        if d.dropped:
-            action = attrs.evolve(action, forget=(*action.forget, *d.dropped))
-            d.dropped = ()
-        d.writing = (*d.writing, entries)
-        self._actions.append(action)
-
-    def _written(self, *, ok: bool) -> None:
-        """A `WriteJournal` was answered (they are answered in order): its entries go out, and
-        the ones waiting behind them; on failure every waiting entry goes out unwritten."""
-        d = self.durable
-        entries, d.writing = (d.writing[0], d.writing[1:]) if d.writing else ((), ())
-        if ok:
-            for entry in entries:
-                if entry.storing:
-                    entry.storing = False
-                    d.waiting -= 1
-                entry.stored = True
-        else:
-            for entry in self.journal:
-                entry.storing = False
-            d.waiting = 0
-        self._release_waiting()
-
-    def _release_waiting(self) -> None:
-        """Send, in order, what waited for a write-through, up to the next one still waiting."""
-        if not self.live:
-            return  # the next connection's replay sends it
-        generation = self.conn.generation
-        for entry in list(self.journal):
-            if entry.storing:
-                break
-            if entry.sent_generation == generation or entry.seq == OWED or self._held(entry):
-                continue
-            self._send(entry, replay=entry.sends > 0, as_history=False)
-
-    def _resync(self) -> None:
-        """The store answers again: write what it missed while it was down."""
-        p = self.persistence
-        put = writethrough.unstored(self.journal)
-        if p is not None and not self.durable.fenced and (put or self.durable.dropped):
-            self._write(WriteJournal(key=p.key, put=put, audio=self._audio_mark()), put)
-
-    def _forget(self, entries: Any, *, covered: bool) -> None:
-        """Stored entries leaving the journal: covered ones are forgotten with the handle that
-        covers them (never before: a crash in between would lose them), dropped ones with the
-        next write."""
-        if self.persistence is None:
-            return
-        seqs = [e.seq for e in entries if (e.stored or e.storing) and e.seq != OWED]
-        if seqs and covered:
-            self.durable.covered = (*self.durable.covered, *seqs)
-        elif seqs:
-            self.durable.dropped = (*self.durable.dropped, *seqs)
-
-    def _audio_mark(self) -> str | None:
-        """The audio mark to send with a write, None when the store has it already."""
-        now, wall = self._now, self._wall()
-        mark = writethrough.audio_mark(self.journal, lambda t: wall - (now - t))
-        if mark == self.durable.audio:
-            return None
-        self.durable.audio = mark
-        return mark
-
-    # -- hand-off (`handoff.py`) -----------------------------------------------------------------
-
-    def _on_hand_off(self, event: HandOff) -> None:
-        p = self.persistence
-        if p is None:
-            raise LocalMisuse("hand_off() needs a session_key and a store the next worker shares "
-                              "(RedisStore, SQLiteStore): connect(..., store=..., session_key=...)")
-        if self.state is table.INITIAL:
-            raise LocalMisuse("cannot hand off before connect(): open the session first")
-        if self.state in table.FINAL or self.handoff is not None:
-            return
-        self.handoff = HandOffRequest(requested_at=self._now, limit=event.limit)
-        self._arm(Timer.HAND_OFF, event.limit)
-        self._check_hand_off()  # not live (connecting, resuming): at the next setup
-
-    def _check_hand_off(self) -> None:
-        """Hand off if nothing would be cut now (guard `at_hand_off_point` of `hand_off`)."""
-        h = self.handoff
-        if h is not None and h.phase is handoff.Phase.WAITING:
-            self._offer(Trigger.HAND_OFF, {"limit": h.limit, "journal": len(self.journal)})
-
-    def _hand_off_at_limit(self) -> None:
-        h = self.handoff
-        if h is None or h.phase is not handoff.Phase.WAITING:
-            return
-        if self.state not in table.LIVE:  # no connection yet: hand off as soon as one is up
-            h.limit = 0.0
-            return
-        unanswered = sum(1 for e in self.journal if e.trigger and not e.answered
-                         and e.sent_generation is not None)
-        h.cut = handoff.cut_by_limit(self.turn.in_flight, self.turn.busy, self.calls.pending,
-                                     unanswered)
-        self._fire(Trigger.HAND_OFF_DEADLINE, {"limit": h.limit, "cut": h.cut})
-
-    def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
-        h, p, d = self.handoff, self.persistence, self.durable
-        assert h is not None and p is not None
-        if self.turn.in_flight and source in table.LIVE:
-            self._notify(ReplyInterrupted(generation=self.conn.generation, reason=trigger.value))
-        for timer in (Timer.HAND_OFF, Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.TOKEN):
-            self._cancel(timer)
-        self._leave_connection("handed off to another worker")
-        self.turn = Turn()
-        record = None
-        if self._check(Guard.HANDLE_VALID):
-            assert self.resumption.handle is not None and self.resumption.at is not None
-            record = self._latest_record(self.resumption.handle, self.resumption.at)
-        entries = tuple(self.journal)
-        for entry in entries:
-            entry.stored = True  # the hand-over replaces the store's journal with these
-        h.snapshot, h.transferred, h.phase = self._next_seq, inputs(entries), handoff.Phase.WRITING
-        d.pending = None  # the hand-over holds the latest handle
-        d.saved = self.resumption.handle
-        d.covered = d.dropped = ()
-        self._actions.append(HandOver(key=p.key, record=record, entries=entries, cut=h.cut))
-
-    def _on_hand_off_store(self, event: StoreDone | StoreFailed) -> None:
-        h, p = self.handoff, self.persistence
-        if h is None or p is None or self.state is not State.HANDING_OFF:
-            return
-        if event.op is StoreOp.HAND_OVER:
-            if isinstance(event, StoreDone):
-                self._fire(Trigger.HANDED_OFF, {"transferred": h.transferred})
-            else:  # the write may have landed and its answer been lost: ask for the lease back
-                h.phase = handoff.Phase.RECLAIMING
-                self._actions.append(Reclaim(key=p.key, ttl=p.lease_ttl))
-                h.error = event.error[:200]
-            return
-        error = h.error
-        if isinstance(event, StoreDone):
-            self._hand_off_failed(f"the store did not take the hand-off ({error}); the session "
-                                  "took its lease back and goes on here: try again later")
-            self._resync()
-            return
-        self._hand_off_failed(
-            f"the store did not take the hand-off ({error}) and cannot be asked whether another "
-            f"worker took it ({event.error[:200]}); the session goes on here, and ends if the "
-            "store later says another worker holds it")
-        d = self.durable
-        d.failures += 1
-        if not d.degraded:
-            d.degraded = True
-            self._notify(StoreDegraded(error=event.error[:200]))
-        self._arm(Timer.STORE_RETRY, p.retry_delay(d.failures))
-
-    def _hand_off_failed(self, reason: str) -> None:
-        self.handoff = None
-        self._notify(HandOffFailed(reason=reason))
-        self._fire(Trigger.HAND_OFF_FAILED, {"reason": reason})
-
-    def _end_handed_off(self) -> None:
-        """The store holds the session: what came after the hand-over is reported dropped, then
-        the application is told where the session went."""
-        h, p = self.handoff, self.persistence
-        assert h is not None and p is not None
-        audio, rest = handoff.after_snapshot(self.journal.take_all(), h.snapshot)
-        for entry in rest:
-            self._drop(entry, "it came after the session was handed off to another worker: "
-                              "send it there", remove=False)
-        if audio:
-            now, wall = self._now, self._wall()
-            self._count(dropped=len(audio))
-            self._notify(AudioGap(
-                since=wall - (now - audio[0].created_at), until=wall - (now - audio[-1].created_at),
-                chunks=len(audio), at_least=False,
-                reason="sent after the session was handed off to another worker"))
-        record_kept = self._check(Guard.HANDLE_VALID)
-        self._notify(HandedOff(key=p.key, transferred=h.transferred, resumable=record_kept,
-                               cut=h.cut))
-        self.end = Ended(reason=f"handed off to another worker: connect with session_key "
-                                f"{p.key!r} to go on", by_application=True)
-        self._notify(self.end)
+            handoff.at_limit(self)
 
     def restore_journal(self, entries: list[Entry], *, handed_off: bool,
                         audio: tuple[float, float, int] | None) -> list[Action]:
@@ -1181,25 +719,11 @@ class Lifecycle:
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore_journal() only before connect, not in state "
                               f"{self.state.value!r}")
-        p = self.persistence
-        assert p is not None
+        if self.persistence is None:
+            raise LocalMisuse("restore_journal() needs a store: connect(..., store=..., "
+                              "session_key=...)")
         self._actions = []
-        entries = sorted(entries, key=lambda e: e.seq)
-        for entry in entries:
-            entry.sent_generation = entry.sent_index = entry.sent_at = None
-            entry.stored, entry.storing = True, False
-            self.journal.append(entry)
-        self._next_seq = max([self._next_seq, *(e.seq for e in entries)])
-        for entry in handoff.unknown_call_responses(entries):
-            self._drop(entry, "tool response to a call the resumed session never issued: not "
-                              "replayed (the model asks again)")
-        self.durable.audio = "(the previous worker's)"  # the first write replaces that mark
-        self._notify(TookOver(key=p.key, handed_off=handed_off, restored=inputs(entries)))
-        if audio is not None and audio[2] > 0:
-            self._notify(AudioGap(
-                since=audio[0], until=audio[1], chunks=audio[2], at_least=True,
-                reason="the worker that held the session stopped without a hand-off; audio is "
-                       "not stored per chunk"))
+        handoff.take_over(self, entries, handed_off=handed_off, audio=audio)
         return self._actions
 
     # -- the machine -----------------------------------------------------------------------------
@@ -1209,6 +733,8 @@ class Lifecycle:
         return bool(table.rows_for(trigger, self.state))
 
     def _fire(self, trigger: Trigger, cause: dict[str, Any]) -> bool:
+        """Fire `trigger` with `cause` through the shared machine; a trigger the table has no row
+        for here is recorded as rejected. True when a transition happened."""
         self._cause = cause
         if not self._can(trigger):
             self._audit_trigger(trigger, None)
@@ -1216,6 +742,7 @@ class Lifecycle:
         return fire(self, trigger)
 
     def _drain_followups(self) -> None:
+        """Fire, in order, the triggers queued while an event or an entry action ran."""
         while self._followups:
             trigger, cause = self._followups.pop(0)
             self._fire(trigger, cause)
@@ -1240,13 +767,16 @@ class Lifecycle:
         getattr(self, f"_enter_{self.state.value}")(source, trigger)
 
     def _enter_idle(self, source: State, trigger: Trigger) -> None:
+        """The initial state: nothing to do (no row enters it)."""
         pass  # the initial state has no entering row
 
     def _enter_connecting(self, source: State, trigger: Trigger) -> None:
+        """Open a connection: the first, a fresh session after expiry (`restart_or_give_up`:
+        what the old context held is reported lost), or again after a backoff."""
         if trigger is Trigger.RESTART_OR_GIVE_UP:
             self._count(fresh_restarts=1)
-            self._notify_all(self.outcomes.settle_all(
-                LOST, "context lost: a fresh session started, which never issued it"))
+            toolcalls.all_lost(self, "context lost: a fresh session started, which never "
+                                     "issued it")
             self.old_socket.reset()
             if self.span.confirmed:
                 taken = self.journal.take_all()
@@ -1264,7 +794,7 @@ class Lifecycle:
             self.resumption = Resumption()
             self.span = Span()
             self.turn = Turn()
-            self.calls = Calls()
+            toolcalls.forget_all(self)
             if self.loss is None or self._stayed_up():
                 self.budget.streak_over()  # not a failure streak (a cap, a good connection)
             if self.budget.fresh_at_once(self._now):
@@ -1277,14 +807,19 @@ class Lifecycle:
             self._open()
 
     def _enter_streaming(self, source: State, trigger: Trigger) -> None:
+        """Setup completed: the connection carries input (`_enter_live`)."""
         if trigger is Trigger.SETUP_COMPLETE:
             self._enter_live(source)
 
     def _enter_compressed(self, source: State, trigger: Trigger) -> None:
+        """As `streaming`, on a session whose context the server compressed."""
         if trigger is Trigger.SETUP_COMPLETE:
             self._enter_live(source)
 
     def _enter_live(self, source: State) -> None:
+        """The connection is set up: replay the journal (`journal.plan_replay`), arm the caps
+        and the token timer, tell the application of a resume, and go on with a hand-off
+        that waited for a connection."""
         self._cancel(Timer.SETUP)
         self.conn.setup_done = True
         self.conn.live_at = self._now
@@ -1298,16 +833,16 @@ class Lifecycle:
             self._arm_session_cap()
         if source is State.RESUMING:
             self._count(resumes=1)
-        self._arm_token_timer()
+        tokens.arm_timer(self)
         plan = self.journal.plan_replay(self._now, self.policy.replay)
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
-        self._forget(plan.settled, covered=True)
+        storesync.forget(self, plan.settled, covered=True)
         history = repeated = continued = 0
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
             if barrier is not None and item.entry.seq >= barrier:
-                continue  # behind a write-through: `_release_waiting` sends it
+                continue  # behind a write-through: `storesync._release_waiting` sends it
             replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)
@@ -1333,13 +868,11 @@ class Lifecycle:
                     continued=continued,
                 )
             )
-        if self.handoff is not None:
-            if self.handoff.limit <= 0.0:  # its limit passed while there was no connection
-                self._hand_off_at_limit()
-            else:
-                self._check_hand_off()
+        handoff.live_again(self)
 
     def _enter_draining(self, source: State, trigger: Trigger) -> None:
+        """A goAway (or an expiring token): rotate at the next safe point, or at the deadline
+        minus the learned margin."""
         deadline = self.conn.go_away_deadline
         if deadline is None:
             deadline = self._now
@@ -1348,10 +881,13 @@ class Lifecycle:
         self._check_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
+        """Leave the connection and resume on a new one: at once (a rotation, a first
+        attempt), after a wait for an old socket the server holds, or after a backoff."""
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
         self._mark_cut(source, trigger)
-        self._cancel_unknown_calls()
+        toolcalls.cancel_unknown(self,
+            self.resumption.at if self.resumption.handle is not None else None)
         if trigger in table.ROTATIONS:
             self._count(rotations=1)
             self.budget.streak_over()
@@ -1378,7 +914,13 @@ class Lifecycle:
             retry_in=round(delay, 4), gives_up_in=round(wait.gives_up_in(self._now, retry), 4)))
         self._arm(Timer.BACKOFF, delay)
 
+    def _enter_handing_off(self, source: State, trigger: Trigger) -> None:
+        """Give the session to the store for another worker (`handoff.enter`)."""
+        handoff.enter(self, source, trigger)
+
     def _enter_expired(self, source: State, trigger: Trigger) -> None:
+        """The session can no longer be resumed: mark the cut reply, stop the timers, and ask
+        the table whether to start fresh or give up."""
         self._leave_connection("session expired")
         self._mark_cut(source, trigger)  # before the fresh session's reply can begin
         for timer in (Timer.ROTATE, Timer.BACKOFF, Timer.SETUP, Timer.SESSION_CAP, Timer.TOKEN):
@@ -1387,11 +929,14 @@ class Lifecycle:
             (Trigger.RESTART_OR_GIVE_UP, {"reason": self._expiry_reason(trigger)}))
 
     def _enter_terminated(self, source: State, trigger: Trigger) -> None:
+        """The end: every input not delivered is reported dropped, every open tool call lost,
+        the store told (`storesync.at_end`), then `Ended`."""
         self._leave_connection(str(self._cause.get("reason") or trigger.value))
         for timer in list(self._timers):
             self._cancel(timer)
         if trigger is Trigger.HANDED_OFF:
-            self._end_handed_off()
+            self.end = handoff.end(self)
+            self._notify(self.end)
             return
         by_app = trigger is Trigger.CLOSE
         if not by_app:  # the application that closed reads no more; anyone else is told
@@ -1402,9 +947,8 @@ class Lifecycle:
             elif not by_app and entry.trigger and not entry.answered and entry.seq != OWED:
                 self._drop(entry, "the session ended before the model answered it",
                            remove=False)
-        self._notify_all(self.outcomes.settle_all(LOST, "the session ended before it was "
-                                                        "answered"))
-        self._final_store_actions()
+        toolcalls.all_lost(self, "the session ended before it was answered")
+        storesync.at_end(self)
         lost = self.loss is not None and not by_app and (trigger in (
             Trigger.CONNECTION_LOST, Trigger.SETUP_REFUSED, Trigger.RESTART_OR_GIVE_UP)
             or self.loss.failure is Failure.CALLBACK)
@@ -1416,27 +960,12 @@ class Lifecycle:
         )
         self._notify(self.end)
 
-    def _final_store_actions(self) -> None:
-        """At the end: the latest handle to the store (a later process may resume it), then the
-        lease back. Tried once even while the store is down."""
-        p, d = self.persistence, self.durable
-        if p is None:
-            return
-        if self.handoff is not None and self.handoff.phase is not handoff.Phase.WAITING:
-            return  # the hand-over in flight decides what the store holds
-        if not d.fenced:
-            self._queue_latest()
-            if d.pending is not None:
-                self._actions.append(d.pending)
-                d.pending = None
-            # the session is over: nothing of its journal is replayed by a later one
-            self._actions.append(WriteJournal(key=p.key, clear=True, audio=""))
-        self._actions.append(ReleaseLease(key=p.key))
-
     def _end_reason(self, trigger: Trigger) -> str:
+        """Why the session ended, in words (`wording.end_reason`)."""
         return wording.end_reason(self, trigger, self._cause)
 
     def _expiry_reason(self, trigger: Trigger) -> str:
+        """Why the session expired, in words (`wording.expiry_reason`)."""
         return wording.expiry_reason(self, trigger)
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -1445,55 +974,9 @@ class Lifecycle:
         """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row); with
         a hand-off asked for, hand off instead (guard `at_hand_off_point`)."""
         if self.handoff is not None:
-            self._check_hand_off()
+            handoff.check(self)
             return
         self._offer(Trigger.SAFE_POINT, {"journal": len(self.journal)})
-
-    def _cancel_unknown_calls(self) -> None:
-        """Calls issued after the handle the resume uses are unknown to the resumed session:
-        the application is told they are cancelled (in-band, as the service does on barge-in),
-        and their responses, journaled or still to come, are never sent (a strict server closes
-        on a response to a call it never issued). The replayed turn makes the model ask again.
-        Calls the handle covers stay pending: the resumed session waits for their answers."""
-        handle_at = self.resumption.at if self.resumption.handle is not None else None
-        unknown = {c for c, t in self.calls.issued.items() if handle_at is None or t > handle_at}
-        if not unknown:
-            return
-        pending = sorted(c for c in self.calls.pending if c in unknown)
-        for call in pending:
-            del self.calls.pending[call]
-        why = ("the tool call was cancelled: the connection that issued it ended before a "
-               "handle covered it (the model asks again)")
-        self.calls.cancelled.update(dict.fromkeys(unknown, why))
-        for call in unknown:
-            del self.calls.issued[call]
-        stale = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE
-                 and e.tool_ids and set(e.tool_ids) <= unknown]
-        for entry in stale:
-            for call in entry.tool_ids:
-                self.calls.cancelled.pop(call, None)
-            self._drop(entry, "tool response to a call the resumed session never issued: "
-                              "not replayed (the model asks again)", marked=True)
-        if pending:
-            self._notify(ToolCallsCancelled(ids=tuple(pending)))
-            self._notify_all(self.outcomes.settle(pending, LOST, why))
-
-    def _server_cancelled(self, ids: tuple[str, ...]) -> None:
-        """The server cancelled calls (`toolCallCancellation`: barge-in, or new input during a
-        BLOCKING call on 3.8 with Vertex): they are never answered. A response the application
-        sends for one later is dropped; one journaled and not yet sent leaves the journal."""
-        why = _SERVER_CANCELLED + ": a response to it is never sent"
-        for call in ids:
-            self.calls.pending.pop(call, None)
-            if self.outcomes.is_open(call):
-                self.calls.cancelled[call] = why
-        unsent = [e for e in self.journal if e.kind is InputKind.TOOL_RESPONSE and e.sends == 0
-                  and e.tool_ids and set(e.tool_ids) <= set(ids)]
-        self._notify_all(self.outcomes.settle(ids, CANCELLED, why))
-        for entry in unsent:
-            for call in entry.tool_ids:
-                self.calls.cancelled.pop(call, None)
-            self._drop(entry, why, owed=False)
 
     def _stayed_up(self) -> bool:
         """Whether the current connection worked: it answered a turn, or stayed up for
@@ -1507,6 +990,8 @@ class Lifecycle:
         self._arm(Timer.BACKOFF, self.budget.backoff(self._now, self._rng.random()))
 
     def _open(self) -> None:
+        """A new connection: resume with the handle when resuming, else a new session whose
+        setup carries the latest context (`context.py`)."""
         self.conn = Connection(generation=self.conn.generation + 1, open=True,
                                opened_at=self._now)
         self._count(connections=1)
@@ -1523,6 +1008,7 @@ class Lifecycle:
         self._arm(Timer.SETUP, self.policy.limits.setup_timeout)
 
     def _leave_connection(self, reason: str) -> None:
+        """Close the current connection (if open) with `reason`."""
         self._cancel(Timer.TOKEN)  # the token's expiry ends that connection only
         if self.conn.open:
             self._actions.append(
@@ -1533,6 +1019,8 @@ class Lifecycle:
 
     def _send(self, entry: Entry, *, replay: bool, as_history: bool,
               continuation: bool = False) -> None:
+        """Put `entry` on the current connection, in order; a tool response's first send
+        answers its calls."""
         conn = self.conn
         self.journal.mark_sent(entry, conn.generation, conn.next_index)
         conn.next_index += 1
@@ -1540,8 +1028,7 @@ class Lifecycle:
         counters.sent += 1
         if replay:
             counters.replayed += 1
-        if entry.kind is InputKind.TOOL_RESPONSE and entry.sends == 1:
-            self._notify_all(self.outcomes.settle(entry.tool_ids, ANSWERED))
+        toolcalls.sent(self, entry)
         self._actions.append(
             Send(generation=conn.generation, entry=entry, replay=replay, as_history=as_history,
                  continuation=continuation)
@@ -1565,7 +1052,7 @@ class Lifecycle:
         server cancelled): it is no turn."""
         if remove:
             self.journal.remove([entry])
-        self._forget((entry,), covered=False)
+        storesync.forget(self, (entry,), covered=False)
         self._count(dropped=1)
         turn = owed and entry.trigger and not entry.answered
         if turn and not marked and entry.sends and self._cut_marks:
@@ -1573,10 +1060,12 @@ class Lifecycle:
             marked = True
         self._notify(InputDropped(seq=entry.seq, kind=entry.kind.value, reason=reason,
                                   turn=turn, in_band=turn and not marked))
-        if entry.kind is InputKind.TOOL_RESPONSE:
-            self._notify_all(self.outcomes.settle(entry.tool_ids, LOST, reason))
+        toolcalls.dropped(self, entry, reason)
 
     def _arm_session_cap(self) -> None:
+        """Arm the server's session cap (`Limits.session_cap_audio`, or `session_cap_video`
+        once video was sent) from the span's start, unless context-window compression is
+        configured, which lifts the cap."""
         started = self.span.started_at
         if self.policy.compression or started is None:
             return
@@ -1584,24 +1073,33 @@ class Lifecycle:
         cap = limits.session_cap_video if self.span.video_sent else limits.session_cap_audio
         self._arm(Timer.SESSION_CAP, max(0.0, started + cap - self._now))
 
+    def _emit(self, action: Action) -> None:
+        """An action for the shell, in order with the others this event causes."""
+        self._actions.append(action)
+
     def _arm(self, timer: Timer, delay: float) -> None:
+        """Arm `timer` (re-arming replaces it): the shell feeds `TimerFired` with this token."""
         self._token += 1
         self._timers[timer] = self._token
         self._actions.append(ArmTimer(timer=timer, delay=delay, token=self._token))
 
     def _cancel(self, timer: Timer) -> None:
+        """Cancel `timer` if armed."""
         if self._timers.pop(timer, None) is not None:
             self._actions.append(CancelTimer(timer=timer))
 
     def _notify_all(self, notices: list[Notice]) -> None:
+        """Tell the application each notice, in order."""
         for notice in notices:
             self._notify(notice)
 
     def _notify(self, notice: Notice) -> None:
+        """Tell the application (`Notify`), and record it in the audit log."""
         self._actions.append(Notify(notice=notice))
         self._record("notice", notice_name(notice), cause=notice_fields(notice))
 
     def _count(self, **deltas: int) -> None:
+        """Add to the running counters."""
         c = self.counters
         for key, delta in deltas.items():
             setattr(c, key, getattr(c, key) + delta)
@@ -1609,6 +1107,7 @@ class Lifecycle:
     # -- audit -----------------------------------------------------------------------------------
 
     def _audit_trigger(self, trigger: Trigger, transition: Any) -> None:
+        """The audit record of a trigger: a transition, or rejected when no row took it."""
         if transition is None:
             self._record(
                 "rejected", trigger.value, cause=self._cause, source=self.state.value, dest=None
@@ -1623,12 +1122,14 @@ class Lifecycle:
             )
 
     def _handle_fp(self) -> str | None:
+        """The latest handle's fingerprint, computed once per handle."""
         handle = self.resumption.handle
         if self._fp_of != handle:
             self._fp_of, self._fp = handle, fingerprint(handle)
         return self._fp
 
     def _record(self, kind: str, name: str, *, cause: dict[str, Any], **extra: Any) -> None:
+        """Write one audit record: the event, transition or notice, with the engine's state."""
         self._audit_seq += 1
         record: AuditRecord = {
             "session": self.session_id,

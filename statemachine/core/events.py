@@ -175,17 +175,51 @@ class Failure(enum.StrEnum):
     #: an application callback (on_notice, on_event, the audit sink) raised: the application's
     #: error, never a connection's (`CallbackFailed`; it ends the session, no retry)
     CALLBACK = "callback"
+    #: observed only (the core settles it, `failures.settle`; never in a record): google-genai
+    #: raised on data it was handling (ValueError, TypeError, KeyError, AttributeError). Whose
+    #: data, the request being built (LOCAL) or a message the server sent (MALFORMED), follows
+    #: from `ConnectionLost.operation`
+    INVALID_DATA = "invalid_data"
+    #: observed only (settled as LOCAL): an exception of a kind the shell does not know
+    UNEXPECTED = "unexpected"
+
+
+class Operation(enum.StrEnum):
+    """What the shell was doing when a connection failed: a fact it knows for certain, since it
+    is the one doing it."""
+
+    #: asking the application's token provider for this connection's token
+    TOKEN = "token"
+    #: google-genai building the connect request (model, config, URL) and dialing: no
+    #: connection made yet, so nothing the server sent can be involved
+    REQUEST = "request"
+    #: a connection is made: TLS, the WebSocket handshake, the setup message and its answer
+    SETUP = "setup"
+    #: reading a server message on a live connection
+    RECEIVE = "receive"
 
 
 @attrs.frozen(kw_only=True)
 class ConnectionLost(ConnectionEvent):
-    """The connection of `generation` is gone: a close code, a refused handshake, a failure."""
+    """The connection of `generation` is gone: a close code, a refused handshake, a failure.
+
+    The shell reports what it saw; the core settles what it was (`failures.settle`) before it
+    records or acts on it. For a close: `close_received` False says no close frame came (then
+    `code` is None: RFC 6455 calls that 1006, a rule the core applies, `closecodes`), and
+    `sent_code`/`sent_reason` give the close frame this client had sent, if any (1009 for a
+    server frame over the size limit, 1011 for a keepalive timeout). None: not said (`code`
+    is then taken as it is)."""
 
     code: int | None = None
     reason: str = ""
     http_status: int | None = None
     during_setup: bool = False
     failure: Failure = Failure.CLOSED
+    #: what the shell was doing (None: not said)
+    operation: Operation | None = None
+    close_received: bool | None = None
+    sent_code: int | None = None
+    sent_reason: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -607,7 +607,7 @@ class Journal:
                     history_turn = True
                 elif entry.kind is InputKind.TOOL_RESPONSE and history_turn and not entry.tool_ids:
                     # with ids, a call the resumed session knows waits for its response (3.x);
-                    # one it does not know was dropped already (`_cancel_unknown_calls`)
+                    # one it does not know was dropped already (`toolcalls.cancel_unknown`)
                     gone.append(entry)
                     dropped.append((entry, "answered tool response: covered by history replay"))
                 else:
@@ -618,3 +618,23 @@ class Journal:
             items.append(continuation)
         self.remove(gone + settled)
         return ReplayPlan(items=tuple(items), dropped=tuple(dropped), settled=tuple(settled))
+
+
+def cover(journal: Journal, generation: int, *, at: float, lag: float, last_consumed: int | None,
+          transparent: bool, rtt: float | None, policy: ReplayPolicy,
+          reply: tuple[float, int] | None) -> list[Entry]:
+    """What a resumable handle issued at `at` on connection `generation` covers: those entries
+    leave the journal (returned); a turn whose reply was streaming (`reply`: when it began,
+    characters so far) is held instead (see the module's docstring). Transparent mode reads
+    the server's index; otherwise input sent within the crossing window before the handle (the
+    measured `rtt`, or `policy.crossing_default`, plus the slack and the reader's `lag`) may
+    have crossed it and stays."""
+    if transparent and last_consumed is not None:
+        return journal.prune_by_index(generation, last_consumed, reply)
+    window = rtt if rtt is not None else policy.crossing_default
+    sent_before = at - window - policy.crossing_slack - lag
+    covered = []
+    if reply is not None:
+        covered = journal.hold_in_flight(generation, reply[0], sent_before, reply[1])
+    covered += journal.prune_covered(generation, sent_before=sent_before)
+    return covered

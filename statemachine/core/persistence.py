@@ -1,7 +1,7 @@
 """What the core knows of handle persistence: the record a store keeps, and the settings.
 
 The decisions (what to save or forget, when to renew the lease, when the store counts as down or
-back, when the lease is lost) are the engine's; the shell performs the store actions and feeds
+back, when the lease is lost) are `storesync.py`'s; the shell performs the store actions and feeds
 back `StoreDone`, `StoreFailed` and `LeaseLost`. Times in a `StoredHandle` are Unix seconds:
 stores are shared between processes and machines.
 """

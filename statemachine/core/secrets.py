@@ -14,17 +14,21 @@ from .records import fingerprint
 #: handles kept for redaction: a session may see thousands; the latest are the ones a server
 #: could still echo
 HANDLES_KEPT = 64
+#: ephemeral tokens kept for redaction: one per connection; a token long replaced is no longer
+#: one a server could echo
+TOKENS_KEPT = 4
 
 
 class Secrets:
     """Values never to show, each with what to show instead."""
 
-    __slots__ = ("_handles", "_shown")
+    __slots__ = ("_handles", "_shown", "_tokens")
 
     def __init__(self) -> None:
         self._shown: dict[str, str] = {}
-        #: in the order seen (a list: an empty deque alone is 0.6 KB a session)
+        #: in the order seen (lists: an empty deque alone is 0.6 KB a session)
         self._handles: list[str] = []
+        self._tokens: list[str] = []
 
     def __bool__(self) -> bool:
         return bool(self._shown)
@@ -37,6 +41,16 @@ class Secrets:
     def forget(self, value: str) -> None:
         """Stop looking for a value (an ephemeral token long replaced)."""
         self._shown.pop(value, None)
+
+    def add_token(self, token: str) -> None:
+        """An ephemeral token a connection dials with, shown as "[token]"; the latest
+        `TOKENS_KEPT` are kept (a session may be given one per connection for hours)."""
+        if not token or token in self._tokens:
+            return
+        self._shown[token] = "[token]"
+        self._tokens.append(token)
+        if len(self._tokens) > TOKENS_KEPT:
+            self._shown.pop(self._tokens.pop(0), None)
 
     def add_handle(self, handle: str) -> None:
         """A resumption handle, shown as its fingerprint; the latest `HANDLES_KEPT` are kept,

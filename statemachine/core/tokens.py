@@ -1,12 +1,24 @@
 """Ephemeral tokens, as the core sees them: when the current connection's token expires, and
 whether moving to a fresh one buys time. The shell asks the application's provider for a token
 before each connection and reports its expiry (`TokenIssued`); the engine arms the token timer
-and, when it fires, asks `renewing` whether to move like after a `goAway`.
+(`arm_timer`) and, when it fires (`expiring`), asks `renewing` whether to move like after a
+`goAway`. The steps are functions of the engine, like the guards; the state is its `Tokens`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import attrs
+
+from .actions import CloseConnection, TokenExpiring
+from .bookkeeping import Loss
+from .closecodes import TOKEN_REFUSED_HINT, Disposition
+from .events import Failure, Timer, TokenIssued
+from .table import Trigger
+
+if TYPE_CHECKING:
+    from .engine import Lifecycle
 
 
 @attrs.define(kw_only=True, slots=True)
@@ -34,3 +46,41 @@ class Tokens:
         expires_at = self.expires_at
         return (self.fresh and expires_at is not None
                 and (self.moved_from is None or expires_at >= self.moved_from + lead))
+
+
+def issued(s: Lifecycle, event: TokenIssued) -> None:
+    """The shell got a token for the connection: arm the timer that acts before it expires,
+    or end the session if the provider gave one that has expired already."""
+    s.tokens.expires_at = event.expires_at
+    if event.expires_at is not None and event.expires_at <= event.at and s.conn.open:
+        # dialing with it would be refused: end here, saying whose token it is
+        s._emit(CloseConnection(generation=s.generation, code=1000, reason="expired token"))
+        ago = event.at - event.expires_at
+        s._lose(Loss(disposition=Disposition.FATAL, failure=Failure.TOKEN_PROVIDER,
+                     why=f"the token provider returned a token that expired {ago:.1f}s ago",
+                     hint=TOKEN_REFUSED_HINT), {})
+    elif s.conn.setup_done:  # normally before setup: entering a live state arms the timer
+        arm_timer(s)
+
+
+def arm_timer(s: Lifecycle) -> None:
+    """Arm the token timer `token_lead` before the current token expires (if it does)."""
+    delay = s.tokens.timer_delay(s.now, s.policy.limits.token_lead)
+    if delay is not None:
+        s._arm(Timer.TOKEN, delay)
+
+
+def expiring(s: Lifecycle, cause: dict[str, Any]) -> None:
+    """The connection's token expires within `token_lead`: move to a connection with a fresh
+    one when that buys time (`Tokens.renewing`). Either way the application is told."""
+    tokens, lead = s.tokens, s.policy.limits.token_lead
+    expires_at = tokens.expires_at
+    if expires_at is None:
+        return
+    renewing = s._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
+    s._notify(TokenExpiring(expires_in=max(0.0, expires_at - s.now), renewing=renewing))
+    if renewing:
+        tokens.moved_from = expires_at
+        current = s.conn.go_away_deadline
+        s.conn.go_away_deadline = expires_at if current is None else min(current, expires_at)
+        s._fire(Trigger.TOKEN_EXPIRING, {**cause, "expires_in": round(expires_at - s.now, 3)})

@@ -64,6 +64,9 @@ class ConnectionPlan:
     #: what the garbage is: "text" (not JSON), "array" (JSON, not an object), "binary" (bytes
     #: that are not UTF-8) or "oversized" (a frame over the client's 1 MiB limit)
     garbage: str = "text"
+    #: answer the setup with a frame the protocol does not allow (a kind of `garbage`) instead
+    #: of setupComplete, then wait for the client to close
+    setup_garbage: str | None = None
     #: drop the connection (1006) instead of sending the n-th handle issued after a turn, so the
     #: client holds a reply whose covering handle never came
     drop_at_turn_handle: int | None = None
@@ -252,7 +255,9 @@ class Connection:
         if session is None:
             return False
         self.turns.configure(session, setup)
-        if self.plan.no_setup:
+        if self.plan.no_setup or self.plan.setup_garbage is not None:
+            if self.plan.setup_garbage is not None:
+                await self.send_garbage(self.plan.setup_garbage)
             await self.ws.wait_closed()
             return False
         delay = self.plan.setup_delay if self.plan.setup_delay is not None else 0.0
