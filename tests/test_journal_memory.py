@@ -281,3 +281,21 @@ def test_chunks_of_another_shape_or_connection_are_not_packed_together() -> None
         d.feed(ClientInput(at=d.tick(CHUNK), kind=InputKind.AUDIO, payload=w))
     assert len(engine.journal.entries()) < 20
     assert [e.payload for e in engine.journal] == [*a, other, *b, *whole]
+
+
+def test_the_pool_holds_what_packing_frees_till_the_next_pass_not_the_whole_window() -> None:
+    """Written chunks are packed every `RELEASE_SLACK` and their entries kept for the next
+    chunks: the pool holds about as many as the session makes between two passes, never the
+    hundreds of chunks it streams between two handles, nor the window's worth a resume sends
+    again (unpacked, one entry each, then packed once written)."""
+    engine, d = _session(staleness=2.0)
+    per_pass = RELEASE_SLACK / CHUNK + 2
+    for k in range(500):  # 10 s of audio, no handle
+        _chunks(d, 1, start=k)
+        assert len(engine.journal.pool()) <= per_pass
+        if k == 300:  # a resume sends the window's chunks again
+            d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+            d.feed(SetupComplete(at=d.tick(), generation=2))
+            assert len(_replayed(d, 2)) > 90
+    assert len(engine.journal) == 500 - len(notices(d, InputDropped))
+    assert len(engine.journal.entries()) < 20
