@@ -65,11 +65,10 @@ from ..core.events import (
 from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
-from ..core.wording import terminated_error
+from ..core.wording import shown_cause, terminated_error
 from ..errors import (
     CallbackError,
     LocalMisuse,
-    RemoteProtocolError,
     SessionTerminated,
     SettingsError,
 )
@@ -648,11 +647,7 @@ class LiveSession:
         if isinstance(error, CallbackError):  # the application's own exception, chained
             error.__cause__ = callbacks.error
             return error
-        cause = self._last_error
-        if cause is not None and self._core.redact(str(cause)) != str(cause):
-            # the server echoed a secret into its error: chain a copy without it
-            cause = RemoteProtocolError(f"{type(cause).__name__}: {self._core.redact(str(cause))}")
-        error.__cause__ = cause
+        error.__cause__ = shown_cause(self._last_error, self._core.redact)
         return error
 
     def _perform(self, actions: list[Action]) -> None:

@@ -2,12 +2,13 @@
 to do about it, from the engine's bookkeeping (read, never changed).
 
 Every ending says what happened (the close code and reason as the server gave them, secrets
-already redacted) and, when the application can act, what to do.
+already redacted) and, when the application can act, what to do. The exception a session
+raises (`terminated_error`) is here too, and the cause chained to it (`shown_cause`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CallbackError, RemoteProtocolError, SessionTerminated
@@ -94,3 +95,18 @@ def terminated_error(end: Ended | None,
     kind = (RemoteProtocolError if end is not None and end.failure == Failure.MALFORMED
             else SessionTerminated)
     return kind(end.reason if end else "session ended", code=end.code if end else None)
+
+
+def shown_cause(cause: BaseException | None,
+                redact: Callable[[str], str]) -> BaseException | None:
+    """The exception to chain to what the application catches: `cause` itself, unless its
+    text carries a secret (a server echoed a handle or the key into its error); then a copy
+    whose text shows none (a `RemoteProtocolError` naming the original type), never the
+    original."""
+    if cause is None:
+        return None
+    text = str(cause)
+    shown = redact(text)
+    if shown == text:
+        return cause
+    return RemoteProtocolError(f"{type(cause).__name__}: {shown}")
