@@ -7,8 +7,9 @@ are not added to it as models (see `machine.py`): the engine fires a trigger on 
 machine reads and writes its state attribute. Guards are the pure functions of `guards.py`; the
 machine's `after_state_change` writes the transition's audit record and runs the destination's
 entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its `finalize_event`
-records triggers no guard let through. `feed()` writes one audit record per event. The engine asks
-the table whether a trigger applies (`_can`, `_offer`); it keeps no list of states of its own.
+records triggers no guard let through. `feed()` writes one audit record per event (but a `Close`
+after the end, which changes nothing). The engine asks the table whether a trigger applies
+(`_can`, `_offer`); it keeps no list of states of its own.
 
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
@@ -16,8 +17,8 @@ Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff)
 steps of their own: the store side (`storesync.py`), the hand-off (`handoff.py`), the tool
 calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions of the
 engine (the state stays in its records, so a session pays for no extra object), and they act
-through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their actions
-come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
+through its private steps (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`, `_send`,
+`_lose`, `_leave_connection`), so their actions come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
 its bookkeeping records are in `bookkeeping.py`.
 """
 
