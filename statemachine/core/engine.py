@@ -18,8 +18,9 @@ steps of their own: the store side (`storesync.py`), the hand-off (`handoff.py`)
 calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions of the
 engine (the state stays in its records, so a session pays for no extra object), and they act
 through its private steps (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`, `_send`,
-`_lose`, `_leave_connection`), so their actions come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
-its bookkeeping records are in `bookkeeping.py`.
+`_lose`, `_leave_connection`), so their actions come out in order with the rest. The engine
+keeps dispatch, entry actions, timers and records; its bookkeeping records are in
+`bookkeeping.py`.
 """
 
 from __future__ import annotations
@@ -716,7 +717,8 @@ class Lifecycle:
         """Seed the journal another worker left in the store (after `restore()` of its handle,
         before `Connect`): the entries are replayed once the session is live, as after a local
         resume. `audio`: the audio mark it left (since, until, chunks), reported as a gap.
-        Returns the actions to perform (notices)."""
+        Returns the actions to perform (notices; none when the store held no entry, no
+        hand-off marker and no audio mark: nothing was taken over)."""
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore_journal() only before connect, not in state "
                               f"{self.state.value!r}")
