@@ -313,11 +313,10 @@ class LiveSession:
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
                 self._report_callback_error()
-            restored = self._store.restored
-            if restored.entries or restored.hand_off or restored.audio:
-                self._perform(self._core.restore_journal(
-                    self._store.entries(self._now), handed_off=restored.hand_off is not None,
-                    audio=writethrough.read_mark(restored.audio)))
+            restored = self._store.restored  # the core says whether it was a take-over
+            self._perform(self._core.restore_journal(
+                self._store.entries(self._now), handed_off=restored.hand_off is not None,
+                audio=writethrough.read_mark(restored.audio)))
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
