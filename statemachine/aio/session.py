@@ -265,10 +265,9 @@ class LiveSession:
     def notices_seen(self) -> deque[Notice]:
         """The most recent notices (the last `NOTICES_KEPT`: a session may run for hours, and a
         resume can drop seconds of stale audio, a notice per chunk). Every notice reaches
-        `on_notice` and `notices()`."""
-        if self._seen is None:
-            self._seen = deque(maxlen=NOTICES_KEPT)
-        return self._seen
+        `on_notice` and `notices()`. Before the first notice: an empty deque, not kept (the
+        session makes its own at the first notice: reading never changes the session)."""
+        return self._seen if self._seen is not None else deque(maxlen=NOTICES_KEPT)
 
     @property
     def state(self) -> str:
