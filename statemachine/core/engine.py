@@ -561,7 +561,7 @@ class Lifecycle:
             toolcalls.issued(self, event)
         elif isinstance(event, ToolCallCancellation):
             toolcalls.server_cancelled(self, event.ids)
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
             reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
@@ -569,10 +569,10 @@ class Lifecycle:
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
             toolcalls.turn_ended(self)
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
         elif isinstance(event, Latency):
@@ -608,7 +608,7 @@ class Lifecycle:
         self._count(confirmed=inputs(covered))
         storesync.forget(self, covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
-        self._check_safe_point()
+        self._offer_safe_point()
 
     def _on_usage(self, event: Usage) -> None:
         """`usageMetadata`: a prompt count that falls past the compression target means the
@@ -841,14 +841,16 @@ class Lifecycle:
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
         storesync.forget(self, plan.settled, covered=True)
-        history = repeated = continued = 0
+        replayed = history = repeated = continued = 0
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
             if barrier is not None and item.entry.seq >= barrier:
                 continue  # behind a write-through: `storesync._release_waiting` sends it
+            # read before `_send` counts this send: sent on an earlier connection
             replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)
+            replayed += replay
             if item.as_history:
                 history += 1
             if item.continuation:
@@ -863,8 +865,7 @@ class Lifecycle:
             self._notify(
                 Resumed(
                     generation=self.conn.generation,
-                    replayed=sum(1 for i in plan.items
-                                 if i.entry.sends > 1 and not i.continuation),
+                    replayed=replayed,
                     as_history=history,
                     repeated=repeated,
                     dropped=len(plan.dropped),
@@ -881,7 +882,7 @@ class Lifecycle:
             deadline = self._now
         rotate_at = deadline - self.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
-        self._check_safe_point()
+        self._offer_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
         """Leave the connection and resume on a new one: at once (a rotation, a first
@@ -973,9 +974,10 @@ class Lifecycle:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _check_safe_point(self) -> None:
-        """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row); with
-        a hand-off asked for, hand off instead (guard `at_hand_off_point`)."""
+    def _offer_safe_point(self) -> None:
+        """Something a safe point depends on changed: offer `safe_point`, which the table takes
+        when its guard `at_safe_point` holds; with a hand-off asked for, offer `hand_off`
+        instead (guard `at_hand_off_point`). It decides nothing itself."""
         if self.handoff is not None:
             handoff.check(self)
             return
