@@ -2,12 +2,13 @@
 
 `LiveSession.hand_off()` feeds `HandOff`. From then on new turns are held back (journaled, not
 sent: they would start a reply the hand-off cuts), and at the first **safe point** (no reply in
-flight, no tool call waiting for its response, no turn input the latest handle does not cover,
-and a valid handle, or none needed because the server holds nothing yet) the table's
-`hand_off` moves the session to `handing_off`: the connection is closed and one atomic store
-write (`HandOver`) holds the latest handle, every journal entry no handle covers (audio
-included, so nothing taken in is lost) and a hand-off marker, and releases the lease. If no
-safe point comes within the limit, the hand-off happens then and says what it cut.
+flight, the interaction idle, no tool call waiting for its response, no turn input the latest
+handle does not cover, and a valid handle, or none needed because the server holds nothing
+yet) the table's `hand_off` moves the session to `handing_off`: the connection is closed and
+one atomic store write (`HandOver`) holds the latest handle, every journal entry no handle
+covers (audio included, so nothing taken in is lost) and a hand-off marker, and releases the
+lease. If no safe point comes within the limit, the hand-off happens then and says what it
+cut.
 
 Input that arrives after the hand-over was queued is not in it: once the store confirms, it is
 reported dropped (`InputDropped`; audio as one `AudioGap`), and the session ends (`HandedOff`,
