@@ -114,3 +114,14 @@ def test_a_cause_that_echoes_a_secret_is_chained_as_a_copy_that_shows_none() -> 
     assert isinstance(shown, RemoteProtocolError) and shown is not echoed
     assert "AIzaKEY" not in str(shown) and "handle-123" not in str(shown)
     assert str(shown).startswith("ConnectionError: ") and "[api key]" in str(shown)
+
+
+def test_the_core_says_whether_the_stream_ends_in_an_error() -> None:
+    """`receive()` ends quietly after `close()` or a hand-off, and raises for any other end,
+    or whenever an application callback raised: the core's call, not the shell's."""
+    closed = Ended(reason="closed by the application", by_application=True)
+    lost = Ended(reason="the service kept failing", code=1011, by_application=False)
+    assert not wording.ends_in_error(closed, callback_failed=False)
+    assert wording.ends_in_error(closed, callback_failed=True)
+    assert wording.ends_in_error(lost, callback_failed=False)
+    assert not wording.ends_in_error(None, callback_failed=False)

@@ -65,7 +65,7 @@ from ..core.events import (
 from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
-from ..core.wording import shown_cause, terminated_error
+from ..core.wording import ends_in_error, shown_cause, terminated_error
 from ..errors import (
     CallbackError,
     LocalMisuse,
@@ -510,9 +510,7 @@ class LiveSession:
                 item = self._messages.popleft()
                 if item is END:
                     self._messages.append(END)
-                    end = self._core.end
-                    if (end is not None and not end.by_application) \
-                            or self._callbacks.error is not None:
+                    if ends_in_error(self._core.end, self._callbacks.error is not None):
                         raise self._terminated()
                     return
                 yield item

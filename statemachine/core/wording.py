@@ -80,6 +80,13 @@ def expiry_reason(s: Lifecycle, trigger: Trigger) -> str:
     return trigger.value
 
 
+def ends_in_error(end: Ended | None, callback_failed: bool) -> bool:
+    """Whether the application's `receive()` raises at the end of the stream: the session
+    ended other than by `close()` (or a hand-off), or an application callback raised. Else the
+    stream just ends."""
+    return callback_failed or (end is not None and not end.by_application)
+
+
 def terminated_error(end: Ended | None,
                      callback: str | None = None) -> SessionTerminated | CallbackError:
     """The exception for a session that ended other than by `close()`: `RemoteProtocolError`
