@@ -524,9 +524,9 @@ class Lifecycle:
         self._fire(Trigger.FATAL_ERROR, {"reason": why, "callback": event.callback})
 
     def _held(self, entry: Entry) -> bool:
-        """In a state that holds turns (draining), a new turn would start on a connection about
-        to end and be cut by the rotation: hold it (journaled) for the next connection. Tool
-        responses still go out: the turn in flight needs them to finish."""
+        """In a state that holds turns (draining), or with a hand-off asked for, a new turn would
+        start on a connection about to end and be cut: hold it (journaled) for the next
+        connection or worker. Tool responses still go out: the turn in flight needs them."""
         return (
             entry.trigger
             and entry.kind is not InputKind.TOOL_RESPONSE
@@ -885,8 +885,10 @@ class Lifecycle:
         self._offer_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
-        """Leave the connection and resume on a new one: at once (a rotation, a first
-        attempt), after a wait for an old socket the server holds, or after a backoff."""
+        """Leave the connection and resume on a new one: at once (a rotation, a restored
+        handle, a retry whose backoff elapsed, a failed hand-off, the first attempt after a
+        resumable close), after a wait for an old socket the server holds, or after a backoff
+        (`RetryBudget` says which)."""
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
         self._mark_cut(source, trigger)
