@@ -3,7 +3,8 @@ to do about it, from the engine's bookkeeping (read, never changed).
 
 Every ending says what happened (the close code and reason as the server gave them, secrets
 already redacted) and, when the application can act, what to do. The exception a session
-raises (`terminated_error`) is here too, and the cause chained to it (`shown_cause`).
+raises is here too: whether `receive()` raises at all (`ends_in_error`), the exception
+(`terminated_error`) and the cause chained to it (`shown_cause`).
 """
 
 from __future__ import annotations
