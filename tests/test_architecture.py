@@ -139,3 +139,52 @@ def test_readme_names_are_public() -> None:
                  "Ended", "StoreDegraded", "StoreRecovered", "StoreError", "LeaseHeld",
                  "Notice", "connect", "LiveSession", "Policy", "testing"):
         assert hasattr(statemachine, name), name
+
+
+def _fields(obj: object) -> dict[str, tuple[int, str]]:
+    """Every attribute of `obj` (slots and `__dict__`), by identity and by its text."""
+    names = {n for cls in type(obj).__mro__ for n in getattr(cls, "__slots__", ())}
+    names |= set(getattr(obj, "__dict__", {}))
+    names -= {"__weakref__", "__dict__"}
+    values = {n: getattr(obj, n, None) for n in sorted(names)}
+    return {n: (id(v), repr(v)) for n, v in values.items()}
+
+
+def _read_properties(obj: object) -> list[str]:
+    read = []
+    for cls in type(obj).__mro__:
+        for name, member in vars(cls).items():
+            if isinstance(member, property):
+                getattr(obj, name)
+                read.append(name)
+    return read
+
+
+async def test_properties_never_mutate() -> None:
+    """Reading a property of the engine or of a session changes nothing of it (issue 22): a
+    driven engine with retries outside its window, and a session before its first notice."""
+    from google import genai
+
+    from statemachine import Policy, RetryPolicy
+    from statemachine.aio.session import LiveSession
+    from statemachine.testing import CoreDriver
+
+    d = CoreDriver(policy=Policy(retry=RetryPolicy(session_window=1.0)))
+    d.connect()
+    d.setup_complete()
+    d.handle("h")
+    d.lose(1011, "internal error")
+    d.advance(2.0)
+    d.setup_complete()
+    d.advance(5.0)
+    d.model_output("later")  # the engine's time moves on: the retry is out of the window
+    session = LiveSession(genai.Client(api_key="test-key"), model="gemini-3.8-live")
+    try:
+        for obj in (d.engine, session):
+            before = _fields(obj)
+            assert _read_properties(obj)
+            after = _fields(obj)
+            changed = [n for n in before if before[n] != after[n]]
+            assert not changed, f"{type(obj).__name__}: reading properties changed {changed}"
+    finally:
+        await session.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from statemachine.core import Lifecycle
+from statemachine.core import Lifecycle, handoff
 from statemachine.core.actions import (
     AudioGap,
     Ended,
@@ -26,6 +26,7 @@ from statemachine.core.actions import (
 from statemachine.core.events import (
     ClientInput,
     Connect,
+    ConnectionLost,
     HandOff,
     InputKind,
     LeaseLost,
@@ -241,8 +242,6 @@ def test_a_hand_off_asked_for_before_a_drop_waits_for_the_next_connection() -> N
     d.feed(StoreDone(at=d.tick(), op=StoreOp.WRITE))
     d.feed(ModelOutput(at=d.tick(), generation=d.gen, text="half"))
     d.feed(HandOff(at=d.tick(), limit=5.0))
-    from statemachine.core.events import ConnectionLost
-
     d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
     assert engine.state is State.RESUMING
     d.fire_timer(Timer.HAND_OFF)  # the limit passes with no connection
@@ -250,3 +249,38 @@ def test_a_hand_off_asked_for_before_a_drop_waits_for_the_next_connection() -> N
     d.feed(SetupComplete(at=d.tick(), generation=d.gen))
     assert engine.state is State.HANDING_OFF
     assert [e.payload for e in of(d.actions, HandOver)[-1].entries] == [{"text": "question"}]
+
+
+def test_a_limit_passed_between_connections_is_recorded_as_the_limit_asked_for() -> None:
+    """The hand-off's limit passes while the session reconnects: it hands off once live, and
+    the record says the limit the application gave (5 s), not a placeholder."""
+    engine, d, trace = durable()
+    d.handle("h1")
+    text(d, "question")
+    d.feed(StoreDone(at=d.tick(), op=StoreOp.WRITE))
+    d.feed(ModelOutput(at=d.tick(), generation=d.gen, text="half"))
+    d.feed(HandOff(at=d.tick(), limit=5.0))
+    d.feed(ConnectionLost(at=d.tick(), generation=d.gen, code=1006))
+    d.fire_timer(Timer.HAND_OFF)
+    d.feed(SetupComplete(at=d.tick(), generation=d.gen))
+    assert engine.state is State.HANDING_OFF
+    [deadline] = trace.named("transition", "hand_off_deadline")
+    assert deadline["cause"]["limit"] == 5.0
+
+
+def test_a_store_that_holds_nothing_of_another_worker_is_no_take_over() -> None:
+    """What the store held decides whether the session took a key over: nothing (no entry,
+    no hand-off marker, no audio mark) is told nothing; a hand-off marker alone is."""
+    engine = Lifecycle(persistence=Persistence(key="k"))
+    assert engine.restore_journal([], handed_off=False, audio=None) == []
+    other = Lifecycle(persistence=Persistence(key="k"))
+    took = notices(other.restore_journal([], handed_off=True, audio=None), TookOver)
+    assert len(took) == 1 and took[0].handed_off and took[0].restored == 0
+
+
+def test_a_drain_leaves_the_store_its_time_within_the_deadline() -> None:
+    """The hand-off limit of a drain: 80% of the deadline, less when the store's write needs
+    more of what is left, never below 50 ms."""
+    assert handoff.drain_limit(25.0, 2.0) == 20.0
+    assert handoff.drain_limit(5.0, 2.0) == 3.0
+    assert handoff.drain_limit(1.0, 2.0) == 0.05

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from statemachine import Ended, Policy, RetryPolicy, fingerprint
+from statemachine import Ended, Policy, RemoteProtocolError, RetryPolicy, fingerprint
 from statemachine.core import wording
 from statemachine.core.secrets import HANDLES_KEPT, TOKENS_KEPT, Secrets
 from statemachine.core.table import Trigger
@@ -98,3 +98,30 @@ def test_waiting_for_another_holder_s_lease_is_bounded() -> None:
     assert lease_retry_after(left=1.0, expires_in=10.0) == 0.25
     assert lease_retry_after(left=1.0, expires_in=0.1) == 0.1
     assert lease_retry_after(left=1.0, expires_in=0.0) == 0.01
+
+
+def test_a_cause_that_echoes_a_secret_is_chained_as_a_copy_that_shows_none() -> None:
+    """The core decides what is chained to the exception the application catches: the
+    failure itself, or, when a server echoed a secret into it, a copy without the secret."""
+    secrets = Secrets()
+    secrets.add("AIzaKEY", "[api key]")
+    secrets.add_handle("handle-123")
+    plain = OSError("connection reset")
+    assert wording.shown_cause(plain, secrets.redact) is plain
+    assert wording.shown_cause(None, secrets.redact) is None
+    echoed = ConnectionError("received 1007 (bad handle-123 key AIzaKEY)")
+    shown = wording.shown_cause(echoed, secrets.redact)
+    assert isinstance(shown, RemoteProtocolError) and shown is not echoed
+    assert "AIzaKEY" not in str(shown) and "handle-123" not in str(shown)
+    assert str(shown).startswith("ConnectionError: ") and "[api key]" in str(shown)
+
+
+def test_the_core_says_whether_the_stream_ends_in_an_error() -> None:
+    """`receive()` ends quietly after `close()` or a hand-off, and raises for any other end,
+    or whenever an application callback raised: the core's call, not the shell's."""
+    closed = Ended(reason="closed by the application", by_application=True)
+    lost = Ended(reason="the service kept failing", code=1011, by_application=False)
+    assert not wording.ends_in_error(closed, callback_failed=False)
+    assert wording.ends_in_error(closed, callback_failed=True)
+    assert wording.ends_in_error(lost, callback_failed=False)
+    assert not wording.ends_in_error(None, callback_failed=False)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..core import handoff as core_handoff
 from ..core.actions import HandedOff, HandOffFailed, Notice
 from ..core.events import HandOff
 from ..errors import SettingsError, WorkerDraining
@@ -126,10 +127,9 @@ async def drain(deadline: float = 25.0, *, reason: str = "") -> DrainSummary:
     _draining = reason or f"drain() called, deadline {deadline:g}s"
     loop = asyncio.get_running_loop()  # sessions live on the loop that runs them
     sessions = [s for s in list(_live) if s.ended is None and s.loop is loop]
-    # the hand-off limit leaves time for the store writes within the deadline
     store = max((s.core.persistence.store_timeout for s in sessions
                  if s.core.persistence is not None), default=0.0)
-    within = max(0.05, min(deadline * 0.8, deadline - store))
+    within = core_handoff.drain_limit(deadline, store)
 
     async def one(session: LiveSession) -> HandOffResult:
         if session.core.persistence is None:

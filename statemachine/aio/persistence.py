@@ -3,8 +3,8 @@ first connection, then perform the core's store actions in order, in a task of t
 slow or unreachable store never holds the session up, and feed back what the store answered.
 
 It decides nothing: what to save, when to renew, when the store counts as down and when the lease
-is lost are the core's (`core/engine.py`, "persistence"), and so are how long to wait for another
-holder's lease (`persistence.lease_retry_after`) and whether a stored handle is still valid
+is lost are the core's (`core/storesync.py`), and so are how long to wait for another holder's
+lease (`core/persistence.lease_retry_after`) and whether a stored handle is still valid
 (`Lifecycle.restore`).
 """
 

@@ -65,11 +65,10 @@ from ..core.events import (
 from ..core.persistence import Persistence
 from ..core.policy import Backend, Policy
 from ..core.records import AuditRecord, AuditSink, capture_notice_hooks, default_sink
-from ..core.wording import terminated_error
+from ..core.wording import ends_in_error, shown_cause, terminated_error
 from ..errors import (
     CallbackError,
     LocalMisuse,
-    RemoteProtocolError,
     SessionTerminated,
     SettingsError,
 )
@@ -266,10 +265,9 @@ class LiveSession:
     def notices_seen(self) -> deque[Notice]:
         """The most recent notices (the last `NOTICES_KEPT`: a session may run for hours, and a
         resume can drop seconds of stale audio, a notice per chunk). Every notice reaches
-        `on_notice` and `notices()`."""
-        if self._seen is None:
-            self._seen = deque(maxlen=NOTICES_KEPT)
-        return self._seen
+        `on_notice` and `notices()`. Before the first notice: an empty deque, not kept (the
+        session makes its own at the first notice: reading never changes the session)."""
+        return self._seen if self._seen is not None else deque(maxlen=NOTICES_KEPT)
 
     @property
     def state(self) -> str:
@@ -314,11 +312,10 @@ class LiveSession:
                                 key=self._store.persistence.key, age_s=round(age, 3),
                                 generation=record.generation)
                 self._report_callback_error()
-            restored = self._store.restored
-            if restored.entries or restored.hand_off or restored.audio:
-                self._perform(self._core.restore_journal(
-                    self._store.entries(self._now), handed_off=restored.hand_off is not None,
-                    audio=writethrough.read_mark(restored.audio)))
+            restored = self._store.restored  # the core says whether it was a take-over
+            self._perform(self._core.restore_journal(
+                self._store.entries(self._now), handed_off=restored.hand_off is not None,
+                audio=writethrough.read_mark(restored.audio)))
         self._feed(Connect(at=self._now()))
         await asyncio.wait(
             [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
@@ -513,9 +510,7 @@ class LiveSession:
                 item = self._messages.popleft()
                 if item is END:
                     self._messages.append(END)
-                    end = self._core.end
-                    if (end is not None and not end.by_application) \
-                            or self._callbacks.error is not None:
+                    if ends_in_error(self._core.end, self._callbacks.error is not None):
                         raise self._terminated()
                     return
                 yield item
@@ -648,11 +643,7 @@ class LiveSession:
         if isinstance(error, CallbackError):  # the application's own exception, chained
             error.__cause__ = callbacks.error
             return error
-        cause = self._last_error
-        if cause is not None and self._core.redact(str(cause)) != str(cause):
-            # the server echoed a secret into its error: chain a copy without it
-            cause = RemoteProtocolError(f"{type(cause).__name__}: {self._core.redact(str(cause))}")
-        error.__cause__ = cause
+        error.__cause__ = shown_cause(self._last_error, self._core.redact)
         return error
 
     def _perform(self, actions: list[Action]) -> None:

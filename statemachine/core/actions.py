@@ -3,7 +3,8 @@
 Driver contract: after each `Lifecycle.feed`, perform the returned actions in order, before feeding
 the next event. `OpenConnection` means: connect (closing nothing: a `CloseConnection` for the old
 socket always comes first), wait for `setupComplete` and feed `SetupComplete`, or feed
-`ConnectionLost(during_setup=True)`. `Send` actions go out in order on the connection named;
+`ConnectionLost` with what it saw (the failure, the `Operation` under way, the close frames;
+`failures.settle` decides what that was). `Send` actions go out in order on the connection named;
 report each written one with `Lifecycle.written()` (until then no handle covers it), and feed
 `SendRefused` for one the SDK would not send (any error but a closed connection).
 `ArmTimer` replaces any timer of the same kind; feed `TimerFired` with its token when it expires.

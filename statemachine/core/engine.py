@@ -7,8 +7,9 @@ are not added to it as models (see `machine.py`): the engine fires a trigger on 
 machine reads and writes its state attribute. Guards are the pure functions of `guards.py`; the
 machine's `after_state_change` writes the transition's audit record and runs the destination's
 entry actions (`_enter_<state>`, documented in `table.ENTRY_ACTIONS`), and its `finalize_event`
-records triggers no guard let through. `feed()` writes one audit record per event. The engine asks
-the table whether a trigger applies (`_can`, `_offer`); it keeps no list of states of its own.
+records triggers no guard let through. `feed()` writes one audit record per event (but a `Close`
+after the end, which changes nothing). The engine asks the table whether a trigger applies
+(`_can`, `_offer`); it keeps no list of states of its own.
 
 Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff), `guards.py`
 (conditions), `wording.py` (end and expiry reasons), `secrets.py` (redaction), `journal.py`
@@ -16,9 +17,10 @@ Each concern has an owner the engine asks: `budget.py` (attempt counts, backoff)
 steps of their own: the store side (`storesync.py`), the hand-off (`handoff.py`), the tool
 calls (`toolcalls.py`) and the tokens (`tokens.py`). Like the guards they are functions of the
 engine (the state stays in its records, so a session pays for no extra object), and they act
-through its outputs (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`), so their actions
-come out in order with the rest. The engine keeps dispatch, entry actions, timers and records;
-its bookkeeping records are in `bookkeeping.py`.
+through its private steps (`_emit`, `_arm`, `_cancel`, `_notify`, `_fire`, `_drop`, `_send`,
+`_lose`, `_leave_connection`), so their actions come out in order with the rest. The engine
+keeps dispatch, entry actions, timers and records; its bookkeeping records are in
+`bookkeeping.py`.
 """
 
 from __future__ import annotations
@@ -522,9 +524,9 @@ class Lifecycle:
         self._fire(Trigger.FATAL_ERROR, {"reason": why, "callback": event.callback})
 
     def _held(self, entry: Entry) -> bool:
-        """In a state that holds turns (draining), a new turn would start on a connection about
-        to end and be cut by the rotation: hold it (journaled) for the next connection. Tool
-        responses still go out: the turn in flight needs them to finish."""
+        """In a state that holds turns (draining), or with a hand-off asked for, a new turn would
+        start on a connection about to end and be cut: hold it (journaled) for the next
+        connection or worker. Tool responses still go out: the turn in flight needs them."""
         return (
             entry.trigger
             and entry.kind is not InputKind.TOOL_RESPONSE
@@ -559,7 +561,7 @@ class Lifecycle:
             toolcalls.issued(self, event)
         elif isinstance(event, ToolCallCancellation):
             toolcalls.server_cancelled(self, event.ids)
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, TurnComplete):
             self.conn.answered = True
             reply = event.reply_text if event.reply_text is not None else "".join(self.turn.text)
@@ -567,10 +569,10 @@ class Lifecycle:
                 self.span.confirmed = True
             self.turn = Turn(busy=event.interaction_idle is False)
             toolcalls.turn_ended(self)
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, InteractionStatus):
             self.turn.busy = not event.idle
-            self._check_safe_point()
+            self._offer_safe_point()
         elif isinstance(event, Usage):
             self._on_usage(event)
         elif isinstance(event, Latency):
@@ -606,7 +608,7 @@ class Lifecycle:
         self._count(confirmed=inputs(covered))
         storesync.forget(self, covered, covered=True)
         self.span.confirmed = True  # the server has a session worth resuming
-        self._check_safe_point()
+        self._offer_safe_point()
 
     def _on_usage(self, event: Usage) -> None:
         """`usageMetadata`: a prompt count that falls past the compression target means the
@@ -715,7 +717,8 @@ class Lifecycle:
         """Seed the journal another worker left in the store (after `restore()` of its handle,
         before `Connect`): the entries are replayed once the session is live, as after a local
         resume. `audio`: the audio mark it left (since, until, chunks), reported as a gap.
-        Returns the actions to perform (notices)."""
+        Returns the actions to perform (notices; none when the store held no entry, no
+        hand-off marker and no audio mark: nothing was taken over)."""
         if self.state is not table.INITIAL:
             raise LocalMisuse(f"restore_journal() only before connect, not in state "
                               f"{self.state.value!r}")
@@ -838,14 +841,16 @@ class Lifecycle:
         for entry, reason in plan.dropped:
             self._drop(entry, reason, remove=False)
         storesync.forget(self, plan.settled, covered=True)
-        history = repeated = continued = 0
+        replayed = history = repeated = continued = 0
         barrier = min((e.seq for e in self.journal if e.storing), default=None)
         for item in plan.items:
             if barrier is not None and item.entry.seq >= barrier:
                 continue  # behind a write-through: `storesync._release_waiting` sends it
+            # read before `_send` counts this send: sent on an earlier connection
             replay = item.entry.sends > 0 and not item.continuation
             self._send(item.entry, replay=replay, as_history=item.as_history,
                        continuation=item.continuation)
+            replayed += replay
             if item.as_history:
                 history += 1
             if item.continuation:
@@ -860,8 +865,7 @@ class Lifecycle:
             self._notify(
                 Resumed(
                     generation=self.conn.generation,
-                    replayed=sum(1 for i in plan.items
-                                 if i.entry.sends > 1 and not i.continuation),
+                    replayed=replayed,
                     as_history=history,
                     repeated=repeated,
                     dropped=len(plan.dropped),
@@ -878,11 +882,13 @@ class Lifecycle:
             deadline = self._now
         rotate_at = deadline - self.go_away_margin
         self._arm(Timer.ROTATE, max(0.0, rotate_at - self._now))
-        self._check_safe_point()
+        self._offer_safe_point()
 
     def _enter_resuming(self, source: State, trigger: Trigger) -> None:
-        """Leave the connection and resume on a new one: at once (a rotation, a first
-        attempt), after a wait for an old socket the server holds, or after a backoff."""
+        """Leave the connection and resume on a new one: at once (a rotation, a restored
+        handle, a retry whose backoff elapsed, a failed hand-off, the first attempt after a
+        resumable close), after a wait for an old socket the server holds, or after a backoff
+        (`RetryBudget` says which)."""
         self._cancel(Timer.ROTATE)
         self._leave_connection("rotating to a new connection")
         self._mark_cut(source, trigger)
@@ -970,9 +976,10 @@ class Lifecycle:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _check_safe_point(self) -> None:
-        """Rotate if this is a safe point (guard `at_safe_point` of the `safe_point` row); with
-        a hand-off asked for, hand off instead (guard `at_hand_off_point`)."""
+    def _offer_safe_point(self) -> None:
+        """Something a safe point depends on changed: offer `safe_point`, which the table takes
+        when its guard `at_safe_point` holds; with a hand-off asked for, offer `hand_off`
+        instead (guard `at_hand_off_point`). It decides nothing itself."""
         if self.handoff is not None:
             handoff.check(self)
             return

@@ -3,7 +3,10 @@
 Each reads the engine's bookkeeping and changes nothing. The machine evaluates them when a
 trigger fires (`machine.py`), and the engine asks them, through the table, whether a trigger
 would be taken now (`Lifecycle._offer`), so every condition that chooses between rows, or
-decides whether a row is taken at all, is named here and drawn on the diagram.
+decides whether a row is taken at all, is named here and drawn on the diagram. Two triggers are
+still held back by a condition outside the table: `rotation_deadline` waits for the deadline
+itself while no valid handle exists (`Lifecycle._on_timer`), and `token_expiring` fires only
+when a fresh token buys time (`tokens.expiring`).
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 `LiveSession.hand_off()` feeds `HandOff`. From then on new turns are held back (journaled, not
 sent: they would start a reply the hand-off cuts), and at the first **safe point** (no reply in
-flight, no tool call waiting for its response, no turn input the latest handle does not cover,
-and a valid handle, or none needed because the server holds nothing yet) the table's
-`hand_off` moves the session to `handing_off`: the connection is closed and one atomic store
-write (`HandOver`) holds the latest handle, every journal entry no handle covers (audio
-included, so nothing taken in is lost) and a hand-off marker, and releases the lease. If no
-safe point comes within the limit, the hand-off happens then and says what it cut.
+flight, the interaction idle, no tool call waiting for its response, no turn input the latest
+handle does not cover, and a valid handle, or none needed because the server holds nothing
+yet) the table's `hand_off` moves the session to `handing_off`: the connection is closed and
+one atomic store write (`HandOver`) holds the latest handle, every journal entry no handle
+covers (audio included, so nothing taken in is lost) and a hand-off marker, and releases the
+lease. If no safe point comes within the limit, the hand-off happens then and says what it
+cut.
 
 Input that arrives after the hand-over was queued is not in it: once the store confirms, it is
 reported dropped (`InputDropped`; audio as one `AudioGap`), and the session ends (`HandedOff`,
@@ -62,14 +63,25 @@ class Phase(enum.StrEnum):
 
 @attrs.define(kw_only=True, slots=True)
 class HandOffRequest:
+    """A hand-off asked for (`HandOff`) and not failed: its limit, and how far it got."""
+
     requested_at: float
     limit: float
+    #: the limit passed while no connection was up: hand off as soon as one is
+    limit_passed: bool = False
     phase: Phase = Phase.WAITING
     #: entries up to this sequence number are in the hand-over
     snapshot: int = 0
     transferred: int = 0
     cut: str = ""
     error: str = ""  # why the hand-over failed, while the lease is being taken back
+
+
+def drain_limit(deadline: float, store_timeout: float) -> float:
+    """The hand-off limit for each session of a drain that must be done in `deadline` seconds:
+    80% of it, or less when the store's write needs more of the rest (`store_timeout`); never
+    below 50 ms."""
+    return max(0.05, min(deadline * 0.8, deadline - store_timeout))
 
 
 def cut_by_limit(reply_in_flight: bool, busy: bool, pending_calls: Iterable[str],
@@ -144,7 +156,7 @@ def live_again(s: Lifecycle) -> None:
     """A connection came up with a hand-off waiting: its limit may have passed meanwhile."""
     if s.handoff is None:
         return
-    if s.handoff.limit <= 0.0:
+    if s.handoff.limit_passed:
         at_limit(s)
     else:
         check(s)
@@ -156,7 +168,7 @@ def at_limit(s: Lifecycle) -> None:
     if h is None or h.phase is not Phase.WAITING:
         return
     if s.state not in table.LIVE:  # no connection yet: hand off as soon as one is up
-        h.limit = 0.0
+        h.limit_passed = True
         return
     unanswered = sum(1 for e in s.journal if e.trigger and not e.answered
                      and e.sent_generation is not None)
@@ -246,6 +258,8 @@ def take_over(s: Lifecycle, entries: list[Entry], *, handed_off: bool,
     """Seed the journal another worker left in the store (see `Lifecycle.restore_journal`)."""
     p = s.persistence
     assert p is not None
+    if not entries and not handed_off and audio is None:
+        return  # the store held nothing of another worker's: nothing was taken over
     entries = sorted(entries, key=lambda e: e.seq)
     for entry in entries:
         entry.sent_generation = entry.sent_index = entry.sent_at = None

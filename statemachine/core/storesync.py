@@ -7,9 +7,9 @@ The engine calls these functions at fixed points: after every event (`after_even
 store's answers (`on_event`), on the lease and retry timers, when an input is journaled
 (`write_through`) and when entries leave the journal (`forget`). Like the guards, they are
 functions of the engine: its `Durability` record holds the state, so a session pays for no
-extra object. They act through the engine's outputs (`_emit`, `_arm`, `_cancel`, `_notify`,
-`_fire`), so their actions come out in order with everything else the event caused. A session
-without a store (`persistence` None) never goes past the first line of each.
+extra object. They act through the engine's steps (`_emit`, `_arm`, `_cancel`, `_notify`,
+`_fire`, `_send`), so their actions come out in order with everything else the event caused.
+For a session without a store (`persistence` None) each of those entry points does nothing.
 
 One store operation is in flight at a time (`Durability.in_flight`); the latest handle replaces a
 waiting save (only the latest matters). While the store is down the session goes on, degraded,

@@ -189,7 +189,8 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     State.IDLE: "nothing (the initial state is never re-entered)",
     State.CONNECTING: "open a new connection without a handle; after a failure (connection_lost) "
     "arm the backoff timer instead; from restart_or_give_up first report the unconfirmed input "
-    "dropped and tell the application its context was lost (ContextLost)",
+    "dropped and tell the application its context was lost (ContextLost), then open at once, or "
+    "after a backoff when the connections before kept failing",
     State.STREAMING: "from setup_complete: cancel the setup timer, start the session clock, "
     "replay the journal (Resumed after a resume)",
     State.COMPRESSED: "as streaming when entered from setup_complete; nothing on detection",
@@ -198,10 +199,12 @@ ENTRY_ACTIONS: Mapping[State, str] = {
     "safe point",
     State.RESUMING: "close the old socket (cutting a reply in flight is announced in-band), then "
     "open a connection with the latest resumable handle: at once for a rotation, a restored "
-    "handle, a retry, or the first attempt after a resumable close; after a backoff otherwise "
+    "handle, a retry, a failed hand-off, or the first attempt after a resumable close; after a "
+    "backoff otherwise "
     "(a refusal for an old socket the server still holds: a backoff that spends no budget, "
     "announced with ResumeWaiting)",
-    State.EXPIRED: "close the connection, cancel every timer, then restart_or_give_up",
+    State.EXPIRED: "close the connection, cancel the connection's timers (rotation, backoff, "
+    "setup, session cap, token; the store's and a hand-off's go on), then restart_or_give_up",
     State.HANDING_OFF: "close the connection (a reply the limit cuts is announced in-band), "
     "cancel the timers but the lease's, write the latest handle and the whole journal to the "
     "store, marked handed off, releasing the lease in the same step",

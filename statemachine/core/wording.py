@@ -2,12 +2,14 @@
 to do about it, from the engine's bookkeeping (read, never changed).
 
 Every ending says what happened (the close code and reason as the server gave them, secrets
-already redacted) and, when the application can act, what to do.
+already redacted) and, when the application can act, what to do. The exception a session
+raises is here too: whether `receive()` raises at all (`ends_in_error`), the exception
+(`terminated_error`) and the cause chained to it (`shown_cause`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CallbackError, RemoteProtocolError, SessionTerminated
@@ -79,6 +81,13 @@ def expiry_reason(s: Lifecycle, trigger: Trigger) -> str:
     return trigger.value
 
 
+def ends_in_error(end: Ended | None, callback_failed: bool) -> bool:
+    """Whether the application's `receive()` raises at the end of the stream: the session
+    ended other than by `close()` (or a hand-off), or an application callback raised. Else the
+    stream just ends."""
+    return callback_failed or (end is not None and not end.by_application)
+
+
 def terminated_error(end: Ended | None,
                      callback: str | None = None) -> SessionTerminated | CallbackError:
     """The exception for a session that ended other than by `close()`: `RemoteProtocolError`
@@ -94,3 +103,18 @@ def terminated_error(end: Ended | None,
     kind = (RemoteProtocolError if end is not None and end.failure == Failure.MALFORMED
             else SessionTerminated)
     return kind(end.reason if end else "session ended", code=end.code if end else None)
+
+
+def shown_cause(cause: BaseException | None,
+                redact: Callable[[str], str]) -> BaseException | None:
+    """The exception to chain to what the application catches: `cause` itself, unless its
+    text carries a secret (a server echoed a handle or the key into its error); then a copy
+    whose text shows none (a `RemoteProtocolError` naming the original type), never the
+    original."""
+    if cause is None:
+        return None
+    text = str(cause)
+    shown = redact(text)
+    if shown == text:
+        return cause
+    return RemoteProtocolError(f"{type(cause).__name__}: {shown}")
