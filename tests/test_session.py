@@ -60,6 +60,19 @@ async def test_connect_turn_close(slow_emu: LiveEmulator) -> None:
     assert slow_emu.connections[0].closed_code == 1000
 
 
+async def test_a_started_session_keeps_no_task_waiting_for_its_own_start_or_end(
+        slow_emu: LiveEmulator) -> None:
+    """start() waits for the session to be live or to end; once it returns, nothing is left
+    waiting on either (a waiter for the end would live, and weigh, as long as the session)."""
+    app = await start(slow_emu)
+    waiting = [t for t in app.session._tasks
+               if getattr(t.get_coro(), "__qualname__", "") == "Flag.wait"]
+    _, pending = await asyncio.wait(waiting, timeout=1.0) if waiting else (set(), set())
+    assert not pending, "a task still waits on the session's start or end"
+    assert app.session.state == "streaming"
+    await app.stop()
+
+
 async def test_rotation_never_cuts_a_reply(emu: LiveEmulator) -> None:
     """goAway arrives mid-reply: the reply completes on the old connection, rotation follows at
     the safe point, and the next turn remembers everything."""

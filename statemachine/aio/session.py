@@ -317,10 +317,12 @@ class LiveSession:
                 self._store.entries(self._now), handed_off=restored.hand_off is not None,
                 audio=writethrough.read_mark(restored.audio)))
         self._feed(Connect(at=self._now()))
-        await asyncio.wait(
-            [self._spawn(self._started.wait()), self._spawn(self._ended.wait())],
-            return_when=asyncio.FIRST_COMPLETED,
-        )
+        waiters = [self._spawn(self._started.wait()), self._spawn(self._ended.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:  # the other waits as long as the session lives (1.5 KB a session): not kept
+            for waiter in waiters:
+                waiter.cancel()
         if not self._started.is_set():
             await self._shutdown()
             raise self._terminated()
@@ -506,10 +508,11 @@ class LiveSession:
         server's messages (handles, goAway) and queues them (`reader.py`). One task at a time: a
         second task waiting here while another does gets `LocalMisuse`."""
         while True:
-            if self._messages:
-                item = self._messages.popleft()
+            messages = self._messages
+            if messages:
+                item = messages.popleft()
                 if item is END:
-                    self._messages.append(END)
+                    messages.append(END)
                     if ends_in_error(self._core.end, self._callbacks.error is not None):
                         raise self._terminated()
                     return
