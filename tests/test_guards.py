@@ -64,3 +64,37 @@ def test_the_first_attempt_after_a_resumable_close_goes_at_once() -> None:
     assert not budget.at_once_after_close(2.0, resumable=False, spends=True)
     assert budget.at_once_after_close(3.0, resumable=True, spends=False)
     assert budget.drop_attempts == 0
+
+
+def test_moving_to_a_fresh_token_is_a_guard_of_its_row() -> None:
+    """Whether an expiring token moves the session is the `token_expiring` row's guard, drawn on
+    the diagram: a provider that hands out the same token again gets no second move, and the
+    application is told either way."""
+    from statemachine.core.actions import TokenExpiring
+    from statemachine.core.events import Timer, TokenIssued
+
+    (row,) = table.rows_for(Trigger.TOKEN_EXPIRING, State.STREAMING)
+    assert row.guards == (Guard.FRESH_TOKEN_HELPS,)
+    assert "token_expiring [fresh_token_helps]" in row.label
+    d = CoreDriver(fresh_tokens=True)
+    d.connect()
+    lead = d.engine.policy.limits.token_lead
+    expires = d.now + lead / 2
+    d.feed(TokenIssued(at=d.tick(), generation=d.gen, expires_at=expires))
+    d.setup_complete()
+    assert guards.fresh_token_helps(d.engine)
+    d.fire_timer(Timer.TOKEN)
+    assert d.state is State.DRAINING  # moving to a fresh token
+    d.turn_complete()
+    d.resumption_update("h-1")
+    d.advance(0.5)
+    d.setup_complete()
+    assert d.state is State.STREAMING
+    d.feed(TokenIssued(at=d.tick(), generation=d.gen, expires_at=expires))  # the same token
+    assert not guards.fresh_token_helps(d.engine)
+    moves = len(d.trace.named("transition", Trigger.TOKEN_EXPIRING.value))
+    d.fire_timer(Timer.TOKEN)
+    assert d.state is State.STREAMING
+    assert len(d.trace.named("transition", Trigger.TOKEN_EXPIRING.value)) == moves == 1
+    assert not d.trace.rejected()
+    assert [n.renewing for n in d.notices(TokenExpiring)] == [True, False]

@@ -754,15 +754,16 @@ class Lifecycle:
         """A guard of the table, evaluated now (`guards.py`)."""
         return GUARDS[guard](self)
 
+    def _takes(self, trigger: Trigger) -> bool:
+        """Whether the table has a row for `trigger` from here whose guards hold now."""
+        return any(all(GUARDS[g](self) for g in row.guards)
+                   for row in table.rows_for(trigger, self.state))
+
     def _offer(self, trigger: Trigger, cause: dict[str, Any]) -> None:
         """Queue `trigger` when the table has a row for it from here whose guards hold now
         (once: a queued one stands)."""
-        if any(t is trigger for t, _ in self._followups):
-            return
-        for row in table.rows_for(trigger, self.state):
-            if all(GUARDS[g](self) for g in row.guards):
-                self._followups.append((trigger, cause))
-                return
+        if not any(t is trigger for t, _ in self._followups) and self._takes(trigger):
+            self._followups.append((trigger, cause))
 
     def _entered(self, source: State, trigger: Trigger) -> None:
         """Entry actions of the destination state (`table.ENTRY_ACTIONS`): the one place

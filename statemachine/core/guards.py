@@ -3,10 +3,9 @@
 Each reads the engine's bookkeeping and changes nothing. The machine evaluates them when a
 trigger fires (`machine.py`), and the engine asks them, through the table, whether a trigger
 would be taken now (`Lifecycle._offer`), so every condition that chooses between rows, or
-decides whether a row is taken at all, is named here and drawn on the diagram. Two triggers are
+decides whether a row is taken at all, is named here and drawn on the diagram. One trigger is
 still held back by a condition outside the table: `rotation_deadline` waits for the deadline
-itself while no valid handle exists (`Lifecycle._on_timer`), and `token_expiring` fires only
-when a fresh token buys time (`tokens.expiring`).
+itself while no valid handle exists (`Lifecycle._on_timer`).
 """
 
 from __future__ import annotations
@@ -83,6 +82,14 @@ def old_socket_wait_spent(s: Lifecycle) -> bool:
             and s.old_socket.spent(s.now, s.policy.retry))
 
 
+def fresh_token_helps(s: Lifecycle) -> bool:
+    """Moving to a connection with a fresh ephemeral token buys time (`Tokens.renewing`): a
+    provider gives fresh tokens, and the last move got one at least `token_lead` younger than
+    the token it left (a provider that hands out the same token again would make the session
+    churn)."""
+    return s.tokens.renewing(s.policy.limits.token_lead)
+
+
 GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.CLOSE_IS_FATAL: close_is_fatal,
     Guard.RETRY_BUDGET_LEFT: retry_budget_left,
@@ -92,4 +99,5 @@ GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.AT_SAFE_POINT: at_safe_point,
     Guard.AT_HAND_OFF_POINT: at_hand_off_point,
     Guard.OLD_SOCKET_WAIT_SPENT: old_socket_wait_spent,
+    Guard.FRESH_TOKEN_HELPS: fresh_token_helps,
 }

@@ -108,8 +108,8 @@ TRIGGER_DOCS: Mapping[Trigger, str] = {
     Trigger.CONNECT: "the application opens the session (resuming a stored handle if valid)",
     Trigger.SETUP_COMPLETE: "the server answered setup with setupComplete",
     Trigger.GO_AWAY: "the server announced the end of this connection (timeLeft)",
-    Trigger.TOKEN_EXPIRING: "the connection's ephemeral token expires within token_lead and the "
-    "token provider can give a fresh one: move like after a goAway",
+    Trigger.TOKEN_EXPIRING: "the connection's ephemeral token expires within token_lead: taken "
+    "when `fresh_token_helps` holds, to move like after a goAway",
     Trigger.COMPRESSION_DETECTED: "promptTokenCount fell after reaching the compression trigger",
     Trigger.SAFE_POINT: "something changed that may make this a safe point (a turn completed, "
     "a handle arrived, a tool call ended): taken when `at_safe_point` holds",
@@ -166,6 +166,7 @@ class Guard(enum.StrEnum):
     AT_SAFE_POINT = "at_safe_point"
     AT_HAND_OFF_POINT = "at_hand_off_point"
     OLD_SOCKET_WAIT_SPENT = "old_socket_wait_spent"
+    FRESH_TOKEN_HELPS = "fresh_token_helps"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -180,6 +181,8 @@ GUARD_DOCS: Mapping[Guard, str] = {
     "nothing is under way on it (as at a safe point, with a valid handle or none needed yet)",
     Guard.OLD_SOCKET_WAIT_SPENT: "the server refused the resume for an old socket it still "
     "holds, and RetryPolicy.old_socket_wait has run out since its first such refusal",
+    Guard.FRESH_TOKEN_HELPS: "a token provider gives each connection a fresh token, and the "
+    "last move got one at least token_lead younger than the token it left",
 }
 
 
@@ -248,7 +251,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     _t(Trigger.SETUP_COMPLETE, [S.RESUMING], S.STREAMING),
     _t(Trigger.COMPRESSION_DETECTED, [S.STREAMING], S.COMPRESSED),
     _t(Trigger.GO_AWAY, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
-    _t(Trigger.TOKEN_EXPIRING, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING),
+    _t(Trigger.TOKEN_EXPIRING, [S.STREAMING, S.COMPRESSED, S.DRAINING], S.DRAINING,
+       Guard.FRESH_TOKEN_HELPS),
     _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING, Guard.AT_SAFE_POINT),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),

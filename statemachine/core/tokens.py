@@ -72,15 +72,16 @@ def arm_timer(s: Lifecycle) -> None:
 
 def expiring(s: Lifecycle, cause: dict[str, Any]) -> None:
     """The connection's token expires within `token_lead`: move to a connection with a fresh
-    one when that buys time (`Tokens.renewing`). Either way the application is told."""
-    tokens, lead = s.tokens, s.policy.limits.token_lead
+    one when that buys time (the guard `fresh_token_helps` of the `token_expiring` row).
+    Either way the application is told."""
+    tokens = s.tokens
     expires_at = tokens.expires_at
     if expires_at is None:
         return
-    renewing = s._can(Trigger.TOKEN_EXPIRING) and tokens.renewing(lead)
+    renewing = s._takes(Trigger.TOKEN_EXPIRING)
     s._notify(TokenExpiring(expires_in=max(0.0, expires_at - s.now), renewing=renewing))
     if renewing:
-        tokens.moved_from = expires_at
         current = s.conn.go_away_deadline
         s.conn.go_away_deadline = expires_at if current is None else min(current, expires_at)
         s._fire(Trigger.TOKEN_EXPIRING, {**cause, "expires_in": round(expires_at - s.now, 3)})
+        tokens.moved_from = expires_at  # after the guard has let the move through
