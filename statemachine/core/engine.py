@@ -691,14 +691,13 @@ class Lifecycle:
             self._lose(Loss(disposition=Disposition.BACKOFF, why=why,
                             failure=Failure.SETUP_TIMEOUT), cause)
         elif event.timer is Timer.ROTATE:
-            deadline = self.conn.go_away_deadline
-            if not self._check(Guard.HANDLE_VALID) and deadline is not None \
-                    and self._now < deadline:
-                # no resumable handle yet: use the time the server gave (the turn may finish
-                # and bring one) instead of giving the context up at the margin
-                self._arm(Timer.ROTATE, deadline - self._now)
-            else:
+            if self._takes(Trigger.ROTATION_DEADLINE):
                 self._fire(Trigger.ROTATION_DEADLINE, cause)
+            else:  # no resumable handle yet and time left (guards `handle_valid`,
+                # `deadline_passed`): wait for the deadline itself, the turn may bring one
+                deadline = self.conn.go_away_deadline
+                assert deadline is not None
+                self._arm(Timer.ROTATE, deadline - self._now)
         elif event.timer is Timer.SESSION_CAP:
             self._fire(Trigger.SESSION_CAP, cause)
         elif event.timer is Timer.TOKEN:

@@ -3,9 +3,7 @@
 Each reads the engine's bookkeeping and changes nothing. The machine evaluates them when a
 trigger fires (`machine.py`), and the engine asks them, through the table, whether a trigger
 would be taken now (`Lifecycle._offer`), so every condition that chooses between rows, or
-decides whether a row is taken at all, is named here and drawn on the diagram. One trigger is
-still held back by a condition outside the table: `rotation_deadline` waits for the deadline
-itself while no valid handle exists (`Lifecycle._on_timer`).
+decides whether a row is taken at all, is named here and drawn on the diagram.
 """
 
 from __future__ import annotations
@@ -90,6 +88,14 @@ def fresh_token_helps(s: Lifecycle) -> bool:
     return s.tokens.renewing(s.policy.limits.token_lead)
 
 
+def deadline_passed(s: Lifecycle) -> bool:
+    """The connection's announced end (a goAway's deadline, an expiring token's) has come, or
+    none was announced: a rotation without a valid handle gives the context up only then (until
+    then the turn may finish and bring a handle)."""
+    deadline = s.conn.go_away_deadline
+    return deadline is None or s.now >= deadline
+
+
 GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.CLOSE_IS_FATAL: close_is_fatal,
     Guard.RETRY_BUDGET_LEFT: retry_budget_left,
@@ -100,4 +106,5 @@ GUARDS: Mapping[Guard, Callable[[Lifecycle], bool]] = {
     Guard.AT_HAND_OFF_POINT: at_hand_off_point,
     Guard.OLD_SOCKET_WAIT_SPENT: old_socket_wait_spent,
     Guard.FRESH_TOKEN_HELPS: fresh_token_helps,
+    Guard.DEADLINE_PASSED: deadline_passed,
 }

@@ -216,7 +216,7 @@ def _lease_lost(s: Lifecycle) -> None:
     this worker was cut off too long and must never write again."""
     d = s.durable
     d.renewing = False
-    if s.handoff is not None and s.state is State.HANDING_OFF:
+    if s._takes(Trigger.HANDED_OFF):  # a hand-over under way: the other worker has it
         s._fire(Trigger.HANDED_OFF, {"by": "another worker took the lease"})
         return
     d.fenced = True

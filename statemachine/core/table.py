@@ -167,6 +167,7 @@ class Guard(enum.StrEnum):
     AT_HAND_OFF_POINT = "at_hand_off_point"
     OLD_SOCKET_WAIT_SPENT = "old_socket_wait_spent"
     FRESH_TOKEN_HELPS = "fresh_token_helps"
+    DEADLINE_PASSED = "deadline_passed"
 
 
 GUARD_DOCS: Mapping[Guard, str] = {
@@ -181,6 +182,8 @@ GUARD_DOCS: Mapping[Guard, str] = {
     "nothing is under way on it (as at a safe point, with a valid handle or none needed yet)",
     Guard.OLD_SOCKET_WAIT_SPENT: "the server refused the resume for an old socket it still "
     "holds, and RetryPolicy.old_socket_wait has run out since its first such refusal",
+    Guard.DEADLINE_PASSED: "the connection's end (goAway's timeLeft, an expiring token) has come, "
+    "or none was announced: waiting longer for a handle gains nothing",
     Guard.FRESH_TOKEN_HELPS: "a token provider gives each connection a fresh token, and the "
     "last move got one at least token_lead younger than the token it left",
 }
@@ -255,7 +258,7 @@ TRANSITIONS: tuple[Transition, ...] = (
        Guard.FRESH_TOKEN_HELPS),
     _t(Trigger.SAFE_POINT, [S.DRAINING], S.RESUMING, Guard.AT_SAFE_POINT),
     _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.RESUMING, Guard.HANDLE_VALID),
-    _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED),
+    _t(Trigger.ROTATION_DEADLINE, [S.DRAINING], S.EXPIRED, Guard.DEADLINE_PASSED),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED, Guard.CLOSE_IS_FATAL),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.CONNECTING, Guard.RETRY_BUDGET_LEFT),
     _t(Trigger.CONNECTION_LOST, [S.CONNECTING], S.TERMINATED),
