@@ -79,8 +79,7 @@ def holds_sends(s: Lifecycle) -> bool:
 
 def holds_handle(s: Lifecycle) -> bool:
     """Whether the store holds the latest handle: settled, and not down."""
-    d = s.durable
-    return not d.degraded and d.pending is None and d.in_flight is None
+    return not s.durable.degraded and settled(s)
 
 
 def restored(s: Lifecycle, handle: str) -> None:
