@@ -87,8 +87,9 @@ from .tokens import TokenProvider
 from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
-#: notices `notices_seen` keeps: 256 were 20-25 KB a busy session (mostly stale audio dropped)
-NOTICES_KEPT = 64
+#: notices `notices_seen` keeps: a resume's drops of stale audio fill it (a notice per chunk);
+#: 256 of them were 20-25 KB a busy session, 64 about 4 KB (every notice reaches `notices()`)
+NOTICES_KEPT = 16
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
