@@ -80,7 +80,7 @@ from . import sdk as adapter
 from .arguments import check_session_args
 from .callbacks import Callbacks
 from .fanout import END, Fanout
-from .flag import Flag
+from .flag import Flag, either
 from .persistence import StoreWorker
 from .reader import Reader
 from .tokens import TokenProvider
@@ -319,12 +319,7 @@ class LiveSession:
                 self._store.entries(self._now), handed_off=restored.hand_off is not None,
                 audio=writethrough.read_mark(restored.audio)))
         self._feed(Connect(at=self._now()))
-        waiters = [self._spawn(self._started.wait()), self._spawn(self._ended.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # the other waits as long as the session lives (1.5 KB a session): not kept
-            for waiter in waiters:
-                waiter.cancel()
+        await either(self._started, self._ended)  # nothing of the wait outlives it
         if not self._started.is_set():
             await self._shutdown()
             raise self._terminated()
