@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from statemachine.aio.flag import Flag
+from statemachine.aio.flag import Flag, either
 
 
 async def test_set_wakes_every_waiter_and_clear_makes_the_next_wait_block() -> None:
@@ -39,3 +39,26 @@ async def test_a_cancelled_wait_leaves_no_waiter_behind() -> None:
     assert flag._waiters is not None and len(flag._waiters) == 1
     flag.set()
     assert await kept is True
+
+
+async def test_either_wakes_on_whichever_flag_is_set_and_leaves_no_waiter() -> None:
+    """`either` returns when one of two flags is set (at once if one is already); the other
+    flag keeps no waiter, nor do both after a cancelled wait (the background reader's wait
+    lasts a session's life: a waiter left behind would grow every flag it touched)."""
+    for which in (0, 1):
+        flags = (Flag(), Flag())
+        both = asyncio.create_task(either(*flags))
+        await asyncio.sleep(0)
+        assert not both.done()
+        flags[which].set()
+        assert await both is True
+        assert all(not f._waiters for f in flags)
+    ready, other = Flag(), Flag()
+    ready.set()
+    assert await either(other, ready) is True
+    first, second = Flag(), Flag()
+    cancelled = asyncio.create_task(either(first, second))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert not first._waiters and not second._waiters

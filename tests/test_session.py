@@ -414,6 +414,29 @@ async def test_stale_audio_is_dropped_and_reported(slow_emu: LiveEmulator) -> No
     await app.stop()
 
 
+async def test_notices_seen_holds_the_last_ones_in_order_as_a_copy(slow_emu: LiveEmulator) -> None:
+    """A resume dropping more stale chunks than `notices_seen` keeps: it holds the last
+    `NOTICES_KEPT` notices the application was given, oldest first, and what is read is a copy
+    (clearing it leaves the session's own as it was)."""
+    from statemachine.aio.session import NOTICES_KEPT
+    policy = fast_policy()
+    policy = attrs.evolve(policy, replay=attrs.evolve(policy.replay, audio_staleness=0.05))
+    app = await start(slow_emu, policy)
+    await app.ask("one")
+    for _ in range(NOTICES_KEPT + 4):
+        await app.session.send_realtime_input(
+            audio=types.Blob(data=b"\0\1" * 160, mime_type="audio/pcm;rate=16000"))
+    await asyncio.sleep(0.1)
+    slow_emu.connections[-1].drop()
+    await app.wait_until(lambda: app.session.core.counters.resumes >= 1)
+    await app.wait_until(lambda: sum(isinstance(n, InputDropped) for n in app.notices)
+                         == NOTICES_KEPT + 4)
+    seen = app.session.notices_seen
+    assert list(seen) == app.notices[-NOTICES_KEPT:]
+    seen.clear()
+    assert list(app.session.notices_seen) == app.notices[-NOTICES_KEPT:]
+    await app.stop()
+
 async def _drive(target: State, emu: LiveEmulator) -> App | statemachine.LiveSession:
     """Make the target state's shortest path happen for real against the emulator."""
     if target in (State.IDLE, State.TERMINATED):

@@ -37,12 +37,33 @@ class Flag:
     async def wait(self) -> bool:
         if self._set:
             return True
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        return await _until(self)
+
+    def _add(self, waiter: asyncio.Future[bool]) -> None:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        try:
-            return await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+
+    def _discard(self, waiter: asyncio.Future[bool]) -> None:
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+
+
+async def either(first: Flag, second: Flag) -> bool:
+    """Wait until one of two flags is set. One future waits on both: a `wait()` task per flag
+    and `asyncio.wait` over them held two tasks and their futures (about 1.5 KB) for as long as
+    the wait lasted, which for a session's background reader is most of its life."""
+    if first.is_set() or second.is_set():
+        return True
+    return await _until(first, second)
+
+
+async def _until(*flags: Flag) -> bool:
+    waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    for flag in flags:
+        flag._add(waiter)
+    try:
+        return await waiter
+    finally:
+        for flag in flags:
+            flag._discard(waiter)

@@ -19,7 +19,7 @@ from google.genai.live import AsyncSession
 
 from ..errors import LocalMisuse
 from . import sdk as adapter
-from .flag import Flag
+from .flag import Flag, either
 
 Message = types.LiveServerMessage
 #: how long the application may be away from receive() before a background reader takes over
@@ -137,13 +137,7 @@ class Reader:
         loop = self._loop
         while not conn.failed.is_set():
             if not self._bg_allowed.is_set():
-                allowed = loop.create_task(self._bg_allowed.wait())
-                failed = loop.create_task(conn.failed.wait())
-                try:
-                    await asyncio.wait([allowed, failed], return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    allowed.cancel()
-                    failed.cancel()
+                await either(self._bg_allowed, conn.failed)
                 continue
             self._bg_idle.clear()
             read = loop.create_task(adapter.receive_one(sdk))

@@ -87,8 +87,9 @@ from .tokens import TokenProvider
 from .writer import Outbox, write_now, write_queued
 
 Message = types.LiveServerMessage
-#: notices `notices_seen` keeps: 256 were 20-25 KB a busy session (mostly stale audio dropped)
-NOTICES_KEPT = 64
+#: notices `notices_seen` keeps: a resume's drops of stale audio fill it (a notice per chunk);
+#: 256 of them were 20-25 KB a busy session, 64 about 4 KB (every notice reaches `notices()`)
+NOTICES_KEPT = 16
 
 
 def websocket_args(policy: Policy | None = None) -> dict[str, Any]:
@@ -255,8 +256,9 @@ class LiveSession:
         self._reader = Reader(self._loop, self._on_message, self._read_lost)
         self._lag = lag.monitor(self._loop)
         self._lag_held = False
-        #: the most recent notices (bounded: a session may run for hours)
-        self._seen: deque[Notice] | None = None  # made at the first notice (0.8 KB a session)
+        #: the last notices, oldest first: a list (a deque's block alone is 0.5 KB), made at the
+        #: first notice
+        self._seen: list[Notice] | None = None
         self._handoff: asyncio.Future[Notice] | None = None  # a hand-off's outcome
 
     # -- what the application sees ---------------------------------------------------------------
@@ -264,10 +266,10 @@ class LiveSession:
     @property
     def notices_seen(self) -> deque[Notice]:
         """The most recent notices (the last `NOTICES_KEPT`: a session may run for hours, and a
-        resume can drop seconds of stale audio, a notice per chunk). Every notice reaches
-        `on_notice` and `notices()`. Before the first notice: an empty deque, not kept (the
-        session makes its own at the first notice: reading never changes the session)."""
-        return self._seen if self._seen is not None else deque(maxlen=NOTICES_KEPT)
+        resume can drop seconds of stale audio, a notice per chunk), oldest first, as a copy:
+        changing it changes nothing in the session. Every notice reaches `on_notice` and
+        `notices()`."""
+        return deque(self._seen or (), maxlen=NOTICES_KEPT)
 
     @property
     def state(self) -> str:
@@ -702,7 +704,9 @@ class LiveSession:
         """One notice: to the live `notices()` stream, `on_notice`, and, for a cut reply or a
         dropped turn, a mark in the stream where the application reads."""
         if self._seen is None:
-            self._seen = deque(maxlen=NOTICES_KEPT)
+            self._seen = []
+        elif len(self._seen) >= NOTICES_KEPT:
+            del self._seen[0]
         self._seen.append(notice)
         self._notices.put(notice)  # the notice first, then its mark in the stream
         if self._on_notice is not None:

@@ -81,6 +81,10 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     await asyncio.sleep(max(0.0, start - loop.time()))
     sent0 = len(probe.sent)
     await asyncio.sleep(max(0.0, start + warm - loop.time()))
+    # nothing runs from here to the walk below: the journals the snapshot sees are those of
+    # this moment, and so is the floor (collecting and tracing take seconds at 300 sessions,
+    # and audio crossing the window meanwhile would leave the floor but not the snapshot)
+    frozen_at = loop.time()
     # per second of the sessions' time: 50 is the real rate
     chunks_per_s = (len(probe.sent) - sent0) / max(1, len(indices)) / warm * pace
     gc.collect()
@@ -91,7 +95,7 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
         tracemalloc.stop()
         out["owners"] = owners.by_owner(before, after)
         out["connections"] = owners.open_connections()
-        out["journal"] = owners.journal_walk(sessions, loop.time())
+        out["journal"] = owners.journal_walk(sessions, frozen_at)
     outages_in_run = len(probe.outages)
     stop.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
