@@ -5,6 +5,7 @@ expects them, and everything the README uses is importable from `statemachine`."
 from __future__ import annotations
 
 import ast
+import collections.abc
 import re
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def test_google_genai_private_members_are_present() -> None:
                                         "BaseApiClient._websocket_ssl_ctx",
                                         "BaseApiClient.api_key",
                                         "BaseApiClient._http_options",
-                                        "websockets Connection.recv_messages.put"}
+                                        "websockets Connection.recv_messages.put",
+                                        "websockets Connection.recv_messages.frames.queue"}
     assert inspect.iscoroutinefunction(AsyncSession._receive), "AsyncSession._receive"
     from google import genai
 
@@ -123,6 +125,8 @@ async def test_adapter_members_work_on_a_live_connection() -> None:
             message = await sdk.receive_one(live)
             assert message.server_content is not None
             assert arrived() == 1.0, "websockets no longer queues messages through recv_messages"
+            assert isinstance(live._ws.recv_messages.frames.queue, collections.abc.Sized), \
+                "websockets Connection.recv_messages.frames.queue"
             await sdk.close(live, within=2)
 
 

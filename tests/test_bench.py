@@ -92,6 +92,25 @@ def test_scale_runs_ours_beside_the_raw_sdk_at_the_same_n(quick: Any) -> None:
         parts["scale"]["duplicated"] / max(1, parts["scale"]["rotations"]), 3)
 
 
+def test_scale_and_capacity_tell_unread_input_from_lost_input(quick: Any) -> None:
+    """What the model never took in is split by identity: what ours' sessions still held
+    uncovered when the run closed them (`lost_unread_at_close`) apart from a real loss
+    (`lost`, what the targets read); every chunk of ours is accounted for by its session's
+    ledger; the raw SDK has no journal to say it (None). Both are printed and in the JSON."""
+    _, parts, results = quick
+    [run] = parts["scale"]["runs"]
+    assert run["lost_unread_at_close"] == 0 and run["raw"]["lost_unread_at_close"] is None
+    assert run["unmatched_sessions"] == 0 and run["lost_examples"] == []
+    assert parts["scale"]["lost_unread_at_close"] == run["lost_unread_at_close"]
+    assert "unread at close" in table(results)
+    steps = parts["capacity"]["steps"]
+    for step in steps:
+        expected = None if step["kind"] == "raw" else 0
+        assert step["lost_unread_at_close"] == expected, step["kind"]
+        assert step["unmatched_sessions"] == 0
+    assert any("unread@close" in line for line in capacity.table(parts["capacity"]))
+
+
 def test_busy_memory_is_broken_down_by_owner_beside_its_floor(quick: Any) -> None:
     """Busy sessions' memory above the raw SDK's with the same traffic, by owner (the journal's
     entries, payloads and pool among them), with the floor (uncovered input a resume would

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections import Counter
 
+import pytest
 from google.genai import types
 
 from statemachine.aio.lag import LagMonitor
@@ -33,13 +34,17 @@ async def test_the_monitor_sees_a_blocked_loop_and_stops_when_released() -> None
     assert monitor._handle is None and monitor.lag() == 0.0
 
 
-async def test_audio_written_while_the_handle_waited_is_replayed_not_lost() -> None:
+@pytest.mark.parametrize("handle_on_setup", [False, True])
+async def test_audio_written_while_the_handle_waited_is_replayed_not_lost(
+        handle_on_setup: bool) -> None:
     """The application takes 40 ms over the turnComplete message (under the 50 ms after which
     the background reads for it), while audio keeps going out; the handle after the turn waits
     in the queue. Then the connection drops. Audio the server took in after it issued the
-    handle is not in the resumed session: it must be replayed, none of it lost."""
+    handle is not in the resumed session: it must be replayed, none of it lost. With a handle
+    right after setupComplete (as the service sends), that one was queued with setupComplete,
+    before the session stamped arrivals: it must not shift the stamps of every later message."""
     settings = EmulatorSettings(time_scale=SCALE, chunk_interval=1.0, track_inputs=True,
-                                handle_on_setup=False)
+                                handle_on_setup=handle_on_setup)
     async with LiveEmulator(settings) as emu:
         app = await start(emu)
         app._task.cancel()  # this test reads itself, slowly
@@ -86,3 +91,46 @@ async def test_audio_written_while_the_handle_waited_is_replayed_not_lost() -> N
         await app.session.close()
     missing = [d[:4].hex() for d in sent if consumed[f"a:{d[:8].hex()}"] == 0]
     assert not missing, (len(missing), missing[:5])
+
+
+async def test_a_handle_queued_with_setup_complete_does_not_shift_the_arrival_stamps() -> None:
+    """The service's first handle comes right after setupComplete and is queued before
+    `connect()` returns, so before the session stamps arrivals. It gets the time stamping began
+    (it arrived before); each message after it keeps its own stamp. Left unstamped, it took the
+    next message's stamp and every later message its successor's: a handle seemed to have
+    waited less than it had, and audio written meanwhile counted as covered (lost at the next
+    resume: 276 chunks in a saturated 300-session fleet)."""
+    from statemachine import websocket_args
+    from statemachine.aio import sdk
+
+    loop = asyncio.get_running_loop()
+    async with LiveEmulator(EmulatorSettings()) as emu:
+        client = emu.client(**websocket_args())
+        config = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT],
+                                         session_resumption=types.SessionResumptionConfig())
+        async with client.aio.live.connect(model="gemini-live-2.5-flash-preview",
+                                           config=config) as live:
+            assert len(live._ws.recv_messages.frames.queue) == 1  # the handle, with setup
+            stamped: list[float] = []
+            more = asyncio.Event()
+
+            def clock() -> float:
+                stamped.append(loop.time())
+                if len(stamped) > 1:  # a message arrived after stamping began
+                    more.set()
+                return stamped[-1]
+
+            arrived = sdk.stamp_arrivals(live, clock)
+            began = loop.time()
+            await live.send_client_content(
+                turns={"role": "user", "parts": [{"text": "hi"}]}, turn_complete=True)
+            async with asyncio.timeout(10):  # the reply arrives before the handle is read
+                await more.wait()
+            first = await sdk.receive_one(live)
+            assert first.session_resumption_update is not None
+            stamp = arrived()
+            assert stamp is not None and stamp <= began, "the queued handle took a later stamp"
+            await sdk.receive_one(live)
+            stamp = arrived()
+            assert stamp is not None and stamp > began
+            await sdk.close(live, within=2)

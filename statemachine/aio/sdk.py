@@ -52,6 +52,8 @@ PRIVATE_MEMBERS: dict[str, str] = {
                                    "base URL, TLS and headers",
     "websockets Connection.recv_messages.put": "when each server message arrived, so the "
                                                "replay window counts the time it waited",
+    "websockets Connection.recv_messages.frames.queue": "the messages queued before arrivals "
+                                                        "were stamped (stamp_arrivals)",
 }
 
 
@@ -63,12 +65,22 @@ async def receive_one(sdk: AsyncSession) -> Message:
 def stamp_arrivals(sdk: AsyncSession, clock: Callable[[], float]) -> Callable[[], float | None]:
     """Stamp each server message with `clock()` when websockets queues it; the returned
     function gives the stamp of the message read last (call it once per message read). Without
-    the member (another websockets) every stamp is None and the caller falls back."""
+    the member (another websockets) every stamp is None and the caller falls back.
+
+    Messages queued already (the service's first handle comes with setupComplete, before
+    `connect()` returns) get the time of this call: they arrived before it, so before any input
+    the connection carries was written. Left without a stamp, the first of them would take the
+    stamp of the next message to arrive, and every message after it its successor's, for the
+    life of the connection: a handle would look as if it had waited less than it did, and
+    input written meanwhile would count as covered (lost at the next resume)."""
     assembler = getattr(sdk._ws, "recv_messages", None)
     put = getattr(assembler, "put", None)
     if put is None:
         return lambda: None
-    stamps: list[float] = []  # rarely more than one: a list (an empty deque is 0.6 KB)
+    queued = getattr(getattr(assembler, "frames", None), "queue", ())
+    waiting = sum(1 for frame in queued if getattr(frame, "fin", True))
+    # rarely more than one: a list (an empty deque is 0.6 KB)
+    stamps: list[float] = [clock()] * waiting if waiting else []
 
     def stamped(frame: Any) -> None:
         put(frame)

@@ -132,6 +132,7 @@ _SCALE_COLUMNS = (
     ("outage p50 (ms)", "outage_p50_ms"),
     ("outage p99 (ms)", "outage_p99_ms"),
     ("inputs lost", "lost"),
+    ("unread at close", "lost_unread_at_close"),
     ("skipped", "skipped"),
     ("dropped", "dropped"),
     ("duplicated", "duplicated"),
@@ -210,6 +211,9 @@ def table(results: dict[str, Any]) -> str:
                  "rate reached per session (50 = real rate; lower: the machine saturated)")
     lines.append(f"  duplicated per rotation over every run: {sc.get('duplicated_per_rotation')}; "
                  "skipped: raw audio sent while it had no connection (lost to the application)")
+    lines.append("  inputs lost: never taken in and not reported dropped (a real loss); unread "
+                 "at close: never taken in, but still held uncovered by ours' session when the "
+                 "run closed it (a saturated server may not have read it yet)")
     for run in sc["runs"]:
         if scale.saturated(run["chunks_per_s"], run.get("raw", {}).get("chunks_per_s", 50.0)):
             lines.append(

@@ -44,6 +44,7 @@ from ..audit.stats import percentile
 from ..core.actions import InputDropped, Notice
 from ..emulator import BENCH_MODEL as DEFAULT_MODEL
 from ..emulator import ConnectionPlan, EmulatorSettings
+from .ledger import Ledger, split
 from .remote import RemoteEmulator, client_for
 from .rotation import raw_senders
 
@@ -113,6 +114,11 @@ class Probe:
         self.sent: list[str] = []
         self.skipped = 0  # audio the raw SDK had no connection for (reconnecting)
         self.dropped = 0  # input ours dropped by its replay policy, and said so (InputDropped)
+        self.dropped_ids: list[str] = []  # which (ours, once each session has ended)
+        #: what ours' sessions still held uncovered when they were closed (`ledger.py`)
+        self.unread_ids: list[str] = []
+        #: sessions whose engine counted other inputs than their ledger (its figures are off)
+        self.unmatched = 0
         self.received = 0
         self.outages: list[float] = []
         self.floor: list[float] = []
@@ -172,6 +178,7 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
 
     await asyncio.sleep(ramp * i / n)
     resuming_since: list[float] = []
+    ledger = Ledger(i)  # which input each seq is: what was dropped, what was left unread
 
     def sink(r: dict[str, Any]) -> None:
         """Outages as they happen (no records kept): from the transition into `resuming` to the
@@ -187,53 +194,66 @@ async def _ours(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: fl
     def notice(n: Notice) -> None:
         if isinstance(n, InputDropped):
             probe.dropped += 1
+            ledger.dropped(n.seq)
 
     policy = Policy().scaled(pace) if pace != 1.0 else None  # the default, on the fleet's clock
-    async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
-                       on_notice=notice, telemetry=telemetry, policy=policy) as session:
-        if sessions is not None:  # the memory benchmark walks their journals
-            sessions.append(session)
+    try:
+        async with connect(client, model=DEFAULT_MODEL, config=_config(), audit=sink,
+                           on_notice=notice, telemetry=telemetry, policy=policy) as session:
+            if sessions is not None:  # the memory benchmark walks their journals
+                sessions.append(session)
 
-        async def audio(data: bytes) -> bool:
-            await session.send_realtime_input(
-                audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
-            return True
+            async def audio(data: bytes) -> bool:
+                await session.send_realtime_input(
+                    audio=types.Blob(data=data, mime_type="audio/pcm;rate=16000"))
+                ledger.audio_sent()
+                return True
 
-        async def text(t: str) -> bool:
-            await session.send_client_content(
-                turns=types.Content(role="user", parts=[types.Part(text=t)]), turn_complete=True)
-            return True
+            async def text(t: str) -> bool:
+                await session.send_client_content(
+                    turns=types.Content(role="user", parts=[types.Part(text=t)]),
+                    turn_complete=True)
+                ledger.text_sent(t)
+                return True
 
-        async def drain() -> None:
-            async for _ in session.receive():
-                probe.received += 1
+            async def drain() -> None:
+                async for _ in session.receive():
+                    probe.received += 1
 
-        events = session.events()
-        reader = probe.loop.create_task(drain())
-        await _speak(i, probe, stop, audio, text, pace)
-        # A last turn, answered and covered by a handle before closing: the server has then
-        # taken in everything sent before it. A close while a saturated server still had audio
-        # unread in the socket counted that audio as lost, though no rotation was involved.
-        # Bounded, since the machine may be saturated.
-        await text(f"s{i} end")
+            events = session.events()
+            reader = probe.loop.create_task(drain())
+            await _speak(i, probe, stop, audio, text, pace)
+            # A last turn, answered and covered by a handle before closing: the server has
+            # then taken in everything sent before it. A close while a saturated server still
+            # had audio unread in the socket counted that audio as lost, though no rotation was
+            # involved. Bounded, since the machine may be saturated.
+            await text(f"s{i} end")
 
-        def settled() -> bool:  # no turn waits (held in a rotation, unanswered, uncovered)
-            return session.state == "streaming" and not any(
-                e.trigger for e in session.core.journal.entries())
+            def settled() -> bool:  # no turn waits (held in a rotation, unanswered, uncovered)
+                return session.state == "streaming" and not any(
+                    e.trigger for e in session.core.journal.entries())
 
-        # a deadline, not `asyncio.timeout`: on 3.11 a timeout that fires as its block ends
-        # leaves the cancellation pending, and the close after it was cancelled instead
-        deadline = probe.loop.time() + 10 * pace
-        while not settled():
-            left = deadline - probe.loop.time()
-            if left <= 0:
-                break
-            try:
-                await asyncio.wait_for(anext(events), left)
-            except (TimeoutError, StopAsyncIteration):
-                break
-        unconfirmed.append(len(session.core.journal))
-    reader.cancel()
+            # a deadline, not `asyncio.timeout`: on 3.11 a timeout that fires as its block ends
+            # leaves the cancellation pending, and the close after it was cancelled instead
+            deadline = probe.loop.time() + 10 * pace
+            while not settled():
+                left = deadline - probe.loop.time()
+                if left <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(anext(events), left)
+                except (TimeoutError, StopAsyncIteration):
+                    break
+            journal = session.core.journal
+            unconfirmed.append(len(journal))
+            # what the close lets go of: input no handle covers yet (the server may not have
+            # read it), by identity, so that it is told apart from input lost on the way
+            probe.unread_ids += ledger.uncovered(journal.entries())
+            if session.core.counters.inputs != ledger.inputs:
+                probe.unmatched += 1
+        reader.cancel()
+    finally:  # every drop reported up to the close, a failed session's too
+        probe.dropped_ids += ledger.dropped_identities()
 
 
 async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: float,
@@ -383,7 +403,8 @@ async def _client(kind: str, info: dict[str, str], n: int, ramp: float, warm: fl
     messages = sent_in_window + received
     return {
         "delays": probe.delays, "sent": probe.sent, "skipped": probe.skipped,
-        "dropped": probe.dropped,
+        "dropped": probe.dropped, "dropped_ids": probe.dropped_ids,
+        "unread_ids": probe.unread_ids, "unmatched": probe.unmatched,
         "outages": probe.outages, "floor": probe.floor, "failed": len(failures),
         "failures": failures[:3], "unconfirmed_at_close": sum(unconfirmed),
         "cpu_s": cpu, "wall_s": wall, "gc_s": gc_s, "emulator_cpu_s": emu_cpu,
@@ -454,10 +475,11 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
     consumed: Counter[str] = Counter()
     for session in summary["sessions"]:
         consumed.update(session["consumed"])
-    missing = [k for k in out["sent"] if k not in consumed]
     # lost: what the model never took in and nobody was told of (ours reports what its replay
-    # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume)
-    lost = max(0, len(missing) - out["dropped"])
+    # policy drops, such as audio older than `ReplayPolicy.audio_staleness` at a resume), nor
+    # was still held uncovered by its session when the run closed it (`ledger.split`)
+    losses = split(out["sent"], consumed, set(out["dropped_ids"]), set(out["unread_ids"]))
+    lost = losses["lost"]
     delays, outages, floor = out["delays"], out["outages"], out["floor"]
     # taken in twice: sent again after a rotation although the handle held it (crossing window)
     duplicated = sum(c - 1 for c in consumed.values() if c > 1)
@@ -491,7 +513,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         if outage_p99 and floor_p99 else None,
         "inputs": len(out["sent"]),
         "lost": lost,
-        "missing": len(missing),
+        "lost_unread_at_close": losses["lost_unread_at_close"] if kind != "raw" else None,
+        "missing": losses["missing"],
         "skipped": out["skipped"],
         "failed_sessions": out["failed"],
         "failures": out["failures"],
@@ -499,6 +522,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         "duplicated": duplicated,
         "duplicated_per_rotation": round(duplicated / max(1, len(outages)), 3),
         "unconfirmed_at_close": out["unconfirmed_at_close"],
+        "unmatched_sessions": out["unmatched"],
         "telemetry_reported": out["telemetry"],
     }
 
@@ -634,11 +658,18 @@ def table(cap: dict[str, Any]) -> list[str]:
              f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
              f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
-            "outage_p99_ms", "floor_ms", "lost", "dropped", "duplicated", "met"]
-    lines.append(f"  {'sessions':>8} {'':7}" + "".join(f"{c[:13]:>14}" for c in cols))
+            "outage_p99_ms", "floor_ms", "lost", "lost_unread_at_close", "dropped", "duplicated",
+            "met"]
+    heads = {"lost_unread_at_close": "unread@close"}
+    lines.append(f"  {'sessions':>8} {'':7}"
+                 + "".join(f"{heads.get(c, c)[:13]:>14}" for c in cols))
     for s in cap["steps"]:
         kind = s["kind"] + (f" #{s['attempt']}" if s.get("attempt", 1) > 1 else "")
-        lines.append(f"  {s['sessions']:>8} {kind:7}" + "".join(f"{s[c]!s:>14}" for c in cols))
+        lines.append(f"  {s['sessions']:>8} {kind:7}"
+                     + "".join(f"{s.get(c)!s:>14}" for c in cols))
+    lines.append("  lost: never taken in, not reported dropped, not held by its session at the "
+                 "end; unread@close: never taken in, still held uncovered (the server may not "
+                 "have read it) when the run closed its session")
     lines.append(f"  ours {cap['sessions_per_core']} sessions per core vs raw SDK "
                  f"{cap['raw_sessions_per_core']}, ratio {cap['ratio']}; rotation outage p99 "
                  f"over floor at ours' largest N met: {cap['outage_p99_over_floor_loaded']} "

@@ -26,6 +26,7 @@ from typing import Any
 
 from ..emulator import BENCH_MODEL
 from . import capacity, owners
+from .ledger import split
 from .remote import RemoteEmulator, client_for, sigint_ignored
 
 
@@ -101,6 +102,8 @@ async def _client(kind: str, info: dict[str, str], indices: range, n: int, ramp:
     failures = [repr(r) for r in results if isinstance(r, BaseException)]
     out.update({
         "sent": probe.sent, "dropped": probe.dropped, "skipped": probe.skipped,
+        "dropped_ids": probe.dropped_ids, "unread_ids": probe.unread_ids,
+        "unmatched": probe.unmatched,
         "outages": probe.outages,
         "rotations_in_run": outages_in_run, "delays": probe.delays,
         "failed": len(failures), "failures": failures[:3],
@@ -155,7 +158,10 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
         consumed.update(session["consumed"])
     sent = [k for o in outs for k in o["sent"]]
     dropped = sum(o["dropped"] for o in outs)
-    missing = sum(1 for k in sent if k not in consumed)
+    # by identity: what the model never took in, reported dropped, held unread at the close,
+    # or lost without a notice (`ledger.split`)
+    losses = split(sent, consumed, {k for o in outs for k in o["dropped_ids"]},
+                   {k for o in outs for k in o["unread_ids"]})
     total: dict[str, Any] = {
         "kind": kind, "sessions": n, "processes": len(groups), "pace": pace,
         "rss_growth_kb": sum(o["rss_growth_kb"] for o in outs),
@@ -164,13 +170,18 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
         "outages": [x for o in outs for x in o["outages"]],
         "delays": [x for o in outs for x in o["delays"]],
         "inputs": len(sent),
-        # lost: what the model never took in and nobody was told of
-        "lost": max(0, missing - dropped), "dropped": dropped,
+        # lost: what the model never took in, nobody was told of, and no session still held
+        # when the run closed it; lost_unread_at_close: what a session still held uncovered
+        # then (the server may not have read it yet: a saturated one, past the real rate)
+        "lost": losses["lost"], "missing": losses["missing"],
+        "lost_unread_at_close": losses["lost_unread_at_close"] if kind == "ours" else None,
+        "lost_examples": losses["lost_examples"], "dropped": dropped,
         "skipped": sum(o["skipped"] for o in outs),
         "duplicated": sum(c - 1 for c in consumed.values() if c > 1),
         "failed": sum(o["failed"] for o in outs),
         "failures": [f for o in outs for f in o["failures"]][:3],
         "unconfirmed_at_close": sum(o["unconfirmed_at_close"] for o in outs),
+        "unmatched_sessions": sum(o["unmatched"] for o in outs),
     }
     if trace:
         merged: dict[str, float] = {}

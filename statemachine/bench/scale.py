@@ -10,8 +10,11 @@ and on ours, each against a fresh emulator. Per N:
   `ramp + seconds`, over N; ours above the raw SDK's is the figure;
 - outage p50/p99: each rotation's time without a connection (ours: in `resuming`, the
   client's view as in the audit summary; raw: from leaving the old connection to the new one);
-- lost: inputs the model never took in and nobody was told of (ours reports what its replay
-  policy drops); duplicated: inputs the model took in twice (the crossing window), also per
+- lost: inputs the model never took in, nobody was told of, and no session still held when
+  the run closed it (ours reports what its replay policy drops); `lost_unread_at_close`,
+  apart: inputs never taken in that a session of ours still held uncovered when it was closed
+  (a saturated server may not have read them yet), told apart by identity (`ledger.py`);
+  duplicated: inputs the model took in twice (the crossing window), also per
   rotation. Raw input sent while it has no connection is `skipped` (lost to the application).
 A machine with fewer cores than the fleet needs saturates: the audio rate actually reached is
 printed beside (`chunks/s`, 50 at real rate).
@@ -50,6 +53,8 @@ def _side(out: dict[str, Any]) -> dict[str, Any]:
         "chunks_per_s": round(out["chunks_per_s"], 1),
         "inputs": out["inputs"],
         "lost": out["lost"],
+        "lost_unread_at_close": out["lost_unread_at_close"],
+        "lost_examples": out["lost_examples"],
         "dropped": out["dropped"],
         "skipped": out["skipped"],
         "duplicated": out["duplicated"],
@@ -73,6 +78,7 @@ async def run_one(n: int, seconds: float, lifetime_s: float,
         "processes": out["processes"],
         **{k: v for k, v in ours.items() if k != "kb_per_session"},
         "unconfirmed_at_close": out["unconfirmed_at_close"],
+        "unmatched_sessions": out["unmatched_sessions"],
         "sdk_kb_per_connection": raw["kb_per_session"],
         "ours_kb_per_session": ours["kb_per_session"],
         "kb_per_session": round(ours["kb_per_session"] - raw["kb_per_session"], 1),
@@ -96,6 +102,7 @@ async def run(sizes: list[int], seconds: float, lifetime_s: float,
         "raw_chunks_per_s": last["raw"]["chunks_per_s"],
         "saturated": saturated(last["chunks_per_s"], last["raw"]["chunks_per_s"]),
         "lost": sum(r["lost"] for r in runs),
+        "lost_unread_at_close": sum(r["lost_unread_at_close"] for r in runs),
         "duplicated": duplicated,
         "rotations": rotations,
         "duplicated_per_rotation": fleet.per_rotation(duplicated, rotations),

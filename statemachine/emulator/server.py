@@ -151,6 +151,7 @@ class Connection:
         """Abort the TCP connection without a close frame: the client sees 1006."""
         self.closed_code, self.closed_reason = 1006, "dropped"
         self.ws.transport.abort()
+        self._reading.set()  # a read loop held by `stop_reading` sees the end (else it waits on)
 
     async def close(self, code: int, reason: str = "") -> None:
         self.closed_code, self.closed_reason = code, close_reason(reason)
