@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import multiprocessing
 import os
 import random
 import struct
@@ -45,7 +44,7 @@ from ..core.actions import InputDropped, Notice
 from ..emulator import BENCH_MODEL as DEFAULT_MODEL
 from ..emulator import ConnectionPlan, EmulatorSettings
 from .ledger import Ledger, split
-from .remote import RemoteEmulator, client_for
+from .remote import RemoteEmulator, client_for, in_child
 from .rotation import raw_senders
 
 TARGET_P99_MS = 20.0
@@ -464,13 +463,8 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
         if emu_cpu is not None and remote.info.get("pid"):
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(int(remote.info["pid"]), {emu_cpu})
-        context = multiprocessing.get_context("spawn")
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_child, args=(kind, remote.info, n, ramp, warm, window,
-                                                       client_cpu, theirs))
-        process.start()
-        out: dict[str, Any] = await asyncio.to_thread(mine.recv)
-        await asyncio.to_thread(process.join, 30)
+        out: dict[str, Any] = await in_child(_child, kind, remote.info, n, ramp, warm, window,
+                                             client_cpu)
         summary = await remote.summary()
     consumed: Counter[str] = Counter()
     for session in summary["sessions"]:

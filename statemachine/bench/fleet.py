@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import multiprocessing
 import os
 import tracemalloc
 from collections import Counter
@@ -27,7 +26,7 @@ from typing import Any
 from ..emulator import BENCH_MODEL
 from . import capacity, owners
 from .ledger import split
-from .remote import RemoteEmulator, client_for, sigint_ignored
+from .remote import RemoteEmulator, client_for, in_child
 
 
 def _rss_kb() -> int:
@@ -119,19 +118,8 @@ def _child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
 
 async def _in_child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
                     warm: float, trace: bool, pace: float) -> dict[str, Any]:
-    context = multiprocessing.get_context("spawn")
-    mine, theirs = context.Pipe()
-    process = context.Process(target=_child,
-                              args=(kind, info, indices, n, ramp, warm, trace, pace, theirs))
-    with sigint_ignored():  # Ctrl-C stops the parent, which stops the child (finally below)
-        process.start()
-    theirs.close()  # the child holds it now: its exit must end our recv() with EOFError
-    try:
-        result: dict[str, Any] = await asyncio.to_thread(mine.recv)
-        await asyncio.to_thread(process.join, 30)
-    finally:
-        if process.is_alive():
-            process.terminate()
+    result: dict[str, Any] = await in_child(_child, kind, info, indices, n, ramp, warm, trace,
+                                            pace)
     return result
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing
 import tracemalloc
 from contextlib import AsyncExitStack
 from multiprocessing.connection import Connection
@@ -28,7 +27,7 @@ from google.genai import types
 from ..emulator import BENCH_MODEL as DEFAULT_MODEL
 from ..emulator import EmulatorSettings
 from . import fleet, owners, scale
-from .remote import RemoteEmulator, client_for
+from .remote import RemoteEmulator, client_for, in_child
 
 CONFIG = types.LiveConnectConfig(response_modalities=[types.Modality.TEXT])
 
@@ -132,12 +131,7 @@ async def run(n: int, *, busy: int | None = None, ramp: float = 3.0, warm: float
 
 async def run_idle(n: int) -> dict[str, Any]:
     async with RemoteEmulator(EmulatorSettings(record_frames=False)) as remote:
-        context = multiprocessing.get_context("spawn")
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_child, args=(remote.info, n, theirs))
-        process.start()
-        result: dict[str, Any] = await asyncio.to_thread(mine.recv)
-        await asyncio.to_thread(process.join, 30)
+        result: dict[str, Any] = await in_child(_child, remote.info, n)
     return result
 
 

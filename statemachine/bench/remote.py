@@ -15,7 +15,7 @@ import os
 import signal
 import ssl
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -38,6 +38,33 @@ def sigint_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+async def in_child(target: Callable[..., None], *args: Any) -> Any:
+    """What `target(*args, pipe)`, run in a process of its own (spawn), sends back on `pipe`.
+    Our copy of the child's end is closed once it started, so a child that dies before it
+    reports ends the wait with an error (its traceback is on its stderr) instead of leaving
+    the benchmark waiting for ever; a child still alive when we leave is terminated."""
+    context = multiprocessing.get_context("spawn")
+    mine, theirs = context.Pipe()
+    process = context.Process(target=target, args=(*args, theirs))
+    with sigint_ignored():  # Ctrl-C stops the parent, which stops the child (finally below)
+        process.start()
+    theirs.close()
+    try:
+        try:
+            result = await asyncio.to_thread(mine.recv)
+        except EOFError as exc:
+            await asyncio.to_thread(process.join, 30)
+            raise RuntimeError(
+                f"the benchmark's process {target.__qualname__} exited (code "
+                f"{process.exitcode}) before it reported: its traceback is on stderr") from exc
+        await asyncio.to_thread(process.join, 30)
+        return result
+    finally:
+        mine.close()
+        if process.is_alive():
+            process.terminate()
 
 
 def _serve(settings: EmulatorSettings, plans: Sequence[ConnectionPlan], pipe: Connection) -> None:
