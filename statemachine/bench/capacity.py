@@ -452,10 +452,12 @@ def cores() -> tuple[int | None, int | None]:
 
 
 async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
-               lifetime: float = LIFETIME) -> dict[str, Any]:
+               lifetime: float = LIFETIME,
+               delay_bound_ms: float = TARGET_P99_MS) -> dict[str, Any]:
     """One measurement: N sessions of `kind` ("ours", "ours-otel", "ours-sdk" or "raw") against
-    a fresh emulator
-    (`lifetime` shorter than `LIFETIME` only for toy runs that must see a rotation)."""
+    a fresh emulator (`lifetime` shorter than `LIFETIME` and `delay_bound_ms` other than
+    `TARGET_P99_MS` only for toy runs: one that must see a rotation, one that checks what is
+    reported, whatever the machine's load does to the delays)."""
     client_cpu, emu_cpu = cores()
     settings = emulator_settings(lifetime)
     async with RemoteEmulator(settings, first_lifetimes(n, ramp + warm,
@@ -481,7 +483,7 @@ async def step(kind: str, n: int, *, ramp: float, warm: float, window: float,
     floor_ms = _ms(percentile(floor, 0.5))
     floor_p99 = _ms(percentile(floor, 0.99))
     outage_p99 = _ms(percentile(outages, 0.99))
-    ok = p99 is not None and p99 * 1000 < TARGET_P99_MS and out["failed"] == 0
+    ok = p99 is not None and p99 * 1000 < delay_bound_ms and out["failed"] == 0
     if kind != "raw":
         ok = ok and lost == 0
     return {
@@ -530,8 +532,7 @@ async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: floa
     in `steps`). Other jobs on a shared machine only ever add delay, so the better of two tries
     is the closer estimate of what the core carries; ours and the raw SDK get the same rule."""
     for attempt in (1, 2):
-        result = await step(kind, n, ramp=timing["ramp"], warm=timing["warm"],
-                            window=timing["window"], lifetime=timing["lifetime"])
+        result = await step(kind, n, **timing)
         result["attempt"] = attempt
         steps.append(result)
         if result["met"]:
@@ -541,13 +542,15 @@ async def _decide(kind: str, n: int, steps: list[dict[str, Any]], **timing: floa
 
 async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
               refine: bool = True, lifetime: float = LIFETIME,
-              sdk_audio: bool = True, telemetry: bool = True) -> dict[str, Any]:
+              sdk_audio: bool = True, telemetry: bool = True,
+              delay_bound_ms: float = TARGET_P99_MS) -> dict[str, Any]:
     """Ours and the raw SDK at each size in turn, each until it misses (a miss is tried twice:
     `_decide`); which goes first alternates from size to size, so drift on a shared machine
     moves all alike. With `telemetry`, ours with OpenTelemetry metrics and traces on
     ("ours-otel") is a third side. Then, when `refine`, once more halfway between the last
     size met and the first missed."""
-    timing = {"ramp": ramp, "warm": warm, "window": window, "lifetime": lifetime}
+    timing = {"ramp": ramp, "warm": warm, "window": window, "lifetime": lifetime,
+              "delay_bound_ms": delay_bound_ms}
     steps: list[dict[str, Any]] = []
     kinds = ("raw", "ours", "ours-otel") if telemetry else ("raw", "ours")
     best: dict[str, int] = dict.fromkeys(kinds, 0)
@@ -574,8 +577,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         # what the lifecycle itself costs over the raw SDK, without the encoding it saves
         at = cost_growth(steps).get("us_per_message_at")
         for n in sorted({at["smallest"], at["largest"]}) if at else []:
-            result = await step("ours-sdk", n, ramp=ramp, warm=warm, window=window,
-                                lifetime=lifetime)
+            result = await step("ours-sdk", n, **timing)
             result["attempt"] = 1
             steps.append(result)
     ours_steps = [s for s in steps if s["kind"] == "ours"]
@@ -586,7 +588,7 @@ async def run(sizes: list[int], *, ramp: float, warm: float, window: float,
         "raw_sessions_per_core": best["raw"],
         "ratio": round(best["ours"] / best["raw"], 3) if best["raw"] else None,
         **_telemetry_cost(steps, best),
-        "target_p99_ms": TARGET_P99_MS,
+        "target_p99_ms": delay_bound_ms,
         "outage_p99_over_floor_loaded": loaded["outage_p99_over_floor"] if loaded else None,
         "floor_p99_over_floor_loaded": loaded["floor_p99_over_floor"] if loaded else None,
         "outage_p99_over_floor_p99_loaded": loaded["outage_p99_over_floor_p99"]
@@ -650,7 +652,7 @@ def table(cap: dict[str, Any]) -> list[str]:
     """The capacity section of the printed report."""
     lines = [f"Capacity at real rates (one core each; 20 ms audio in, audio out at real pace, a "
              f"text turn every {TURN_EVERY:g} s, a rotation every {LIFETIME:g} s; met: input "
-             f"delay p99 < {TARGET_P99_MS:g} ms, nothing lost):"]
+             f"delay p99 < {cap.get('target_p99_ms', TARGET_P99_MS):g} ms, nothing lost):"]
     cols = ["input_delay_p99_ms", "us_per_message", "cpu_busy", "emulator_cpu_busy", "rotations",
             "outage_p99_ms", "floor_ms", "lost", "lost_unread_at_close", "dropped", "duplicated",
             "met"]
