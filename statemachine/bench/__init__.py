@@ -215,12 +215,13 @@ def table(results: dict[str, Any]) -> str:
                  "at close: never taken in, but still held uncovered by ours' session when the "
                  "run closed it (a saturated server may not have read it yet)")
     for run in sc["runs"]:
-        if scale.saturated(run["chunks_per_s"], run.get("raw", {}).get("chunks_per_s", 50.0)):
+        raw_rate = run.get("raw", {}).get("chunks_per_s", scale.REAL_RATE)
+        if scale.saturated(run["chunks_per_s"], raw_rate):
             lines.append(
                 f"  SATURATED at {run['sessions']} sessions: this machine carried "
-                f"{run['chunks_per_s']} chunks/s per session for ours and "
-                f"{run.get('raw', {}).get('chunks_per_s')} for the raw SDK, not the real rate "
-                f"of 50: the figures at this N are not those of a real-rate fleet")
+                f"{run['chunks_per_s']} chunks/s per session for ours and {raw_rate} for the raw "
+                f"SDK, not the real rate of {scale.REAL_RATE:g}: the figures at this N are not "
+                "those of a real-rate fleet")
     if results.get("memory"):
         lines.extend(memory.table(results["memory"]))
     if "capacity" in results:

@@ -116,13 +116,6 @@ def _child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
     pipe.send(asyncio.run(_client(kind, info, indices, n, ramp, warm, trace, pace)))
 
 
-async def _in_child(kind: str, info: dict[str, str], indices: range, n: int, ramp: float,
-                    warm: float, trace: bool, pace: float) -> dict[str, Any]:
-    result: dict[str, Any] = await in_child(_child, kind, info, indices, n, ramp, warm, trace,
-                                            pace)
-    return result
-
-
 async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
               trace: bool = False, parts: int | None = None, pace: float = 1.0) -> dict[str, Any]:
     """N sessions of `kind` ("ours" or "raw") against a fresh emulator, over `parts` client
@@ -138,7 +131,7 @@ async def run(kind: str, n: int, *, ramp: float, warm: float, lifetime: float,
     groups = shares(n, parts or processes())
     async with RemoteEmulator(settings, plans) as remote:
         outs = await asyncio.gather(*[
-            _in_child(kind, remote.info, g, n, ramp * pace, warm * pace, trace, pace)
+            in_child(_child, kind, remote.info, g, n, ramp * pace, warm * pace, trace, pace)
             for g in groups])
         summary = await remote.summary()
     consumed: Counter[str] = Counter()
