@@ -8,8 +8,10 @@ prints one line per event the test waits for, and obeys commands on stdin:
 
 - `TURN <text>`: send a text turn on the first session;
 - `TOOLTURN <text>`: send a turn that makes the model call `lookup`; the tool response is
-  sent as soon as the call comes, and the worker prints `TOOL-SENT` right after (a test kills
-  it there: the response is in flight);
+  sent as soon as the call comes (with `audio`, once the next chunk went out: the handles
+  before the call cannot cover that chunk, so the response's store write always carries some
+  audio no handle covers), and the worker prints `TOOL-SENT` right after (a test kills it
+  there: the response is in flight);
 - `HANDOFF [text]`: hand the first session off; with text, that turn is sent while the hand-off
   waits for its safe point. Prints `HANDOFF <json>` and `AUDIO-LAST <i>` (the last chunk the
   session took); the worker exits once the session is handed off;
@@ -61,6 +63,7 @@ class Worker:
         self.sessions: list[statemachine.LiveSession] = []
         self.audio_last = config.get("audio_from", 0) - 1
         self.audio_task: asyncio.Task[None] | None = None
+        self.chunk_sent = asyncio.Event()  # set, and replaced, as each audio chunk goes out
 
     def client(self) -> genai.Client:
         ctx = ssl.create_default_context(cafile=self.config["ca_file"])
@@ -117,6 +120,8 @@ class Worker:
             except statemachine.SessionClosed:
                 return
             self.audio_last = i
+            self.chunk_sent.set()
+            self.chunk_sent = asyncio.Event()
             i += 1
             await asyncio.sleep(0.02)
 
@@ -128,6 +133,8 @@ class Worker:
                 if content and content.model_turn:
                     text += "".join(p.text or "" for p in content.model_turn.parts or [])
                 if message.tool_call:
+                    if self.audio_task is not None and not self.audio_task.done():
+                        await asyncio.wait_for(self.chunk_sent.wait(), 10)
                     responses = [types.FunctionResponse(id=c.id, name=c.name,
                                                         response={"result": "sunny"})
                                  for c in message.tool_call.function_calls or []]

@@ -39,7 +39,7 @@ async def run(with_redis: bool) -> list[str]:
             workdir = stack.enter_context(tempfile.TemporaryDirectory())
             redis_cm = redis_server(Path(workdir))
             port = redis_cm.__enter__()
-            store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+            store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
         session = statemachine.LiveSession(
             emu.client(**statemachine.websocket_args()), model="gemini-live-2.5-flash-preview",
             config={"response_modalities": ["TEXT"]}, policy=fast_policy(),

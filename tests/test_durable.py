@@ -158,7 +158,7 @@ async def test_store_lost_mid_session_degrades(emu: LiveEmulator, tmp_path: Path
 
     records: list[dict[str, Any]] = []
     with redis_server(tmp_path) as port:
-        store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+        store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=5.0)
         from statemachine.aio.session import LiveSession
 
         session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",

@@ -64,19 +64,26 @@ class Worker:
             if line.startswith(prefix):
                 del self._unread[i]
                 return line[len(prefix):].strip()
+        try:
+            return await asyncio.wait_for(self._next(prefix), within)
+        except TimeoutError:
+            raise AssertionError(f"no {prefix!r} line within {within:g}s; the worker printed "
+                                 f"{self.lines[-20:]}") from None
+
+    async def _next(self, prefix: str) -> str:
+        """Read lines until one starts with `prefix` (the others are kept unread)."""
         assert self.proc.stdout is not None
-        async with asyncio.timeout(within):
-            while True:
-                raw = await self.proc.stdout.readline()
-                if not raw:
-                    err = await self.proc.stderr.read() if self.proc.stderr else b""
-                    raise AssertionError(f"worker ended before {prefix!r}: {self.lines[-20:]} "
-                                         f"{err.decode()[-3000:]}")
-                line = raw.decode().rstrip("\n")
-                self.lines.append(line)
-                if line.startswith(prefix):
-                    return line[len(prefix):].strip()
-                self._unread.append(line)
+        while True:
+            raw = await self.proc.stdout.readline()
+            if not raw:
+                err = await self.proc.stderr.read() if self.proc.stderr else b""
+                raise AssertionError(f"worker ended before {prefix!r}: {self.lines[-20:]} "
+                                     f"{err.decode()[-3000:]}")
+            line = raw.decode().rstrip("\n")
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+            self._unread.append(line)
 
     async def send(self, command: str) -> None:
         assert self.proc.stdin is not None

@@ -195,8 +195,8 @@ async def test_redis_stopped_and_restarted_mid_session(tmp_path: Path) -> None:
 
     async with LiveEmulator(EmulatorSettings(time_scale=0.01)) as emu:
         with redis_server(tmp_path) as port:
-            store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.3,
-                               socket_timeout=0.3)
+            store = RedisStore(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=5.0,
+                               socket_timeout=5.0)
             app = await start(emu, fast_policy(), store=store, session_key="k", lease_ttl=0.6)
             await app.ask("one")
             assert await app.session.flush_handle()
