@@ -208,6 +208,20 @@ async def test_go_away_then_deadline_close(emu: LiveEmulator) -> None:
     assert err.value.details == "Deadline expired before operation could complete."
 
 
+async def test_a_server_close_after_the_clients_close_leaves_the_clients_code(
+        emu: LiveEmulator) -> None:
+    """The client closed first: a close the server makes after its close frame came (its
+    deadline, due while a loaded loop had not yet ended the connection) neither claims the
+    connection nor changes the code recorded: the client's 1000."""
+    async with emu.client().aio.live.connect(model=MODEL, config=text_config()) as session:
+        await session.send_client_content(turns=user("one"), turn_complete=True)
+        await collect(session, turn_complete)
+    conn = emu.connections[0]
+    await conn.close(1011, "Deadline expired before operation could complete.")
+    await asyncio.wait_for(conn.done.wait(), 5)
+    assert (conn.closed_code, conn.closed_reason) == (1000, "")
+
+
 async def test_silence_after_go_away_keeps_socket_open(emu: LiveEmulator) -> None:
     """The silent fault: goAway, then nothing, and no close at the deadline."""
     emu.settings = EmulatorSettings(time_scale=FAST, connection_lifetime=20.0, go_away_lead=5.0)

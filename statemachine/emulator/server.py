@@ -154,6 +154,10 @@ class Connection:
         self._reading.set()  # a read loop held by `stop_reading` sees the end (else it waits on)
 
     async def close(self, code: int, reason: str = "") -> None:
+        """Close with `code`, unless the client's close frame came first: then the client
+        closed the connection, and its code is the one recorded (`closed_code`)."""
+        if self.ws.protocol.close_rcvd is not None:
+            return
         self.closed_code, self.closed_reason = code, close_reason(reason)
         await self.ws.close(code, close_reason(reason))
 
