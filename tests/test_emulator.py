@@ -208,6 +208,30 @@ async def test_go_away_then_deadline_close(emu: LiveEmulator) -> None:
     assert err.value.details == "Deadline expired before operation could complete."
 
 
+async def test_go_away_in_reply_comes_after_its_first_chunk_then_the_deadline(
+        emu: LiveEmulator) -> None:
+    """`ConnectionPlan.go_away_in_reply`: the goAway comes right after the first chunk of that
+    reply (mid-reply, however slow the machine), the reply goes on, and the connection closes
+    with 1011 when the notice has run out."""
+    emu.settings = EmulatorSettings(time_scale=FAST, go_away_lead=10.0, chunks_per_reply=3)
+    emu.plan(ConnectionPlan(go_away_in_reply=2))
+    async with emu.client().aio.live.connect(model=MODEL, config=text_config()) as session:
+        await session.send_client_content(turns=user("one"), turn_complete=True)
+        first = await collect(session, turn_complete)
+        assert not any(m.go_away for m in first)
+        await session.send_client_content(turns=user("two"), turn_complete=True)
+        second = await collect(session, turn_complete)
+        kinds = ["go_away" if m.go_away else "chunk" if m.server_content and
+                 m.server_content.model_turn else "other" for m in second]
+        assert kinds[kinds.index("chunk"):kinds.index("go_away") + 2] == [
+            "chunk", "go_away", "chunk"]
+        assert reply_text(second).startswith('Reply 2 to "two"')
+        with pytest.raises(errors.APIError) as err:
+            await collect(session, lambda m: False)
+    assert err.value.code == 1011
+    assert emu.connections[0].closed_code == 1011
+
+
 async def test_a_server_close_after_the_clients_close_leaves_the_clients_code(
         emu: LiveEmulator) -> None:
     """The client closed first: a close the server makes after its close frame came (its

@@ -70,6 +70,10 @@ class ConnectionPlan:
     #: drop the connection (1006) instead of sending the n-th handle issued after a turn, so the
     #: client holds a reply whose covering handle never came
     drop_at_turn_handle: int | None = None
+    #: send `goAway` (the settings' `go_away_lead` of notice) right after the first chunk of the
+    #: n-th reply on this connection, then close at the deadline as the lifetime does: a notice
+    #: that certainly comes while a reply streams, however slow the machine
+    go_away_in_reply: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -389,7 +393,20 @@ class Connection:
 
     async def _lifetime(self, lifetime: float, lead: float) -> None:
         await asyncio.sleep(max(0.0, lifetime - lead))
+        await self._expire(lead)
+
+    async def expire_mid_reply(self) -> None:
+        """`ConnectionPlan.go_away_in_reply`: the notice now, the close at its deadline."""
+        lead = self.emu.settings.seconds("go_away_lead")
         await self.send({"goAway": {"timeLeft": duration(lead)}})
+        self._spawn(lambda: self._deadline(lead))
+
+    async def _expire(self, lead: float) -> None:
+        """`goAway` with `lead` seconds of notice, then the close when they have run out."""
+        await self.send({"goAway": {"timeLeft": duration(lead)}})
+        await self._deadline(lead)
+
+    async def _deadline(self, lead: float) -> None:
         if self.plan.silent_after_go_away:
             self.silence()
             return

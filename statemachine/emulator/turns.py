@@ -52,6 +52,7 @@ class TurnEngine:
         self._when_idle: list[tuple[str, dict[str, Any]]] = []
         self._call_ids = 0
         self._turn_handles = 0
+        self._replies = 0  # replies that began streaming on this connection
         #: VAD ended the last turn and has heard no speech since: trailing silence is no turn
         self._silence_after_turn = False
         #: 3.8: `clientContent` without `turnComplete` came; nothing is answered until one does
@@ -328,6 +329,10 @@ class TurnEngine:
         try:
             for chunk in split(reply, settings.chunks_per_reply):
                 await self._stream(chunk)
+                if not sent:
+                    self._replies += 1
+                    if conn.plan.go_away_in_reply == self._replies:
+                        await conn.expire_mid_reply()
                 sent += chunk
                 await asyncio.sleep(settings.seconds("chunk_interval"))
                 if conn.resumption and conn.profile.mid_turn_handles:
