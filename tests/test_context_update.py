@@ -12,7 +12,7 @@ from google.genai import types
 from statemachine.core.actions import ContextLost, InputDropped
 from statemachine.emulator import EmulatorSettings, LiveEmulator
 
-from .app import SCALE, App, start
+from .app import SCALE, App, fast_policy, start
 
 MODEL_25 = "gemini-live-2.5-flash-preview"
 SLOW = EmulatorSettings(time_scale=SCALE, chunk_interval=1.0)
@@ -78,6 +78,25 @@ async def test_an_update_a_handle_covers_is_not_sent_again() -> None:
         # not go back either
         assert setups(emu)[-1]["system_instruction"]["parts"][0]["text"] == \
             "Speak like a pirate."
+        await app.stop()
+
+
+async def test_an_update_an_answered_turn_followed_is_covered_however_long_the_round_trip(
+) -> None:
+    """The server answered a turn sent after the update, so it had the update: the handle
+    after that answer covers it, even when the crossing window (a slow link's, or a ping
+    measured on a busy machine: here a second) is longer than the whole turn took."""
+    policy = fast_policy()
+    policy = attrs.evolve(policy, replay=attrs.evolve(policy.replay, crossing_slack=1.0))
+    async with LiveEmulator(SLOW) as emu:
+        app = await start(emu, policy, model=MODEL_25)
+        await app.session.send_context_update(system_instruction="Speak like a pirate.")
+        await app.ask("one")
+        emu.connections[-1].drop()
+        assert (await app.ask("two")).startswith('Reply 2 to "two". I remember "one"')
+        assert len(received(emu, "context_update")) == 1
+        assert emu.sessions[-1].context.updates == 1
+        assert not app.noticed(InputDropped)
         await app.stop()
 
 

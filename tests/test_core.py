@@ -931,6 +931,32 @@ def test_covered_audio_entries_are_made_again_and_nothing_of_them_is_left() -> N
     assert replayed == ["held"] + [f"new{i}" for i in range(25)]
 
 
+def test_input_sent_before_an_answered_turn_is_covered_however_long_the_round_trip() -> None:
+    """Gemini API: the server answered a turn, so it had taken in all that went out before it
+    on that connection (a context update, audio, packed or not): the handle after the answer
+    covers it, even when the crossing window (a ping measured on a busy machine) is longer
+    than the whole turn took. Kept, it was replayed after a resume: an update applied twice.
+    Input sent after the turn may still have crossed the handle: it stays."""
+    engine, d, _ = session()
+    d.feed(Latency(at=d.tick(), generation=1, rtt=5.0))
+    send(d, InputKind.CONTEXT_UPDATE, turn_complete=False)
+    for _ in range(30):  # 0.6 s of audio: written, it packs into a run
+        d.feed(ClientInput(at=d.tick(0.02), kind=InputKind.AUDIO, payload=(b"pcm", "audio/pcm"),
+                           turn_complete=False))
+    assert len(engine.journal.entries()) < len(engine.journal) == 31
+    send(d)  # the turn
+    d.feed(ModelOutput(at=d.tick(), generation=1, text="reply"))
+    d.feed(TurnComplete(at=d.tick(), generation=1))
+    late = send(d, InputKind.AUDIO, turn_complete=False)
+    d.feed(ResumptionUpdate(at=d.tick(), generation=1, handle="h", resumable=True))
+    (kept,) = engine.journal
+    assert [kept.seq] == [a.entry.seq for a in late if isinstance(a, Send)]
+    d.feed(ConnectionLost(at=d.tick(), generation=1, code=1006))
+    d.feed(SetupComplete(at=d.tick(), generation=2))
+    replayed = [a.entry.seq for a in d.actions if isinstance(a, Send) and a.generation == 2]
+    assert replayed == [kept.seq]
+
+
 def test_input_written_while_an_update_waited_is_not_taken_as_covered() -> None:
     """A handle is processed `lag` after it arrived (a busy event loop, a reader away): audio
     written in that time went out after the server issued the handle, so it is kept for replay,

@@ -13,9 +13,11 @@ What a handle covers:
 - transparent mode (Vertex): entries whose per-connection index is at most the server's
   `lastConsumedClientMessageIndex` on the connection that sent them;
 - otherwise (Gemini API): turn inputs the server has answered (a `turnComplete` came after
-  them), and other input sent on the connection at least one round trip before the resumable
-  update arrived. Input sent later may have crossed the update on the wire (the Gemini API gives
-  no way to know): it is kept and replayed, a possible duplicate rather than a loss.
+  them) and every input sent on the connection before one of them (the server takes a
+  connection's input in order: it had all of it when it answered), and other input sent on the
+  connection at least one round trip before the resumable update arrived. Input sent later may
+  have crossed the update on the wire (the Gemini API gives no way to know): it is kept and
+  replayed, a possible duplicate rather than a loss.
 """
 
 from __future__ import annotations
@@ -478,19 +480,33 @@ class Journal:
 
     def prune_covered(self, generation: int, sent_before: float) -> list[Entry]:
         """Gemini API: a resumable handle arrived on `generation`. Answered turn input is
-        covered; other input only if it went out before `sent_before` (the update's arrival
-        minus one round trip: anything later may have crossed the update on the wire)."""
+        covered, and so is what went out on the connection before it (the server answered it,
+        so it had taken in all that came first); other input only if it went out before
+        `sent_before` (the update's arrival minus one round trip: anything later may have
+        crossed the update on the wire). Order, unlike timing, holds on a loaded machine."""
+        upto = self._answered_upto(generation)
+
+        def before_answered(e: Entry) -> bool:
+            return e.sent_index is not None and e.sent_index < upto
+
         return self._prune(
             lambda e: e.sent_generation == generation
             and (
                 e.answered
                 if e.trigger
-                else e.sent_at is not None and e.sent_at < sent_before
+                else before_answered(e) or (e.sent_at is not None and e.sent_at < sent_before)
             ),
-            # a packed run's chunks went out in order: those sent before `sent_before`
+            # a packed run's chunks went out in order: those sent before `sent_before` (a run
+            # is all before an answered turn or all after it: its indices are consecutive)
             lambda e, packed: bisect.bisect_left(packed.sent, sent_before)
             if e.sent_generation == generation else 0,
         )
+
+    def _answered_upto(self, generation: int) -> int:
+        """The connection index of the last turn input answered on `generation` (0: none)."""
+        return max((e.sent_index for e in self._entries
+                    if e.trigger and e.answered and e.sent_generation == generation
+                    and e.sent_index is not None), default=0)
 
     def _prune(self, covered: Callable[[Entry], bool],
                chunks: Callable[[Entry, Packed], int] | None = None) -> list[Entry]:
