@@ -72,3 +72,19 @@ def test_ctrl_c_while_a_child_starts_is_not_lost() -> None:
     done = subprocess.run([sys.executable, "-c", _INTERRUPTED_WHILE_STARTING], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout, done.stderr) == (130, "interrupted\n", "")
+
+
+def _reports_whether_sigint_is_blocked(pipe: Connection) -> None:
+    pipe.send(signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+
+
+def test_the_first_child_a_process_starts_does_not_get_ctrl_c() -> None:
+    """Ctrl-C is the parent's to report; a child would print a traceback of its own. The first
+    child a process starts also starts multiprocessing's resource tracker, which unblocks
+    SIGINT when it is done: that must not happen while the child is being started."""
+    script = ("import asyncio\nfrom statemachine.bench.remote import in_child\n"
+              "from tests.test_bench_children import _reports_whether_sigint_is_blocked\n"
+              "print(asyncio.run(in_child(_reports_whether_sigint_is_blocked)))\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "True\n", "")

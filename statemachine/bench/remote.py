@@ -15,6 +15,7 @@ import os
 import signal
 import ssl
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,7 +31,9 @@ def sigint_held() -> Iterator[None]:
     survives exec). Ctrl-C reaches the whole process group, and only the parent should report
     it (then stop its children), not each child with a traceback of its own, possibly while it
     is still importing. Here, a Ctrl-C that arrives meanwhile is held and delivered when the
-    block ends (ignoring SIGINT instead would drop it: the command ran on as if never asked)."""
+    block ends (ignoring SIGINT instead would drop it: the command ran on as if never asked).
+    multiprocessing's resource tracker is started first: starting it unblocks SIGINT."""
+    resource_tracker.ensure_running()
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
