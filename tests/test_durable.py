@@ -150,6 +150,36 @@ async def test_unreachable_store_at_start_fails_clearly(emu: LiveEmulator) -> No
 
 
 @needs_redis
+async def test_a_store_that_does_not_answer_at_start_fails_it_in_bounded_time(
+        emu: LiveEmulator, tmp_path: Path) -> None:
+    """A store that takes connections but does not answer (Redis paused, as a hung server or a
+    network dropping packets is) fails the start after the store timeout, with why; the start
+    does not wait as long as the store does."""
+    import redis.asyncio as aioredis
+
+    from statemachine.aio.session import LiveSession
+    from statemachine.stores import RedisStore, StoreError
+
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        admin = aioredis.from_url(url)
+        await admin.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+        store = RedisStore(url, socket_timeout=None)  # redis-py waits as long as Redis does
+        session = LiveSession(emu.client(), model="gemini-live-2.5-flash-preview",
+                              config={"response_modalities": ["TEXT"]}, store=store,
+                              session_key="k", audit=lambda r: None)
+        try:
+            async with asyncio.timeout(15):  # the pause lasts 30 s
+                with pytest.raises(StoreError, match=r"not started: .*did not answer within 2s"):
+                    await session.start()
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+            await admin.aclose()
+            await store.aclose()
+    assert not emu.connections
+
+
+@needs_redis
 async def test_store_lost_mid_session_degrades(emu: LiveEmulator, tmp_path: Path) -> None:
     """The Redis server dies under a live session: handles keep flowing in memory."""
     from statemachine.stores import RedisStore

@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..core.actions import (
     ForgetHandle,
@@ -41,6 +42,8 @@ from ..core.persistence import (
 from ..errors import LeaseFenced, LeaseHeld, StoreError
 from ..stores import HandleStore
 from . import journalcodec
+
+_T = TypeVar("_T")
 
 
 class StoreWorker:
@@ -68,7 +71,8 @@ class StoreWorker:
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                await self.store.acquire(key, self.holder, self.persistence.lease_ttl)
+                await self._bounded(self.store.acquire(key, self.holder,
+                                                       self.persistence.lease_ttl))
                 self._leased = True
                 break
             except LeaseHeld as held:
@@ -83,8 +87,8 @@ class StoreWorker:
                     "start without store/session_key"
                 ) from exc
         try:
-            record = await self.store.load(key)
-            self.restored = await self.store.load_journal(key)
+            record = await self._bounded(self.store.load(key))
+            self.restored = await self._bounded(self.store.load_journal(key))
         except StoreError as exc:
             with contextlib.suppress(StoreError):
                 await self.store.release(key, self.holder)
@@ -92,6 +96,16 @@ class StoreWorker:
             raise StoreError(f"session {key!r} not started: {exc}") from exc
         self._task = asyncio.get_running_loop().create_task(self._run())
         return record  # the core decides whether it is still valid (`Lifecycle.restore`)
+
+    async def _bounded(self, call: Awaitable[_T]) -> _T:
+        """`call`, or `StoreError` once it took longer than `store_timeout`: a store that does
+        not answer (paused, or a network that drops packets) must not hold the start for ever."""
+        try:
+            async with asyncio.timeout(self.persistence.store_timeout):
+                return await call
+        except TimeoutError as exc:
+            raise StoreError(f"the store did not answer within "
+                             f"{self.persistence.store_timeout:g}s") from exc
 
     def perform(self, action: StoreAction) -> None:
         """Queue one of the core's store actions."""
