@@ -45,7 +45,7 @@ async def test_stopping_a_task_raises_its_own_error_unless_told_not_to() -> None
         try:
             await asyncio.Event().wait()
         finally:
-            raise ValueError("cleanup failed")  # noqa: B012
+            raise ValueError("cleanup failed")
 
     for raise_error in (True, False):
         task = asyncio.get_running_loop().create_task(fails_when_stopped())
@@ -56,6 +56,32 @@ async def test_stopping_a_task_raises_its_own_error_unless_told_not_to() -> None
         else:
             await cancel_and_wait(task, raise_error=False)
         assert task.done()
+
+
+async def test_tasks_started_in_a_block_end_with_it_when_it_is_interrupted() -> None:
+    """Cancelled, the block cancels and awaits what it started before the cancellation goes on;
+    left normally, what it started runs on (the caller's, as with create_task)."""
+    block_started = asyncio.Event()
+    inside: list[asyncio.Task[None]] = []
+
+    async def block() -> None:
+        async with started_tasks() as start:
+            inside.append(start(asyncio.Event().wait()))
+            block_started.set()
+            await asyncio.Event().wait()
+
+    outer = asyncio.get_running_loop().create_task(block())
+    await block_started.wait()
+    outer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await outer
+    assert inside[0].cancelled()
+
+    async with started_tasks() as start:
+        runs_on = start(asyncio.Event().wait())
+    await asyncio.sleep(0)
+    assert not runs_on.done()
+    runs_on.cancel()
 
 
 @pytest.mark.parametrize("scenario", ["ours", "raw SDK baseline"])
