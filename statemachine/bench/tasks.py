@@ -13,13 +13,17 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+#: how long an interrupted block waits for the tasks it started to end (seconds)
+STOP_TIMEOUT = 10.0
+
 Start = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
 @contextlib.asynccontextmanager
 async def started_tasks() -> AsyncIterator[Start]:
     """`start(coro)` creates a task; if the block raises (or is cancelled), every task it
-    started is cancelled and awaited (their outcomes retrieved) before the exception goes on."""
+    started is cancelled and awaited (at most `STOP_TIMEOUT`; their errors read) before the
+    exception goes on."""
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task[Any]] = []
 
@@ -33,7 +37,11 @@ async def started_tasks() -> AsyncIterator[Start]:
     except BaseException:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:  # bounded: one that ignored its cancellation must not keep Ctrl-C waiting
+            done, _ = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # read: the interruption is what the command reports
         raise
 
 
