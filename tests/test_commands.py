@@ -28,11 +28,21 @@ def command(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     """The command in a process group of its own (a terminal's Ctrl-C reaches the group),
-    stdout and stderr merged, unbuffered."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "statemachine", *args], stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, start_new_session=True,
-        env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+    stdout and stderr merged, unbuffered, and SIGINT at its default, as a terminal's foreground
+    job has it: a test run started in the background of a script (`.ci/run &`) has SIGINT
+    ignored, every child inherits that, and a command that leaves SIGINT to Python (bench)
+    would then run its whole course after the test's Ctrl-C."""
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "statemachine", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env={**(env or os.environ), "PYTHONUNBUFFERED": "1"})
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def ctrl_c(proc: subprocess.Popen[str]) -> tuple[int, str]:

@@ -11,6 +11,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
 from google.genai import types
 
 import statemachine
@@ -20,10 +21,13 @@ from statemachine.testing import Trace
 
 from .sdk import MODEL
 
-#: a 60 s connection lasts 0.3 s, its goAway comes after 0.2 s: 200 rotations in about a minute.
-#: (Much shorter connections would be shorter than the crossing window before the first ping
-#: measures the round trip: audio would then be replayed on every connection, never lost.)
-SCALE = 0.005
+#: a 60 s connection lasts 0.6 s, its goAway comes after 0.4 s: 200 rotations in about two
+#: minutes. A connection must have room for its setup, its replay and a turn with its handle on a
+#: loaded machine: at 0.3 s (scale 0.005) every reply was cut by the rotation deadline under load,
+#: no handle came, each resume replayed more (22, 32, 42, 51 inputs) until audio aged past the
+#: replay window and was dropped (697 InputDropped). Much shorter connections would also be
+#: shorter than the crossing window before the first ping measures the round trip.
+SCALE = 0.01
 ROTATIONS = 200
 
 
@@ -53,6 +57,7 @@ async def _resting(session: statemachine.LiveSession) -> tuple[int, int]:
     return min(t for t, _ in looks), min(f for _, f in looks)
 
 
+@pytest.mark.timeout(600)  # beyond the bounds below (420 s, 30 s): they say what hung
 async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
         record_property: Callable[[str, object], None]) -> None:
     """Continuous audio and turns through 200 rotations: every audio chunk and every turn is
@@ -61,12 +66,13 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
     holds grows by less than 0.5 MB (the input journal is pruned, records are not kept).
     Audio chunks the model took in twice (replayed from the crossing window although the
     server had them) are counted: at most one per rotation, whatever the load."""
+    # no frames kept: the soak reads what the model took in, and 200 rotations of frames made
+    # each tracemalloc snapshot copy hundreds of thousands of traces (41 s under load)
     settings = EmulatorSettings(time_scale=SCALE, connection_lifetime=60.0, go_away_lead=20.0,
-                                chunk_interval=1.0, track_inputs=True)
+                                chunk_interval=1.0, track_inputs=True, record_frames=False)
     policy = Policy(limits=Limits(go_away_lead=20.0, go_away_margin=2.0, setup_timeout=400.0,
                                   handle_validity=7200.0),
                     retry=RetryPolicy(base_delay=1.0, max_delay=20.0),
-                    # 4 s: the tracemalloc snapshots stop the loop for a moment
                     replay=ReplayPolicy(audio_staleness=800.0)).scaled(SCALE)
     changed = asyncio.Event()
     trace = Trace(on_change=changed.set)  # every notice (each resume says Resumed) wakes us
@@ -87,6 +93,23 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
             audit=lambda r: changed.set()).__aenter__()  # every record wakes `until`
         replies: Counter[str] = Counter()
         stop = asyncio.Event()
+        flowing, paused = asyncio.Event(), asyncio.Event()  # the sender holds while cleared
+        flowing.set()
+
+        async def at_rest(label: str, take: Callable[[], int]) -> int:
+            """`take()` once every input sent so far is covered by a handle. A snapshot stops the
+            loop (the emulator's too) for seconds under load: audio still waiting for a handle
+            then ages past the replay window and is dropped, as it should be."""
+            flowing.clear()
+            await paused.wait()
+            await session.send_client_content(
+                turns=types.Content(role="user", parts=[types.Part(text=label)]),
+                turn_complete=True)
+            await until(lambda: not session.core.journal)
+            try:
+                return take()
+            finally:
+                flowing.set()
 
         async def receive() -> None:
             text = ""
@@ -102,6 +125,10 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
         async def send() -> None:
             n = 0
             while not stop.is_set():
+                if not flowing.is_set():
+                    paused.set()
+                    await flowing.wait()
+                    paused.clear()
                 chunk = n.to_bytes(4, "big") + b"\x00" * 636  # 20 ms of 16 kHz PCM, numbered
                 await session.send_realtime_input(
                     audio=types.Blob(data=chunk, mime_type="audio/pcm;rate=16000"))
@@ -117,13 +144,13 @@ async def test_soak_of_200_rotations_loses_repeats_and_grows_nothing(
         reader = asyncio.get_running_loop().create_task(receive())
         writer = asyncio.get_running_loop().create_task(send())
         tracemalloc.start()
-        async with asyncio.timeout(240):
+        async with asyncio.timeout(420):
             await until(lambda: session.core.counters.rotations >= 50)
             tasks_50, fds_50 = await _resting(session)
-            memory_50 = _ours(tracemalloc.take_snapshot())
+            memory_50 = await at_rest("at 50", lambda: _ours(tracemalloc.take_snapshot()))
             await until(lambda: session.core.counters.rotations >= ROTATIONS)
             tasks_200, fds_200 = await _resting(session)
-            memory_200 = _ours(tracemalloc.take_snapshot())
+            memory_200 = await at_rest("at 200", lambda: _ours(tracemalloc.take_snapshot()))
         tracemalloc.stop()
         stop.set()
         await writer

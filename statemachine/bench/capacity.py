@@ -46,6 +46,7 @@ from ..emulator import ConnectionPlan, EmulatorSettings
 from .ledger import Ledger, split
 from .remote import RemoteEmulator, client_for, in_child
 from .rotation import raw_senders
+from .tasks import cancel_and_wait
 
 TARGET_P99_MS = 20.0
 CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message
@@ -301,9 +302,7 @@ async def _raw(i: int, client: Any, probe: Probe, stop: asyncio.Event, ramp: flo
     if connected.is_set():
         await _speak(i, probe, stop, audio, text, pace)
     await asyncio.sleep(1.0)  # the last turn's reply
-    runner.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner
+    await cancel_and_wait(runner)
 
 
 class _Reconnect(Exception):

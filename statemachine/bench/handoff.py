@@ -41,6 +41,7 @@ from ..emulator import BENCH_MODEL as DEFAULT_MODEL
 from ..emulator import EmulatorSettings, LiveEmulator
 from ..stores import HandleStore, SQLiteStore
 from .rotation import CHUNK, CHUNK_BYTES, TURN_EVERY, policy
+from .tasks import cancel_and_wait
 
 SCALE = 0.01
 #: emulated connections long enough not to rotate by themselves between two hand-offs
@@ -159,9 +160,7 @@ async def _turn_costs(turns: int, store: HandleStore | None) -> dict[str, Any]:
                 calls.append(time.perf_counter() - began)
                 await asyncio.sleep(0.02)
             cpu = time.process_time() - cpu
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        await cancel_and_wait(reader, raise_error=False)
     return {"call_p50_ms": _ms(calls, 50), "call_p99_ms": _ms(calls, 99),
             "cpu_ms_per_turn": round(cpu / turns * 1000, 3)}
 

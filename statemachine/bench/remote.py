@@ -14,8 +14,8 @@ import multiprocessing
 import os
 import signal
 import ssl
-import threading
 from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -26,18 +26,19 @@ from ..emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 
 
 @contextlib.contextmanager
-def sigint_ignored() -> Iterator[None]:
-    """Start child processes inside this: they inherit an ignored SIGINT. Ctrl-C reaches the
-    whole process group, and only the parent should report it (then stop its children),
-    not each child with a traceback of its own, possibly while it is still importing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def sigint_held() -> Iterator[None]:
+    """Start child processes inside this: they start with SIGINT blocked (a signal mask
+    survives exec). Ctrl-C reaches the whole process group, and only the parent should report
+    it (then stop its children), not each child with a traceback of its own, possibly while it
+    is still importing. Here, a Ctrl-C that arrives meanwhile is held and delivered when the
+    block ends (ignoring SIGINT instead would drop it: the command ran on as if never asked).
+    multiprocessing's resource tracker is started first: starting it unblocks SIGINT."""
+    resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 async def in_child(target: Callable[..., None], *args: Any) -> Any:
@@ -48,7 +49,7 @@ async def in_child(target: Callable[..., None], *args: Any) -> Any:
     context = multiprocessing.get_context("spawn")
     mine, theirs = context.Pipe()
     process = context.Process(target=target, args=(*args, theirs))
-    with sigint_ignored():  # Ctrl-C stops the parent, which stops the child (finally below)
+    with sigint_held():  # Ctrl-C stops the parent, which stops the child (finally below)
         process.start()
     theirs.close()
     try:
@@ -112,7 +113,7 @@ class RemoteEmulator:
         mine, theirs = context.Pipe()
         self._process = context.Process(target=_serve, args=(self.settings, self.plans, theirs),
                                         daemon=True)
-        with sigint_ignored():  # stopped by __aexit__, or at exit as a daemon
+        with sigint_held():  # stopped by __aexit__, or at exit as a daemon
             self._process.start()
         theirs.close()  # the child holds it now: its exit must end our recv() with EOFError
         self._pipe = mine

@@ -29,6 +29,7 @@ from ..core.policy import Limits, Policy, ReplayPolicy, RetryPolicy
 from ..emulator import BENCH_MODEL as DEFAULT_MODEL
 from ..emulator import ConnectionPlan, EmulatorSettings, LiveEmulator
 from ..emulator.wire import parse_duration
+from .tasks import cancel_and_wait, started_tasks
 
 SCALE = 0.01
 CHUNK = 0.02  # 20 ms of 16 kHz 16-bit mono audio per message
@@ -277,12 +278,13 @@ async def run_ours(rotations: int, lifetime_s: float, *, silent: bool) -> Outcom
                     pass
 
             events = session.events()
-            receiver = asyncio.get_running_loop().create_task(drain())
-            sender = asyncio.get_running_loop().create_task(traffic.run(audio, text, stop))
-            await emu.wait_connections(rotations + 1)
-            stop.set()
-            await sender
-            await _settle(session, events)
+            async with started_tasks() as start:
+                receiver = start(drain())
+                sender = start(traffic.run(audio, text, stop))
+                await emu.wait_connections(rotations + 1)
+                stop.set()
+                await sender
+                await _settle(session, events)
             outcome.cut_replies = len(cut)
         await asyncio.wait_for(receiver, 5)
     outcome.floor_ms, outcome.floor_p99_ms = probe.median, probe.p99
@@ -355,16 +357,14 @@ async def run_baseline(rotations: int, lifetime_s: float, *, on_go_away: bool) -
                         outcome.cut_replies += 1
                         in_reply[0] = False
 
-        loop = asyncio.get_running_loop()
-        runner = loop.create_task(session_loop())
-        sender = loop.create_task(traffic.run(audio, text, stop))
-        await emu.wait_connections(rotations + 1)
-        await asyncio.sleep(0.3)  # let the last connection carry traffic before stopping
-        stop.set()
-        await sender
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
+        async with started_tasks() as start:
+            runner = start(session_loop())
+            sender = start(traffic.run(audio, text, stop))
+            await emu.wait_connections(rotations + 1)
+            await asyncio.sleep(0.3)  # let the last connection carry traffic before stopping
+            stop.set()
+            await sender
+        await cancel_and_wait(runner)
     outcome.floor_ms, outcome.floor_p99_ms = probe.median, probe.p99
     outcome.floor_samples = len(probe.samples)
     return measure(emu, traffic, outcome)
