@@ -99,7 +99,8 @@ class StoreWorker:
 
     async def _bounded(self, call: Awaitable[_T]) -> _T:
         """`call`, or `StoreError` once it took longer than `store_timeout`: a store that does
-        not answer (paused, or a network that drops packets) must not hold the start for ever."""
+        not answer (paused, or a network that drops packets) holds neither the start nor the
+        queue for ever."""
         try:
             async with asyncio.timeout(self.persistence.store_timeout):
                 return await call
@@ -129,11 +130,9 @@ class StoreWorker:
 
     async def _do(self, action: StoreAction) -> Event | None:
         try:
-            async with asyncio.timeout(self.persistence.store_timeout):
-                return await self._perform(action)
-        except TimeoutError:
-            return StoreFailed(at=self._now(), op=action.op, error=(
-                f"the store did not answer within {self.persistence.store_timeout:g}s"))
+            return await self._bounded(self._perform(action))
+        except StoreError as exc:  # only the bound's: `_perform` reports the store's own
+            return StoreFailed(at=self._now(), op=action.op, error=str(exc))
 
     async def _perform(self, action: StoreAction) -> Event | None:
         key = action.key
