@@ -393,18 +393,13 @@ class Connection:
 
     async def _lifetime(self, lifetime: float, lead: float) -> None:
         await asyncio.sleep(max(0.0, lifetime - lead))
-        await self._expire(lead)
+        await self.expire(lead)
 
-    async def expire_mid_reply(self) -> None:
-        """`ConnectionPlan.go_away_in_reply`: the notice now, the close at its deadline."""
-        lead = self.emu.settings.seconds("go_away_lead")
+    async def expire(self, lead: float) -> None:
+        """`goAway` with `lead` seconds of notice now, the close when they have run out (the
+        lifetime's end, or `ConnectionPlan.go_away_in_reply`)."""
         await self.send({"goAway": {"timeLeft": duration(lead)}})
         self._spawn(lambda: self._deadline(lead))
-
-    async def _expire(self, lead: float) -> None:
-        """`goAway` with `lead` seconds of notice, then the close when they have run out."""
-        await self.send({"goAway": {"timeLeft": duration(lead)}})
-        await self._deadline(lead)
 
     async def _deadline(self, lead: float) -> None:
         if self.plan.silent_after_go_away:

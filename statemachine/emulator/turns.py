@@ -332,7 +332,7 @@ class TurnEngine:
                 if not sent:
                     self._replies += 1
                     if conn.plan.go_away_in_reply == self._replies:
-                        await conn.expire_mid_reply()
+                        await conn.expire(settings.seconds("go_away_lead"))
                 sent += chunk
                 await asyncio.sleep(settings.seconds("chunk_interval"))
                 if conn.resumption and conn.profile.mid_turn_handles:
